@@ -1,0 +1,29 @@
+//! The peerdex wire protocol: the one crate that turns bytes into typed
+//! messages and back. Server, client and logger all use it; nobody else
+//! parses bytes. See `../shared/PROTOCOL.md` for the contract.
+//!
+//! Layout:
+//! - [`field`]: NUL-terminated fields and their tokio-util codec.
+//! - [`op`]: the eight operations and their reply-code tables.
+//! - [`request`]: typed directory requests and their sans-IO parser.
+//! - [`reply`]: reply types and the helpers that stream them.
+//! - [`wire`]: async glue that reads requests and replies from a socket.
+//! - [`peer`]: the peer-to-peer `GET_FILE` exchange.
+//! - [`datetime`]: the `DATETIME` field.
+//! - [`names`]: what a valid user, file name and description are.
+//! - [`rpc`]: the tarpc service of the RPC logger.
+
+pub mod datetime;
+pub mod field;
+pub mod names;
+pub mod op;
+pub mod peer;
+pub mod reply;
+pub mod request;
+pub mod rpc;
+pub mod wire;
+
+pub use field::{Checked, CodecError, Field, FieldCodec, Malformed, MAX_FIELD_LEN};
+pub use op::{OpKind, Outcome};
+pub use reply::{ContentEntry, Reply, UserEntry};
+pub use request::{ConnectAddr, Operation, Request};

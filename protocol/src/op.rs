@@ -1,0 +1,174 @@
+//! The eight directory operations and their reply codes.
+//!
+//! Each operation's codes form a table ([`OpKind::outcomes`]): the code is the
+//! index of the outcome in it, and the last entry is the catch-all FAIL. One
+//! table serves the server (outcome -> code) and the client (code -> outcome).
+
+use std::fmt;
+
+/// A directory server operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OpKind {
+    Register,
+    Unregister,
+    Connect,
+    Disconnect,
+    Publish,
+    Delete,
+    ListUsers,
+    ListContent,
+}
+
+/// What happened to an operation, independent of its numeric code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Ok,
+    UsernameInUse,
+    UserDoesNotExist,
+    UserAlreadyConnected,
+    UserNotConnected,
+    ContentAlreadyPublished,
+    ContentNotPublished,
+    RemoteUserDoesNotExist,
+    /// The catch-all: malformed or over-long field, bad port, storage failure.
+    Fail,
+}
+
+use Outcome::*;
+
+impl OpKind {
+    /// Every operation, in PROTOCOL.md's order.
+    pub const ALL: [OpKind; 8] = [
+        OpKind::Register,
+        OpKind::Unregister,
+        OpKind::Connect,
+        OpKind::Disconnect,
+        OpKind::Publish,
+        OpKind::Delete,
+        OpKind::ListUsers,
+        OpKind::ListContent,
+    ];
+
+    /// The op field as sent on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::Register => "REGISTER",
+            OpKind::Unregister => "UNREGISTER",
+            OpKind::Connect => "CONNECT",
+            OpKind::Disconnect => "DISCONNECT",
+            OpKind::Publish => "PUBLISH",
+            OpKind::Delete => "DELETE",
+            OpKind::ListUsers => "LIST_USERS",
+            OpKind::ListContent => "LIST_CONTENT",
+        }
+    }
+
+    /// Parses an op field. Surrounding ASCII whitespace is ignored, as
+    /// PROTOCOL.md requires; the name itself is case-sensitive.
+    pub fn from_wire(field: &str) -> Option<OpKind> {
+        let name = field.trim_matches(|c: char| c.is_ascii_whitespace());
+        OpKind::ALL.into_iter().find(|op| op.name() == name)
+    }
+
+    /// The operation's outcomes, indexed by reply code.
+    pub fn outcomes(self) -> &'static [Outcome] {
+        match self {
+            OpKind::Register => &[Ok, UsernameInUse, Fail],
+            OpKind::Unregister => &[Ok, UserDoesNotExist, Fail],
+            OpKind::Connect => &[Ok, UserDoesNotExist, UserAlreadyConnected, Fail],
+            OpKind::Disconnect => &[Ok, UserDoesNotExist, UserNotConnected, Fail],
+            OpKind::Publish => &[
+                Ok,
+                UserDoesNotExist,
+                UserNotConnected,
+                ContentAlreadyPublished,
+                Fail,
+            ],
+            OpKind::Delete => &[
+                Ok,
+                UserDoesNotExist,
+                UserNotConnected,
+                ContentNotPublished,
+                Fail,
+            ],
+            OpKind::ListUsers => &[Ok, UserDoesNotExist, UserNotConnected, Fail],
+            OpKind::ListContent => &[
+                Ok,
+                UserDoesNotExist,
+                UserNotConnected,
+                RemoteUserDoesNotExist,
+                Fail,
+            ],
+        }
+    }
+
+    /// The reply code of `outcome`. An outcome that this operation cannot
+    /// have maps to its catch-all code, which is what the protocol says such
+    /// a failure is.
+    pub fn code(self, outcome: Outcome) -> u8 {
+        let outcomes = self.outcomes();
+        let index = outcomes
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(outcomes.len() - 1);
+        index as u8
+    }
+
+    /// The outcome of a reply code, or `None` for a code out of range.
+    pub fn outcome(self, code: u8) -> Option<Outcome> {
+        self.outcomes().get(usize::from(code)).copied()
+    }
+
+    /// The catch-all FAIL code.
+    pub fn fail_code(self) -> u8 {
+        self.code(Fail)
+    }
+}
+
+impl fmt::Display for OpKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_match_protocol_tables() {
+        assert_eq!(OpKind::Register.code(UsernameInUse), 1);
+        assert_eq!(OpKind::Register.fail_code(), 2);
+        assert_eq!(OpKind::Connect.code(UserAlreadyConnected), 2);
+        assert_eq!(OpKind::Connect.fail_code(), 3);
+        assert_eq!(OpKind::Publish.code(ContentAlreadyPublished), 3);
+        assert_eq!(OpKind::Publish.fail_code(), 4);
+        assert_eq!(OpKind::Delete.code(ContentNotPublished), 3);
+        assert_eq!(OpKind::ListContent.code(RemoteUserDoesNotExist), 3);
+        assert_eq!(OpKind::ListContent.fail_code(), 4);
+    }
+
+    #[test]
+    fn impossible_outcome_is_catch_all() {
+        assert_eq!(OpKind::Register.code(ContentNotPublished), 2);
+    }
+
+    #[test]
+    fn code_round_trips_for_every_op() {
+        for op in OpKind::ALL {
+            for (code, outcome) in op.outcomes().iter().enumerate() {
+                assert_eq!(op.code(*outcome), code as u8);
+                assert_eq!(op.outcome(code as u8), Some(*outcome));
+            }
+            assert_eq!(op.outcome(op.outcomes().len() as u8), None);
+            assert_eq!(*op.outcomes().last().unwrap(), Fail);
+        }
+    }
+
+    #[test]
+    fn op_names_ignore_surrounding_whitespace_only() {
+        assert_eq!(OpKind::from_wire(" LIST_USERS\t"), Some(OpKind::ListUsers));
+        assert_eq!(OpKind::from_wire("register"), None);
+        assert_eq!(OpKind::from_wire("LIST USERS"), None);
+    }
+}
