@@ -1,0 +1,209 @@
+//! One client connection: one request, one reply, then a clean close.
+//!
+//! The request must arrive whole within the request deadline (a client that
+//! sends half a request and stalls is dropped; nobody else notices). After
+//! the reply the write half is shut down and whatever the peer still sends is
+//! drained (bounded) before the socket is dropped: closing with unread bytes
+//! turns into a TCP reset that can destroy the reply in flight.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use peerdex_protocol::datetime;
+use peerdex_protocol::reply::{put_code, put_count};
+use peerdex_protocol::rpc::OpRecord;
+use peerdex_protocol::wire::{field_reader, read_request, RequestError, RequestRead};
+use peerdex_protocol::{OpKind, Operation, Outcome, Request};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use crate::commit::{Committer, Mutation};
+use crate::directory::{self, ListAnswer, Plan};
+use crate::log_sink::LogSink;
+use crate::store::Store;
+
+/// Listing replies are flushed to the socket in chunks of about this size.
+pub const CHUNK: usize = 64 * 1024;
+/// Most bytes read from the peer after the reply before closing anyway.
+const DRAIN_LIMIT: usize = 64 * 1024;
+/// Longest wait for the peer to close after the reply.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What every connection handler shares.
+pub struct Shared {
+    /// Read snapshots for LIST_USERS and LIST_CONTENT.
+    pub store: Arc<Store>,
+    /// The group-commit writer, for every mutation.
+    pub committer: Committer,
+    /// Where one record per handled operation goes.
+    pub log: LogSink,
+    /// How long a client has to send its request, and to take each chunk
+    /// of the reply.
+    pub request_timeout: Duration,
+}
+
+/// Serves one connection to its end. Never fails: every error is logged
+/// and ends the connection.
+pub async fn handle(mut socket: TcpStream, peer: SocketAddr, shared: &Shared) {
+    let (read_half, mut write_half) = socket.split();
+    let mut reader = field_reader(read_half);
+    let read = timeout(shared.request_timeout, read_request(&mut reader)).await;
+    let replied = match read {
+        Err(_) => {
+            tracing::debug!(%peer, "request not complete before the deadline, dropping");
+            return;
+        }
+        Ok(Ok(RequestRead::Closed)) => return,
+        Ok(Ok(RequestRead::UnknownOp(name))) => {
+            tracing::warn!(%peer, op = %name.escape_debug(), "unknown operation, closing");
+            Ok(())
+        }
+        Ok(Err(RequestError {
+            op: Some(op),
+            source,
+        })) => {
+            tracing::debug!(%peer, %op, error = %source, "unreadable request, answering FAIL");
+            let mut reply = BytesMut::with_capacity(4);
+            put_code(&mut reply, op.fail_code());
+            send(&mut write_half, &reply, shared.request_timeout).await
+        }
+        Ok(Err(RequestError { op: None, source })) => {
+            tracing::debug!(%peer, error = %source, "unreadable request, closing");
+            Ok(())
+        }
+        Ok(Ok(RequestRead::Request(request))) => {
+            serve(&request, peer, shared, &mut write_half).await
+        }
+    };
+    if let Err(err) = replied {
+        tracing::debug!(%peer, error = %err, "reply not delivered");
+        return;
+    }
+    if let Err(err) = write_half.shutdown().await {
+        tracing::debug!(%peer, error = %err, "shutdown failed");
+        return;
+    }
+    drain(reader.get_mut()).await;
+}
+
+/// Applies a request and writes its whole reply.
+async fn serve<W: AsyncWrite + Unpin>(
+    request: &Request,
+    peer: SocketAddr,
+    shared: &Shared,
+    out: &mut W,
+) -> io::Result<()> {
+    let kind = request.operation.kind();
+    let outcome = match directory::plan(request) {
+        Plan::Answer(outcome) => outcome,
+        Plan::Mutate { user } => {
+            let mutation = Mutation {
+                user,
+                operation: request.operation.clone(),
+                peer_ip: peer.ip().to_canonical(),
+            };
+            shared.committer.submit(mutation).await
+        }
+        Plan::Read { user } => match directory::list(&shared.store, &user, &request.operation) {
+            Ok(ListAnswer::Status(outcome)) => outcome,
+            Ok(ListAnswer::Listing(listing)) => {
+                log_operation(shared, request, kind, Outcome::Ok);
+                return stream_listing(kind, listing, shared.request_timeout, out).await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, %kind, "cannot read the directory");
+                Outcome::Fail
+            }
+        },
+    };
+    log_operation(shared, request, kind, outcome);
+    let mut reply = BytesMut::with_capacity(4);
+    put_code(&mut reply, kind.code(outcome));
+    send(out, &reply, shared.request_timeout).await
+}
+
+/// Writes code 0, the count and the entries, flushing every [`CHUNK`] bytes
+/// so that a huge listing never sits in memory.
+async fn stream_listing<W: AsyncWrite + Unpin>(
+    kind: OpKind,
+    mut listing: Box<directory::Listing>,
+    chunk_timeout: Duration,
+    out: &mut W,
+) -> io::Result<()> {
+    let mut buf = BytesMut::with_capacity(CHUNK + 1024);
+    put_code(&mut buf, 0);
+    put_count(&mut buf, listing.count());
+    let mut first = true;
+    loop {
+        let more = match listing.fill(&mut buf, CHUNK) {
+            Ok(more) => more,
+            Err(err) if first => {
+                // Nothing sent yet: the catch-all code can still go out.
+                tracing::error!(error = %err, "cannot read listing");
+                buf.clear();
+                put_code(&mut buf, kind.fail_code());
+                return send(out, &buf, chunk_timeout).await;
+            }
+            Err(err) => {
+                return Err(io::Error::other(format!("listing aborted: {err}")));
+            }
+        };
+        send(out, &buf, chunk_timeout).await?;
+        buf.clear();
+        first = false;
+        if !more {
+            return Ok(());
+        }
+    }
+}
+
+/// Hands the operation's record to the logger sink (never waits).
+fn log_operation(shared: &Shared, request: &Request, kind: OpKind, outcome: Outcome) {
+    tracing::debug!(op = %kind, user = %directory::user_label(&request.user), ?outcome, "handled");
+    let file = match &request.operation {
+        Operation::Publish { file, .. } | Operation::Delete { file } => {
+            Some(file.clone().unwrap_or_else(|_| "<malformed>".into()))
+        }
+        _ => None,
+    };
+    shared.log.record(OpRecord {
+        user: directory::user_label(&request.user),
+        op: kind.name().to_string(),
+        file,
+        datetime: request.datetime.clone().unwrap_or_else(datetime::now),
+    });
+}
+
+/// Writes all of `bytes` within `limit`.
+async fn send<W: AsyncWrite + Unpin>(out: &mut W, bytes: &[u8], limit: Duration) -> io::Result<()> {
+    match timeout(limit, out.write_all(bytes)).await {
+        Ok(result) => result,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "peer not reading the reply",
+        )),
+    }
+}
+
+/// Reads and discards what the peer still sends until it closes, at most
+/// [`DRAIN_LIMIT`] bytes and [`DRAIN_TIMEOUT`].
+async fn drain<R: AsyncRead + Unpin>(reader: &mut R) {
+    let drained = timeout(DRAIN_TIMEOUT, async {
+        let mut buf = [0u8; 4096];
+        let mut total = 0;
+        while total < DRAIN_LIMIT {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::debug!("peer did not close after the reply");
+    }
+}

@@ -1,0 +1,458 @@
+//! The directory's rules: where a command is applied to state.
+//!
+//! Reply codes are checked strictly in PROTOCOL.md's order (user exists,
+//! user connected, the op's own condition, then the catch-all). Mutations run
+//! inside the group-commit writer's transaction ([`apply`]); listings read a
+//! snapshot ([`list`]) and stream from it ([`Listing`]).
+
+use std::net::{IpAddr, SocketAddr};
+
+use bytes::BytesMut;
+use peerdex_protocol::names::{is_valid_description, is_valid_file, is_valid_user};
+use peerdex_protocol::{Checked, Operation, Outcome, Request};
+
+use crate::store::{Cursor, ReadView, Store, StoreError, WriteTables};
+
+/// What a request needs from the server.
+#[derive(Debug)]
+pub enum Plan {
+    /// Answered without looking at state (malformed USER field, invalid
+    /// name to register).
+    Answer(Outcome),
+    /// A mutation: goes through the group-commit writer.
+    Mutate { user: String },
+    /// A listing: answered from a read snapshot.
+    Read { user: String },
+}
+
+/// Decides what a request needs, settling the failures that do not depend
+/// on state.
+pub fn plan(request: &Request) -> Plan {
+    let user = match &request.user {
+        Ok(user) => user.clone(),
+        // A malformed or over-long USER field is the catch-all for every op.
+        Err(_) => return Plan::Answer(Outcome::Fail),
+    };
+    match request.operation {
+        // An invalid name never exists, so FAIL before USERNAME IN USE
+        // cannot contradict the code order.
+        Operation::Register if !is_valid_user(&user) => Plan::Answer(Outcome::Fail),
+        Operation::ListUsers | Operation::ListContent { .. } => Plan::Read { user },
+        _ => Plan::Mutate { user },
+    }
+}
+
+/// Applies one mutation for `user` inside a write transaction. `peer_ip` is
+/// the TCP source address, recorded by CONNECT when the client sent no IP.
+pub fn apply(
+    tables: &mut WriteTables<'_>,
+    user: &str,
+    operation: &Operation,
+    peer_ip: IpAddr,
+) -> Result<Outcome, StoreError> {
+    let exists = tables.user_exists(user)?;
+    if let Operation::Register = operation {
+        return Ok(if !is_valid_user(user) {
+            Outcome::Fail
+        } else if exists {
+            Outcome::UsernameInUse
+        } else {
+            tables.add_user(user)?;
+            Outcome::Ok
+        });
+    }
+    if !exists {
+        return Ok(Outcome::UserDoesNotExist);
+    }
+    let connected = tables.is_connected(user)?;
+    let outcome = match operation {
+        Operation::Unregister => {
+            tables.remove_user(user)?;
+            Outcome::Ok
+        }
+        Operation::Connect(_) if connected => Outcome::UserAlreadyConnected,
+        Operation::Connect(addr) => match (addr.ip, addr.port) {
+            (Ok(ip), Ok(port)) => {
+                let ip = ip.unwrap_or(peer_ip).to_canonical();
+                tables.set_address(user, SocketAddr::new(ip, port))?;
+                Outcome::Ok
+            }
+            _ => Outcome::Fail,
+        },
+        // Every other operation needs a connected user.
+        _ if !connected => Outcome::UserNotConnected,
+        Operation::Disconnect => {
+            tables.clear_address(user)?;
+            Outcome::Ok
+        }
+        Operation::Publish { file, description } => match file {
+            Err(_) => Outcome::Fail,
+            Ok(file) if tables.has_file(user, file)? => Outcome::ContentAlreadyPublished,
+            Ok(file) => match description {
+                Ok(description) if is_valid_file(file) && is_valid_description(description) => {
+                    tables.add_file(user, file, description)?;
+                    Outcome::Ok
+                }
+                _ => Outcome::Fail,
+            },
+        },
+        Operation::Delete { file } => match file {
+            Err(_) => Outcome::Fail,
+            Ok(file) if tables.remove_file(user, file)? => Outcome::Ok,
+            Ok(_) => Outcome::ContentNotPublished,
+        },
+        // Listings are not mutations: a misrouted one is a failure, never a
+        // reply without its entries.
+        Operation::Register | Operation::ListUsers | Operation::ListContent { .. } => Outcome::Fail,
+    };
+    Ok(outcome)
+}
+
+/// A listing ready to stream: LIST_USERS or LIST_CONTENT after code 0.
+pub struct Listing {
+    /// The snapshot the count was taken from; entries come from the same one.
+    view: ReadView,
+    /// Whose files, for LIST_CONTENT; `None` for LIST_USERS.
+    content_of: Option<String>,
+    /// Where the previous chunk stopped.
+    cursor: Cursor,
+    /// Number of entries, written right after the code.
+    count: u64,
+    /// True once the last entry was written.
+    done: bool,
+}
+
+impl Listing {
+    /// Number of entries in the listing.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Appends entries until `out` holds at least `limit` bytes. Returns
+    /// false once the listing is complete.
+    pub fn fill(&mut self, out: &mut BytesMut, limit: usize) -> Result<bool, StoreError> {
+        if self.done {
+            return Ok(false);
+        }
+        let more = match &self.content_of {
+            None => self.view.users_chunk(&mut self.cursor, out, limit)?,
+            Some(user) => self.view.files_chunk(user, &mut self.cursor, out, limit)?,
+        };
+        self.done = !more;
+        Ok(more)
+    }
+}
+
+/// The answer to LIST_USERS / LIST_CONTENT: an error outcome, or code 0 with
+/// a listing to stream.
+pub enum ListAnswer {
+    Status(Outcome),
+    Listing(Box<Listing>),
+}
+
+/// Checks a listing request against a fresh snapshot.
+pub fn list(store: &Store, user: &str, operation: &Operation) -> Result<ListAnswer, StoreError> {
+    let view = store.read()?;
+    if !view.user_exists(user)? {
+        return Ok(ListAnswer::Status(Outcome::UserDoesNotExist));
+    }
+    if !view.is_connected(user)? {
+        return Ok(ListAnswer::Status(Outcome::UserNotConnected));
+    }
+    let content_of = match operation {
+        Operation::ListUsers => None,
+        Operation::ListContent { remote_user } => match remote_user {
+            Ok(remote) if view.user_exists(remote)? => Some(remote.clone()),
+            Ok(_) => return Ok(ListAnswer::Status(Outcome::RemoteUserDoesNotExist)),
+            Err(_) => return Ok(ListAnswer::Status(Outcome::Fail)),
+        },
+        _ => return Ok(ListAnswer::Status(Outcome::Fail)),
+    };
+    let count = match &content_of {
+        None => view.connected_count()?,
+        Some(remote) => view.file_count(remote)?,
+    };
+    Ok(ListAnswer::Listing(Box::new(Listing {
+        view,
+        content_of,
+        cursor: None,
+        count,
+        done: false,
+    })))
+}
+
+/// The user field as text for logs: the name, or a marker when malformed.
+pub fn user_label(user: &Checked<String>) -> String {
+    match user {
+        Ok(user) => user.clone(),
+        Err(_) => "<malformed>".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use peerdex_protocol::{ConnectAddr, Malformed, OpKind};
+    const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7));
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: Store,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).unwrap();
+            Fixture { _dir: dir, store }
+        }
+
+        /// Runs a request the way the server does; returns its reply code.
+        fn run(&self, user: Checked<&str>, operation: Operation) -> u8 {
+            let kind = operation.kind();
+            let request = Request {
+                datetime: None,
+                user: user.map(str::to_string),
+                operation,
+            };
+            let outcome = match plan(&request) {
+                Plan::Answer(outcome) => outcome,
+                Plan::Mutate { user } => self
+                    .store
+                    .write(|t| apply(t, &user, &request.operation, PEER))
+                    .unwrap(),
+                Plan::Read { user } => {
+                    match list(&self.store, &user, &request.operation).unwrap() {
+                        ListAnswer::Status(outcome) => outcome,
+                        ListAnswer::Listing(_) => Outcome::Ok,
+                    }
+                }
+            };
+            kind.code(outcome)
+        }
+
+        fn ok(&self, user: &str, operation: Operation) {
+            assert_eq!(self.run(Ok(user), operation), 0);
+        }
+
+        fn connected(&self, user: &str) {
+            self.ok(user, Operation::Register);
+            self.ok(user, connect(Some("10.0.0.1"), Ok(4000)));
+        }
+
+        fn listing(&self, user: &str, operation: Operation) -> (u64, Vec<String>) {
+            let ListAnswer::Listing(mut listing) = list(&self.store, user, &operation).unwrap()
+            else {
+                panic!("no listing")
+            };
+            let mut out = BytesMut::new();
+            while listing.fill(&mut out, 7).unwrap() {}
+            let text = String::from_utf8(out.to_vec()).unwrap();
+            let fields = text
+                .split_terminator('\0')
+                .map(str::to_string)
+                .collect::<Vec<_>>();
+            (listing.count(), fields)
+        }
+    }
+
+    fn connect(ip: Option<&str>, port: Checked<u16>) -> Operation {
+        Operation::Connect(ConnectAddr {
+            ip: Ok(ip.map(|ip| ip.parse().unwrap())),
+            port,
+        })
+    }
+
+    fn publish(file: &str, description: &str) -> Operation {
+        Operation::Publish {
+            file: Ok(file.into()),
+            description: Ok(description.into()),
+        }
+    }
+
+    fn delete(file: &str) -> Operation {
+        Operation::Delete {
+            file: Ok(file.into()),
+        }
+    }
+
+    fn list_content(remote: Checked<&str>) -> Operation {
+        Operation::ListContent {
+            remote_user: remote.map(str::to_string),
+        }
+    }
+
+    const TOO_LONG: Checked<&str> = Err(Malformed::TooLong);
+
+    #[test]
+    fn register_codes() {
+        let f = Fixture::new();
+        assert_eq!(f.run(Ok("alice"), Operation::Register), 0);
+        assert_eq!(f.run(Ok("alice"), Operation::Register), 1);
+        assert_eq!(f.run(Ok("a b"), Operation::Register), 2);
+        assert_eq!(f.run(Ok(""), Operation::Register), 2);
+        assert_eq!(f.run(TOO_LONG, Operation::Register), 2);
+    }
+
+    #[test]
+    fn unregister_codes_and_cleanup() {
+        let f = Fixture::new();
+        assert_eq!(f.run(Ok("alice"), Operation::Unregister), 1);
+        assert_eq!(f.run(Ok(""), Operation::Unregister), 1);
+        assert_eq!(f.run(TOO_LONG, Operation::Unregister), 2);
+        f.connected("alice");
+        f.ok("alice", publish("a.txt", "x"));
+        f.ok("alice", Operation::Unregister);
+        // Everything is gone: registering again starts from scratch.
+        f.connected("alice");
+        f.connected("bob");
+        assert_eq!(f.listing("bob", list_content(Ok("alice"))).0, 0);
+        assert_eq!(f.listing("bob", Operation::ListUsers).0, 2);
+        // Unregister works whatever the state.
+        f.ok("alice", Operation::Unregister);
+        assert_eq!(f.listing("bob", Operation::ListUsers).0, 1);
+    }
+
+    #[test]
+    fn connect_codes() {
+        let f = Fixture::new();
+        assert_eq!(f.run(Ok("al"), connect(None, Ok(1))), 1);
+        assert_eq!(f.run(TOO_LONG, connect(None, Ok(1))), 3);
+        f.ok("al", Operation::Register);
+        let bad_port = connect(None, Err(Malformed::Invalid("port")));
+        assert_eq!(f.run(Ok("al"), bad_port), 3);
+        let bad_ip = Operation::Connect(ConnectAddr {
+            ip: Err(Malformed::Invalid("ip")),
+            port: Ok(5),
+        });
+        assert_eq!(f.run(Ok("al"), bad_ip), 3);
+        f.ok("al", connect(None, Ok(4000)));
+        assert_eq!(f.run(Ok("al"), connect(None, Ok(4000))), 2);
+        // Already connected wins over a bad port.
+        let bad_port = connect(None, Err(Malformed::Invalid("port")));
+        assert_eq!(f.run(Ok("al"), bad_port), 2);
+        let (_, fields) = f.listing("al", Operation::ListUsers);
+        assert_eq!(fields, ["al", "192.0.2.7", "4000"], "source IP recorded");
+    }
+
+    #[test]
+    fn disconnect_codes_keep_content() {
+        let f = Fixture::new();
+        assert_eq!(f.run(Ok("al"), Operation::Disconnect), 1);
+        assert_eq!(f.run(TOO_LONG, Operation::Disconnect), 3);
+        f.ok("al", Operation::Register);
+        assert_eq!(f.run(Ok("al"), Operation::Disconnect), 2);
+        f.ok("al", connect(Some("10.0.0.9"), Ok(9)));
+        f.ok("al", publish("f", "d"));
+        f.ok("al", Operation::Disconnect);
+        assert_eq!(f.run(Ok("al"), Operation::Disconnect), 2);
+        f.connected("bob");
+        let (count, fields) = f.listing("bob", list_content(Ok("al")));
+        assert_eq!((count, fields), (1, vec!["f".into(), "d".into()]));
+        // Reconnecting may use a new address.
+        f.ok("al", connect(Some("10.0.0.10"), Ok(10)));
+    }
+
+    #[test]
+    fn publish_codes() {
+        let f = Fixture::new();
+        assert_eq!(f.run(Ok("al"), publish("f", "d")), 1);
+        // Unknown user wins over a malformed file.
+        let malformed = Operation::Publish {
+            file: Err(Malformed::TooLong),
+            description: Ok(String::new()),
+        };
+        assert_eq!(f.run(Ok("al"), malformed.clone()), 1);
+        assert_eq!(f.run(TOO_LONG, publish("f", "d")), 4);
+        f.ok("al", Operation::Register);
+        assert_eq!(f.run(Ok("al"), publish("f", "d")), 2);
+        assert_eq!(f.run(Ok("al"), malformed.clone()), 2);
+        f.ok("al", connect(None, Ok(1)));
+        f.ok("al", publish("f", "a description"));
+        assert_eq!(f.run(Ok("al"), publish("f", "other")), 3);
+        assert_eq!(f.run(Ok("al"), malformed), 4);
+        assert_eq!(f.run(Ok("al"), publish("a b", "d")), 4);
+        assert_eq!(f.run(Ok("al"), publish("", "d")), 4);
+        assert_eq!(f.run(Ok("al"), publish("g", "two\nlines")), 4);
+        let long_description = Operation::Publish {
+            file: Ok("g".into()),
+            description: Err(Malformed::TooLong),
+        };
+        assert_eq!(f.run(Ok("al"), long_description), 4);
+        f.ok("al", publish("g", ""));
+    }
+
+    #[test]
+    fn delete_codes() {
+        let f = Fixture::new();
+        assert_eq!(f.run(Ok("al"), delete("f")), 1);
+        assert_eq!(f.run(TOO_LONG, delete("f")), 4);
+        f.ok("al", Operation::Register);
+        assert_eq!(f.run(Ok("al"), delete("f")), 2);
+        f.ok("al", connect(None, Ok(1)));
+        assert_eq!(f.run(Ok("al"), delete("f")), 3);
+        let malformed = Operation::Delete {
+            file: Err(Malformed::TooLong),
+        };
+        assert_eq!(f.run(Ok("al"), malformed), 4);
+        f.ok("al", publish("f", "d"));
+        f.ok("al", delete("f"));
+        assert_eq!(f.run(Ok("al"), delete("f")), 3);
+    }
+
+    #[test]
+    fn list_users_codes_and_entries() {
+        let f = Fixture::new();
+        assert_eq!(f.run(Ok("al"), Operation::ListUsers), 1);
+        assert_eq!(f.run(Ok(""), Operation::ListUsers), 1);
+        assert_eq!(f.run(TOO_LONG, Operation::ListUsers), 3);
+        f.ok("al", Operation::Register);
+        assert_eq!(f.run(Ok("al"), Operation::ListUsers), 2);
+        f.ok("al", connect(Some("10.0.0.1"), Ok(4000)));
+        f.ok("zed", Operation::Register);
+        f.ok("bo", Operation::Register);
+        f.ok("bo", connect(Some("::1"), Ok(65535)));
+        let (count, fields) = f.listing("al", Operation::ListUsers);
+        assert_eq!(count, 2);
+        assert_eq!(fields, ["al", "10.0.0.1", "4000", "bo", "::1", "65535"]);
+    }
+
+    #[test]
+    fn list_content_codes_and_entries() {
+        let f = Fixture::new();
+        assert_eq!(f.run(Ok("al"), list_content(Ok("bo"))), 1);
+        assert_eq!(f.run(TOO_LONG, list_content(Ok("bo"))), 4);
+        f.ok("al", Operation::Register);
+        assert_eq!(f.run(Ok("al"), list_content(Ok("bo"))), 2);
+        f.ok("al", connect(None, Ok(1)));
+        assert_eq!(f.run(Ok("al"), list_content(Ok("bo"))), 3);
+        assert_eq!(f.run(Ok("al"), list_content(Ok(""))), 3);
+        assert_eq!(f.run(Ok("al"), list_content(TOO_LONG)), 4);
+        f.ok("bo", Operation::Register);
+        assert_eq!(f.run(Ok("al"), list_content(Ok("bo"))), 0);
+        assert_eq!(f.listing("al", list_content(Ok("bo"))).0, 0);
+        f.ok("al", publish("b.txt", "second file"));
+        f.ok("al", publish("a.txt", ""));
+        let (count, fields) = f.listing("al", list_content(Ok("al")));
+        assert_eq!(count, 2);
+        assert_eq!(fields, ["a.txt", "", "b.txt", "second file"]);
+    }
+
+    #[test]
+    fn every_op_has_its_catch_all_for_a_malformed_user() {
+        let f = Fixture::new();
+        for operation in [
+            Operation::Register,
+            Operation::Unregister,
+            connect(None, Ok(1)),
+            Operation::Disconnect,
+            publish("f", "d"),
+            delete("f"),
+            Operation::ListUsers,
+            list_content(Ok("x")),
+        ] {
+            let kind: OpKind = operation.kind();
+            assert_eq!(f.run(Err(Malformed::NotUtf8), operation), kind.fail_code());
+        }
+    }
+}

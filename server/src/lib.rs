@@ -1,0 +1,42 @@
+//! The peerdex directory server: who is registered, who is connected where,
+//! and what each user published. Speaks the classic protocol of
+//! `shared/PROTOCOL.md` through the `peerdex-protocol` crate.
+//!
+//! Layout (one file per concern):
+//! - [`cli`]: command-line arguments.
+//! - [`server`]: the accept loop, connection limit and graceful shutdown;
+//!   [`Server`] / [`run`] start a server in-process.
+//! - [`connection`]: one connection: read a request with a deadline,
+//!   dispatch, write the whole reply, close cleanly.
+//! - [`directory`]: the rules: where a command is applied to state, reply
+//!   codes checked in PROTOCOL.md's order.
+//! - [`commit`]: group commit: one writer thread applies queued mutations in
+//!   one durable transaction and only then answers.
+//! - [`store`]: where state is stored: the redb database and its tables.
+//! - [`log_sink`]: records for the RPC logger, off the critical path.
+//! - [`shutdown`]: the signals that stop the server.
+//!
+//! Starting a server in-process (tests do this):
+//!
+//! ```no_run
+//! # async fn demo(config: peerdex_server::Config) -> Result<(), Box<dyn std::error::Error>> {
+//! let server = peerdex_server::Server::bind(config).await?;
+//! let addr = server.local_addr()?;
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let task = tokio::spawn(server.run(async { let _ = stopped.await; }));
+//! // ... talk to `addr` ...
+//! let _ = stop.send(());
+//! task.await.expect("server task")?;
+//! # Ok(()) }
+//! ```
+
+pub mod cli;
+pub mod commit;
+pub mod connection;
+pub mod directory;
+pub mod log_sink;
+pub mod server;
+pub mod shutdown;
+pub mod store;
+
+pub use server::{run, Config, Server, ServerError};

@@ -1,0 +1,203 @@
+//! The accept loop: one task per connection, a semaphore capping how many
+//! run at once, and graceful shutdown.
+//!
+//! On shutdown the server stops accepting, waits (bounded) for in-flight
+//! connections, lets the group-commit writer finish what is queued, gives
+//! the logger sink a last bounded flush, and closes the store.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::commit::Committer;
+use crate::connection::{self, Shared};
+use crate::log_sink::LogSink;
+use crate::store::{Store, StoreError};
+
+/// Extra time, beyond the request deadline, that shutdown waits for
+/// in-flight connections.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    pub bind: IpAddr,
+    /// Port to listen on; 0 lets the OS choose (see [`Server::local_addr`]).
+    pub port: u16,
+    /// Directory holding the database.
+    pub data_dir: PathBuf,
+    /// RPC logger `HOST:PORT`, if any.
+    pub logger: Option<String>,
+    /// Most connections served at once.
+    pub max_connections: usize,
+    /// How long a client has to send its whole request.
+    pub request_timeout: Duration,
+}
+
+/// Why the server could not start or stop cleanly.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot start the commit writer: {0}")]
+    Writer(#[source] io::Error),
+    #[error("the commit writer panicked")]
+    WriterPanicked,
+    #[error("blocking task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// A bound server, ready to [`run`](Server::run).
+pub struct Server {
+    /// The listening socket.
+    listener: TcpListener,
+    /// The open database.
+    store: Arc<Store>,
+    /// The configuration it was bound with.
+    config: Config,
+}
+
+impl Server {
+    /// Opens the store (creating the data directory) and binds the
+    /// listener. A bad data directory fails here, before any client is
+    /// accepted.
+    pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let dir = config.data_dir.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open(&dir)).await??;
+        let addr = SocketAddr::new(config.bind, config.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        Ok(Server {
+            listener,
+            store: Arc::new(store),
+            config,
+        })
+    }
+
+    /// The address actually bound (the OS-chosen port for port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then stops gracefully.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let Server {
+            listener,
+            store,
+            config,
+        } = self;
+        let (committer, writer) = Committer::start(store.clone()).map_err(ServerError::Writer)?;
+        let (log, log_task) = match config.logger.clone() {
+            Some(addr) => {
+                let (sink, task) = LogSink::start(addr);
+                (sink, Some(task))
+            }
+            None => (LogSink::disabled(), None),
+        };
+        let shared = Arc::new(Shared {
+            store: store.clone(),
+            committer,
+            log,
+            request_timeout: config.request_timeout,
+        });
+        let permits = config
+            .max_connections
+            .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+        let limit = Arc::new(Semaphore::new(permits));
+
+        tokio::select! {
+            _ = accept_loop(&listener, &limit, &shared) => {}
+            _ = shutdown => tracing::info!("shutting down: no new connections"),
+        }
+        drop(listener);
+
+        // In-flight connections hold permits: all permits back = all done.
+        let grace = config.request_timeout + SHUTDOWN_GRACE;
+        match tokio::time::timeout(grace, limit.acquire_many(permits as u32)).await {
+            Ok(_) => tracing::debug!("all connections finished"),
+            Err(_) => tracing::warn!("connections still running after {grace:?}, abandoning them"),
+        }
+        let dropped = shared.log.dropped();
+        drop(shared);
+
+        if let Some(task) = log_task {
+            // Ends after its own bounded final flush once the sinks are gone;
+            // abandoned connections may still hold one, so bound it too.
+            let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+        }
+        if dropped > 0 {
+            tracing::warn!(dropped, "logger records dropped");
+        }
+        // The writer stops when the last committer handle is dropped.
+        let joined = tokio::time::timeout(
+            SHUTDOWN_GRACE,
+            tokio::task::spawn_blocking(move || writer.join()),
+        )
+        .await;
+        match joined {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(_))) => return Err(ServerError::WriterPanicked),
+            Ok(Err(err)) => return Err(err.into()),
+            Err(_) => {
+                tracing::warn!("commit writer still busy; committed data is durable");
+                return Ok(());
+            }
+        }
+        match Arc::try_unwrap(store) {
+            Ok(store) => store.close()?,
+            Err(_) => tracing::warn!("store still in use by abandoned connections"),
+        }
+        tracing::info!("server stopped");
+        Ok(())
+    }
+}
+
+/// Binds and runs a server until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    Server::bind(config).await?.run(shutdown).await
+}
+
+/// Accepts forever: waits for a connection permit, then for a client, and
+/// spawns its handler. Accept errors (e.g. out of file descriptors) are
+/// logged and retried after a short backoff.
+async fn accept_loop(listener: &TcpListener, limit: &Arc<Semaphore>, shared: &Arc<Shared>) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
+        let (socket, peer) = match listener.accept().await {
+            Ok(accepted) => {
+                backoff = Duration::from_millis(10);
+                accepted
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "accept failed");
+                drop(permit);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            connection::handle(socket, peer, &shared).await;
+            drop(permit);
+        });
+    }
+}
