@@ -1,0 +1,302 @@
+//! [`DirectoryClient`]: one TCP connection per directory operation.
+//!
+//! Each call connects, sends the encoded request in a single write, reads
+//! the reply to its end with the protocol crate's reader, then closes.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use peerdex_protocol::wire::{field_reader, read_reply, ReplyError};
+use peerdex_protocol::{CodecError, Reply, Request};
+use thiserror::Error;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+/// Default bound on connecting to the directory.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default bound on sending the request and reading the whole reply.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a directory operation got no usable reply.
+#[derive(Debug, Error)]
+pub enum DirectoryError {
+    #[error("cannot reach directory {addr}: {reason}")]
+    Unreachable { addr: String, reason: String },
+    #[error("directory {addr} did not answer in time")]
+    Timeout { addr: String },
+    #[error("cannot send to directory {addr}: {reason}")]
+    Send { addr: String, reason: String },
+    #[error("bad reply from directory {addr}: {source}")]
+    BadReply {
+        addr: String,
+        #[source]
+        source: ReplyError,
+    },
+    #[error("cannot encode request: {0}")]
+    Encode(#[from] CodecError),
+}
+
+/// Talks to the directory server at one address.
+#[derive(Debug, Clone)]
+pub struct DirectoryClient {
+    /// Host name or IP of the directory, as given with `-s`.
+    host: String,
+    /// Port of the directory, as given with `-p`.
+    port: u16,
+    /// Bound on establishing the TCP connection.
+    connect_timeout: Duration,
+    /// Bound on the request/reply exchange once connected.
+    reply_timeout: Duration,
+}
+
+impl DirectoryClient {
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            connect_timeout: CONNECT_TIMEOUT,
+            reply_timeout: REPLY_TIMEOUT,
+        }
+    }
+
+    /// Overrides the timeouts (tests use short ones).
+    pub fn with_timeouts(mut self, connect: Duration, reply: Duration) -> Self {
+        self.connect_timeout = connect;
+        self.reply_timeout = reply;
+        self
+    }
+
+    /// `host:port` for messages.
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// Sends `request` stamped with `datetime` and reads its reply.
+    pub async fn call(&self, request: &Request, datetime: &str) -> Result<Reply, DirectoryError> {
+        self.call_with(|_| request.clone(), datetime).await
+    }
+
+    /// Like [`Self::call`], but the request is built once the connection is
+    /// up, from the connection's local address (CONNECT sends the IP the
+    /// directory sees us on).
+    pub async fn call_with(
+        &self,
+        build: impl Fn(SocketAddr) -> Request,
+        datetime: &str,
+    ) -> Result<Reply, DirectoryError> {
+        // A request that cannot be encoded is refused before connecting, so
+        // that the directory never sees a connection closed without a request.
+        build(SocketAddr::from(([0, 0, 0, 0], 0))).encode(datetime)?;
+        let addr = self.addr();
+        let unreachable = |reason: String| DirectoryError::Unreachable {
+            addr: addr.clone(),
+            reason,
+        };
+        let connect = TcpStream::connect((self.host.as_str(), self.port));
+        let mut stream = match timeout(self.connect_timeout, connect).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => return Err(unreachable(describe_io(&err))),
+            Err(_) => return Err(unreachable("connection timed out".into())),
+        };
+        let local = stream
+            .local_addr()
+            .map_err(|err| unreachable(describe_io(&err)))?;
+        let request = build(local);
+        let op = request.operation.kind();
+        let bytes = request.encode(datetime)?;
+        let exchange = async {
+            stream
+                .write_all(&bytes)
+                .await
+                .map_err(|err| DirectoryError::Send {
+                    addr: addr.clone(),
+                    reason: describe_io(&err),
+                })?;
+            let mut reader = field_reader(&mut stream);
+            read_reply(&mut reader, op)
+                .await
+                .map_err(|source| DirectoryError::BadReply {
+                    addr: addr.clone(),
+                    source,
+                })
+        };
+        match timeout(self.reply_timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(DirectoryError::Timeout { addr: addr.clone() }),
+        }
+    }
+}
+
+/// A short, lower-case reason for an I/O error (`connection refused`).
+pub fn describe_io(err: &io::Error) -> String {
+    use io::ErrorKind::*;
+    match err.kind() {
+        ConnectionRefused | ConnectionReset | ConnectionAborted | TimedOut | BrokenPipe
+        | UnexpectedEof | AddrNotAvailable | PermissionDenied | NotFound | AlreadyExists
+        | AddrInUse => err.kind().to_string(),
+        _ => err.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use peerdex_protocol::{Operation, Outcome, UserEntry};
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    fn request(user: &str, operation: Operation) -> Request {
+        Request {
+            datetime: None,
+            user: Ok(user.into()),
+            operation,
+        }
+    }
+
+    /// A fake directory: accepts one connection, reads until the request
+    /// has `fields` NUL-terminated fields, answers `reply`, closes. Returns
+    /// the request bytes it got.
+    async fn fake_directory(
+        fields: usize,
+        reply: &'static [u8],
+    ) -> (u16, tokio::task::JoinHandle<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 512];
+            while got.iter().filter(|&&b| b == 0).count() < fields {
+                let n = sock.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            sock.write_all(reply).await.unwrap();
+            got
+        });
+        (port, task)
+    }
+
+    const DT: &str = "21/11/2026 09:05:07";
+
+    #[tokio::test]
+    async fn register_sends_one_request_and_reads_the_code() {
+        let (port, server) = fake_directory(3, b"1\0").await;
+        let client = DirectoryClient::new("127.0.0.1", port);
+        let reply = client
+            .call(&request("alice", Operation::Register), DT)
+            .await
+            .unwrap();
+        assert_eq!(reply, Reply::Status(Outcome::UsernameInUse));
+        assert_eq!(
+            server.await.unwrap(),
+            b"REGISTER\x0021/11/2026 09:05:07\0alice\0"
+        );
+    }
+
+    #[tokio::test]
+    async fn list_users_reply_is_read_completely() {
+        let (port, server) = fake_directory(
+            3,
+            b"0\x002\0al\x00127.0.0.1\x004000\0bo\x0010.0.0.2\x005000\0",
+        )
+        .await;
+        let client = DirectoryClient::new("127.0.0.1", port);
+        let reply = client
+            .call(&request("al", Operation::ListUsers), DT)
+            .await
+            .unwrap();
+        let Reply::Users(users) = reply else {
+            panic!("{reply:?}")
+        };
+        assert_eq!(
+            users[1],
+            UserEntry {
+                name: "bo".into(),
+                ip: "10.0.0.2".into(),
+                port: "5000".into()
+            }
+        );
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn connect_request_is_built_from_the_local_address() {
+        let (port, server) = fake_directory(5, b"0\0").await;
+        let client = DirectoryClient::new("127.0.0.1", port);
+        let reply = client
+            .call_with(
+                |local| {
+                    request(
+                        "al",
+                        Operation::Connect(peerdex_protocol::ConnectAddr {
+                            ip: Ok(Some(local.ip())),
+                            port: Ok(4321),
+                        }),
+                    )
+                },
+                DT,
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply, Reply::Status(Outcome::Ok));
+        let sent = server.await.unwrap();
+        assert!(sent.ends_with(b"al\x00127.0.0.1\x004321\0"), "{sent:?}");
+    }
+
+    #[tokio::test]
+    async fn unreachable_directory_is_an_error_with_a_reason() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let client = DirectoryClient::new("127.0.0.1", port);
+        let err = client
+            .call(&request("al", Operation::Register), DT)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DirectoryError::Unreachable { .. }), "{err}");
+        assert!(err.to_string().contains("connection refused"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn close_without_reply_and_garbage_code_are_errors() {
+        for reply in [&b""[..], b"7\0", b"0\0x"] {
+            let reply: &'static [u8] = reply;
+            let (port, _server) = fake_directory(3, reply).await;
+            let client = DirectoryClient::new("127.0.0.1", port);
+            let op = if reply == b"0\0x" {
+                Operation::ListUsers
+            } else {
+                Operation::Register
+            };
+            let err = client.call(&request("al", op), DT).await.unwrap_err();
+            assert!(matches!(err, DirectoryError::BadReply { .. }), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn silent_directory_times_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let _hold = tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            drop(sock);
+        });
+        let client = DirectoryClient::new("127.0.0.1", port)
+            .with_timeouts(Duration::from_secs(1), Duration::from_millis(200));
+        let err = client
+            .call(&request("al", Operation::Register), DT)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DirectoryError::Timeout { .. }), "{err}");
+    }
+}

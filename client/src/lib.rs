@@ -1,0 +1,51 @@
+//! peerdex client: an interactive shell that talks to the directory server
+//! and shares files with other peers (see `shared/PROTOCOL.md`).
+//!
+//! Layout:
+//! - [`cli`]: command-line arguments.
+//! - [`shell`]: the input loop ([`shell::editor`] on a terminal, plain lines
+//!   on a pipe), [`shell::command`] (line -> [`shell::command::Command`]) and
+//!   [`shell::output`] (the exact result lines of the output contract).
+//! - [`session`]: the shell's state (current and connected user, known
+//!   peers) and the execution of each command.
+//! - [`directory`]: one TCP connection per directory operation.
+//! - [`time_source`]: the DATETIME of requests (RPC logger or local clock).
+//! - [`peer`]: peer-to-peer GET_FILE: [`peer::listener`] serves published
+//!   files resolved by [`peer::share`]; [`peer::download`] fetches them.
+//!
+//! Invariant: stdout carries only the contract lines (and HELP); reasons and
+//! warnings go to stderr.
+
+pub mod cli;
+pub mod directory;
+pub mod peer;
+pub mod session;
+pub mod shell;
+pub mod time_source;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+
+use cli::Args;
+use directory::DirectoryClient;
+use peer::share::ShareDir;
+use session::{Session, SessionConfig};
+use time_source::TimeSource;
+
+/// Runs the client with parsed arguments until QUIT or end of input.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let share_dir = args.share_dir.unwrap_or_else(|| PathBuf::from("."));
+    let share = ShareDir::new(&share_dir)
+        .with_context(|| format!("cannot share {}", share_dir.display()))?;
+    let config = SessionConfig {
+        directory: DirectoryClient::new(args.server, args.port),
+        time: TimeSource::new(args.time_service),
+        share,
+        listen: args.listen,
+    };
+    let known_users = Arc::new(Mutex::new(Vec::new()));
+    let session = Session::new(config, Arc::clone(&known_users));
+    shell::run(session, known_users, args.history).await
+}

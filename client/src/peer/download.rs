@@ -1,0 +1,344 @@
+//! The downloading side of `GET_FILE`.
+//!
+//! The request goes out in the compatible form first and, when the peer
+//! answers `2`, once more in the exact form (PROTOCOL.md). The content is
+//! written to a temporary file next to the destination, synced, and renamed
+//! onto it only when the peer has closed the connection: a failed download
+//! never leaves a partial file and never clobbers an existing one.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use peerdex_protocol::peer::{compat_request, exact_request, PeerCode};
+use peerdex_protocol::wire::{field_reader, next_text, ReplyError};
+use peerdex_protocol::CodecError;
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use super::PeerAddr;
+use crate::directory::describe_io;
+
+/// Bound on connecting to the peer.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on waiting for the reply code.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// A transfer with no byte received for this long is abandoned.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Copy buffer: memory stays flat whatever the file size.
+const BUFFER_SIZE: usize = 256 * 1024;
+
+/// Why a download failed.
+#[derive(Debug, Error)]
+pub enum DownloadError {
+    #[error("cannot reach peer {addr}: {reason}")]
+    Unreachable { addr: String, reason: String },
+    #[error("peer {addr} does not have {file}")]
+    NotFound { addr: String, file: String },
+    #[error("peer {addr} refused to send {file} (code 2)")]
+    Refused { addr: String, file: String },
+    #[error("bad reply from peer {addr}: {reason}")]
+    BadReply { addr: String, reason: String },
+    #[error("transfer from peer {addr} failed: {reason}")]
+    Transfer { addr: String, reason: String },
+    #[error("cannot write {path}: {reason}")]
+    Local { path: PathBuf, reason: String },
+    #[error("cannot request {0}")]
+    Encode(#[from] CodecError),
+}
+
+impl DownloadError {
+    /// The peer could not be reached at all (its address may be stale).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, DownloadError::Unreachable { .. })
+    }
+}
+
+/// Downloads `remote_file` from the peer at `addr` into `local_file`.
+/// Returns the number of bytes written.
+pub async fn download(
+    addr: &PeerAddr,
+    remote_file: &str,
+    local_file: &Path,
+) -> Result<u64, DownloadError> {
+    let (mut stream, leftover) = match ask(addr, &compat_request(remote_file)?).await? {
+        (PeerCode::Error, _, _) => {
+            tracing::debug!("peer {addr} answered 2 to the compatible form; retrying");
+            match ask(addr, &exact_request(remote_file)?).await? {
+                (PeerCode::Ok, stream, leftover) => (stream, leftover),
+                (code, _, _) => return Err(code_error(code, addr, remote_file)),
+            }
+        }
+        (PeerCode::Ok, stream, leftover) => (stream, leftover),
+        (code, _, _) => return Err(code_error(code, addr, remote_file)),
+    };
+    save(&mut stream, &leftover, addr, local_file).await
+}
+
+fn code_error(code: PeerCode, addr: &PeerAddr, file: &str) -> DownloadError {
+    let (addr, file) = (addr.to_string(), file.to_string());
+    match code {
+        PeerCode::NotFound => DownloadError::NotFound { addr, file },
+        _ => DownloadError::Refused { addr, file },
+    }
+}
+
+/// Sends one request and reads the reply code. Returns the code, the stream
+/// and the bytes already read past the code (the start of the content).
+async fn ask(
+    addr: &PeerAddr,
+    request: &[u8],
+) -> Result<(PeerCode, TcpStream, BytesMut), DownloadError> {
+    let name = addr.to_string();
+    let unreachable = |reason: String| DownloadError::Unreachable {
+        addr: name.clone(),
+        reason,
+    };
+    let connect = TcpStream::connect((addr.host.as_str(), addr.port));
+    let mut stream = match timeout(CONNECT_TIMEOUT, connect).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(err)) => return Err(unreachable(describe_io(&err))),
+        Err(_) => return Err(unreachable("connection timed out".into())),
+    };
+    let bad = |reason: String| DownloadError::BadReply {
+        addr: name.clone(),
+        reason,
+    };
+    stream
+        .write_all(request)
+        .await
+        .map_err(|err| bad(describe_io(&err)))?;
+    let mut reader = field_reader(stream);
+    let code = match timeout(REPLY_TIMEOUT, next_text(&mut reader)).await {
+        Ok(Ok(code)) => code,
+        Ok(Err(ReplyError::Closed)) => return Err(bad("closed without a reply code".into())),
+        Ok(Err(err)) => return Err(bad(err.to_string())),
+        Err(_) => return Err(bad("no reply code in time".into())),
+    };
+    let code = PeerCode::from_field(&code).ok_or_else(|| bad(format!("unknown code {code:?}")))?;
+    let leftover = std::mem::take(reader.read_buffer_mut());
+    Ok((code, reader.into_inner(), leftover))
+}
+
+/// Streams the content into a temporary file beside `local_file` and renames
+/// it into place once the peer has closed.
+async fn save(
+    stream: &mut TcpStream,
+    leftover: &[u8],
+    addr: &PeerAddr,
+    local_file: &Path,
+) -> Result<u64, DownloadError> {
+    let local = |err: std::io::Error| DownloadError::Local {
+        path: local_file.to_path_buf(),
+        reason: describe_io(&err),
+    };
+    let parent = match local_file.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let temp = tempfile::Builder::new()
+        .prefix(".peerdex-")
+        .suffix(".part")
+        .tempfile_in(parent)
+        .map_err(|err| DownloadError::Local {
+            path: parent.to_path_buf(),
+            reason: format!("cannot create a temporary file: {}", describe_io(&err)),
+        })?;
+    // `temp_path` removes the file when dropped: every early return below
+    // cleans up.
+    let (file, temp_path) = temp.into_parts();
+    let mut file = tokio::fs::File::from_std(file);
+    file.write_all(leftover).await.map_err(local)?;
+    let mut total = leftover.len() as u64;
+    let mut buf = vec![0u8; BUFFER_SIZE];
+    loop {
+        let n = match timeout(IDLE_TIMEOUT, stream.read(&mut buf)).await {
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => n,
+            Ok(Err(err)) => {
+                return Err(DownloadError::Transfer {
+                    addr: addr.to_string(),
+                    reason: describe_io(&err),
+                })
+            }
+            Err(_) => {
+                return Err(DownloadError::Transfer {
+                    addr: addr.to_string(),
+                    reason: format!("no data for {IDLE_TIMEOUT:?}"),
+                })
+            }
+        };
+        file.write_all(&buf[..n]).await.map_err(local)?;
+        total += n as u64;
+    }
+    file.flush().await.map_err(local)?;
+    file.sync_all().await.map_err(local)?;
+    let file = file.into_std().await;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(local)?;
+    }
+    drop(file);
+    temp_path
+        .persist(local_file)
+        .map_err(|err| local(err.error))?;
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer::listener::Listener;
+    use crate::peer::share::ShareDir;
+    use std::fs;
+    use tokio::net::TcpListener;
+
+    fn loopback(port: u16) -> PeerAddr {
+        PeerAddr {
+            host: "127.0.0.1".into(),
+            port,
+        }
+    }
+
+    /// Files in `dir` other than the expected ones (temp files left behind).
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn downloads_binary_content_from_a_listener() {
+        let shared = tempfile::tempdir().unwrap();
+        let content: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        fs::write(shared.path().join("blob.bin"), &content).unwrap();
+        let listener = Listener::start(
+            "127.0.0.1:0".parse().unwrap(),
+            ShareDir::new(shared.path()).unwrap(),
+        )
+        .await
+        .unwrap();
+        listener.publish("blob.bin");
+        let out = tempfile::tempdir().unwrap();
+        let target = out.path().join("copy.bin");
+        fs::write(&target, b"old content").unwrap();
+        let n = download(&loopback(listener.local_addr().port()), "blob.bin", &target)
+            .await
+            .unwrap();
+        assert_eq!(n, content.len() as u64);
+        assert!(fs::read(&target).unwrap() == content, "content differs");
+        assert_eq!(entries(out.path()), ["copy.bin"]);
+    }
+
+    /// A fake peer that answers each connection from `replies` in turn and
+    /// records the requests it got.
+    async fn fake_peer(
+        replies: Vec<&'static [u8]>,
+    ) -> (u16, tokio::task::JoinHandle<Vec<Vec<u8>>>) {
+        let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let mut requests = Vec::new();
+            for reply in replies {
+                let (mut sock, _) = socket.accept().await.unwrap();
+                let mut got = Vec::new();
+                let mut buf = [0u8; 256];
+                while got.iter().filter(|&&b| b == 0).count() < 2 {
+                    let n = sock.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+                requests.push(got);
+                sock.write_all(reply).await.unwrap();
+            }
+            requests
+        });
+        (port, task)
+    }
+
+    #[tokio::test]
+    async fn code_2_is_retried_once_with_the_exact_form() {
+        let (port, peer) = fake_peer(vec![b"2\0", b"0\0hello\0world"]).await;
+        let out = tempfile::tempdir().unwrap();
+        let target = out.path().join("f");
+        download(&loopback(port), "a.txt", &target).await.unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"hello\0world");
+        let requests = peer.await.unwrap();
+        assert_eq!(requests, [&b"GET_FILE \0a.txt\0"[..], b"GET_FILE\0a.txt\0"]);
+    }
+
+    #[tokio::test]
+    async fn failures_leave_no_file_behind() {
+        let out = tempfile::tempdir().unwrap();
+        let target = out.path().join("f");
+        fs::write(out.path().join("keep"), b"keep").unwrap();
+
+        let (port, _peer) = fake_peer(vec![b"1\0"]).await;
+        let err = download(&loopback(port), "a", &target).await.unwrap_err();
+        assert!(matches!(err, DownloadError::NotFound { .. }), "{err}");
+
+        let (port, _peer) = fake_peer(vec![b"2\0", b"2\0"]).await;
+        let err = download(&loopback(port), "a", &target).await.unwrap_err();
+        assert!(matches!(err, DownloadError::Refused { .. }), "{err}");
+
+        let (port, _peer) = fake_peer(vec![b"9\0"]).await;
+        let err = download(&loopback(port), "a", &target).await.unwrap_err();
+        assert!(matches!(err, DownloadError::BadReply { .. }), "{err}");
+
+        let (port, _peer) = fake_peer(vec![b""]).await;
+        let err = download(&loopback(port), "a", &target).await.unwrap_err();
+        assert!(matches!(err, DownloadError::BadReply { .. }), "{err}");
+
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let err = download(&loopback(port), "a", &target).await.unwrap_err();
+        assert!(err.is_unreachable(), "{err}");
+
+        assert_eq!(entries(out.path()), ["keep"]);
+    }
+
+    #[tokio::test]
+    async fn missing_local_directory_fails_without_clobbering() {
+        let (port, _peer) = fake_peer(vec![b"0\0data"]).await;
+        let out = tempfile::tempdir().unwrap();
+        let target = out.path().join("no/such/dir/f");
+        let err = download(&loopback(port), "a", &target).await.unwrap_err();
+        assert!(matches!(err, DownloadError::Local { .. }), "{err}");
+        assert!(entries(out.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn reset_mid_transfer_keeps_the_old_file() {
+        let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = socket.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut sock, _) = socket.accept().await.unwrap();
+            let mut buf = [0u8; 64];
+            let _ = sock.read(&mut buf).await;
+            sock.write_all(b"0\0partial").await.unwrap();
+            // Linger 0 turns the close into a reset: an error, not an EOF.
+            sock.set_zero_linger().unwrap();
+            drop(sock);
+        });
+        let out = tempfile::tempdir().unwrap();
+        let target = out.path().join("f");
+        fs::write(&target, b"old").unwrap();
+        let result = download(&loopback(port), "a", &target).await;
+        if result.is_err() {
+            assert_eq!(fs::read(&target).unwrap(), b"old");
+        }
+        assert_eq!(entries(out.path()), ["f"]);
+    }
+}

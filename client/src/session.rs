@@ -1,0 +1,444 @@
+//! The shell's state and the execution of its commands.
+//!
+//! [`Session::execute`] runs one [`Command`] and returns what it prints: the
+//! contract lines for stdout and short reasons for stderr. It never prints
+//! itself, so the shell decides where lines go and tests can check them.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use peerdex_protocol::{ConnectAddr, OpKind, Operation, Outcome, Reply, Request, UserEntry};
+
+use crate::directory::{DirectoryClient, DirectoryError};
+use crate::peer::download::{download, DownloadError};
+use crate::peer::listener::Listener;
+use crate::peer::share::ShareDir;
+use crate::peer::PeerAddr;
+use crate::shell::command::{help_lines, Command};
+use crate::shell::output::{self, GetFileResult};
+use crate::time_source::TimeSource;
+
+/// Where the listener binds when `--listen` is not given.
+const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
+/// What a command prints.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Printed {
+    /// Contract lines, for stdout.
+    pub out: Vec<String>,
+    /// Reasons and warnings, for stderr (already prefixed `peerdex: `).
+    pub err: Vec<String>,
+}
+
+impl Printed {
+    fn line(line: String) -> Self {
+        Self {
+            out: vec![line],
+            err: Vec::new(),
+        }
+    }
+
+    fn with_reason(mut self, reason: impl std::fmt::Display) -> Self {
+        self.err.push(format!("peerdex: {reason}"));
+        self
+    }
+}
+
+/// Whether the shell goes on after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Quit,
+}
+
+/// The user connected through this shell, with its listener.
+struct Connection {
+    /// The connected user.
+    user: String,
+    /// Serves the user's published files while connected.
+    listener: Listener,
+}
+
+/// How a session reaches the world.
+pub struct SessionConfig {
+    /// The directory server.
+    pub directory: DirectoryClient,
+    /// Source of request DATETIMEs.
+    pub time: TimeSource,
+    /// Files served to peers are resolved here.
+    pub share: ShareDir,
+    /// Listener address for CONNECT (`None`: all interfaces, any port).
+    pub listen: Option<SocketAddr>,
+}
+
+/// The shell's state.
+pub struct Session {
+    /// Directory, clock, share dir and listen address.
+    config: SessionConfig,
+    /// The last user named by REGISTER or CONNECT in this shell.
+    last_named: String,
+    /// The user connected through this shell, if any.
+    connected: Option<Connection>,
+    /// Peer addresses from the last LIST_USERS reply seen.
+    peers: HashMap<String, PeerAddr>,
+    /// User names from the last LIST_USERS reply, shared with the editor's
+    /// tab completion.
+    known_users: Arc<Mutex<Vec<String>>>,
+}
+
+impl Session {
+    pub fn new(config: SessionConfig, known_users: Arc<Mutex<Vec<String>>>) -> Self {
+        Self {
+            config,
+            last_named: String::new(),
+            connected: None,
+            peers: HashMap::new(),
+            known_users,
+        }
+    }
+
+    /// The user PUBLISH, DELETE, LIST_USERS and LIST_CONTENT act for.
+    pub fn current_user(&self) -> &str {
+        match &self.connected {
+            Some(connection) => &connection.user,
+            None => &self.last_named,
+        }
+    }
+
+    /// The listener's address while a user is connected.
+    pub fn listener_addr(&self) -> Option<SocketAddr> {
+        self.connected.as_ref().map(|c| c.listener.local_addr())
+    }
+
+    /// Runs one command.
+    pub async fn execute(&mut self, command: Command) -> (Printed, Flow) {
+        let printed = match command {
+            Command::Register(user) => {
+                self.last_named = user.clone();
+                self.simple(OpKind::Register, &user, Operation::Register)
+                    .await
+                    .0
+            }
+            Command::Unregister(user) => self.unregister(user).await,
+            Command::Connect(user) => self.connect(user).await,
+            Command::Disconnect(user) => self.disconnect(user).await,
+            Command::Publish { file, description } => self.publish(file, description).await,
+            Command::Delete(file) => self.delete(file).await,
+            Command::ListUsers => self.list_users().await,
+            Command::ListContent(remote_user) => {
+                let user = self.current_user().to_string();
+                let operation = Operation::ListContent {
+                    remote_user: Ok(remote_user),
+                };
+                self.simple(OpKind::ListContent, &user, operation).await.0
+            }
+            Command::GetFile {
+                user,
+                remote_file,
+                local_file,
+            } => {
+                self.get_file(&user, &remote_file, Path::new(&local_file))
+                    .await
+            }
+            Command::Help => Printed {
+                out: help_lines(),
+                err: Vec::new(),
+            },
+            Command::Quit => return (self.shutdown().await, Flow::Quit),
+        };
+        (printed, Flow::Continue)
+    }
+
+    /// Leaves the shell: disconnects the connected user without printing on
+    /// stdout (failures go to stderr) and stops the listener.
+    pub async fn shutdown(&mut self) -> Printed {
+        let Some(connection) = self.connected.take() else {
+            return Printed::default();
+        };
+        let mut printed = Printed::default();
+        let result = self.call(&connection.user, Operation::Disconnect).await;
+        match result {
+            Ok(Reply::Status(Outcome::Ok)) => {}
+            Ok(reply) => {
+                printed = printed.with_reason(format!(
+                    "DISCONNECT of {} on exit: {}",
+                    connection.user,
+                    output::result_line(OpKind::Disconnect, reply.outcome())
+                        .trim_start_matches(output::PROMPT)
+                ))
+            }
+            Err(err) => {
+                printed = printed.with_reason(format!(
+                    "DISCONNECT of {} on exit failed: {err}",
+                    connection.user
+                ))
+            }
+        }
+        connection.listener.stop().await;
+        printed
+    }
+
+    async fn call(&self, user: &str, operation: Operation) -> Result<Reply, DirectoryError> {
+        let request = request(user, operation);
+        let datetime = self.config.time.now().await;
+        self.config.directory.call(&request, &datetime).await
+    }
+
+    /// Sends a request and prints its result line. Also returns the reply.
+    async fn simple(
+        &self,
+        op: OpKind,
+        user: &str,
+        operation: Operation,
+    ) -> (Printed, Option<Reply>) {
+        let result = self.call(user, operation).await;
+        reply_printed(op, result)
+    }
+
+    async fn unregister(&mut self, user: String) -> Printed {
+        let (printed, reply) = self
+            .simple(OpKind::Unregister, &user, Operation::Unregister)
+            .await;
+        if reply.is_some_and(|r| r.outcome() == Outcome::Ok) {
+            self.forget_connection_of(&user).await;
+        }
+        printed
+    }
+
+    async fn connect(&mut self, user: String) -> Printed {
+        self.last_named = user.clone();
+        if let Some(connection) = &self.connected {
+            if connection.user != user {
+                return Printed::line(output::fail_line(OpKind::Connect)).with_reason(format!(
+                    "already connected as {}; DISCONNECT first",
+                    connection.user
+                ));
+            }
+            // Same user again: the directory says whether it is connected.
+            let listen = connection.listener.local_addr();
+            let result = self.send_connect(&user, listen).await;
+            return reply_printed(OpKind::Connect, result).0;
+        }
+        let bind = self.config.listen.unwrap_or(DEFAULT_LISTEN);
+        let listener = match Listener::start(bind, self.config.share.clone()).await {
+            Ok(listener) => listener,
+            Err(err) => {
+                return Printed::line(output::fail_line(OpKind::Connect))
+                    .with_reason(format!("cannot listen on {bind}: {err}"))
+            }
+        };
+        let result = self.send_connect(&user, listener.local_addr()).await;
+        let (printed, reply) = reply_printed(OpKind::Connect, result);
+        if reply.is_some_and(|r| r.outcome() == Outcome::Ok) {
+            // Serve what this user published in earlier sessions too.
+            let operation = Operation::ListContent {
+                remote_user: Ok(user.clone()),
+            };
+            match self.call(&user, operation).await {
+                Ok(Reply::Content(files)) => {
+                    listener.publish_all(files.into_iter().map(|f| f.file));
+                }
+                Ok(other) => tracing::debug!("LIST_CONTENT after CONNECT: {other:?}"),
+                Err(err) => tracing::debug!("LIST_CONTENT after CONNECT: {err}"),
+            }
+            self.connected = Some(Connection { user, listener });
+        } else {
+            listener.stop().await;
+        }
+        printed
+    }
+
+    /// Sends CONNECT for a listener at `listen`. An unspecified listener IP
+    /// is replaced by the local IP of the connection to the directory.
+    async fn send_connect(&self, user: &str, listen: SocketAddr) -> Result<Reply, DirectoryError> {
+        let datetime = self.config.time.now().await;
+        let build = |local: SocketAddr| {
+            let ip = if listen.ip().is_unspecified() {
+                local.ip()
+            } else {
+                listen.ip()
+            };
+            request(
+                user,
+                Operation::Connect(ConnectAddr {
+                    ip: Ok(Some(ip)),
+                    port: Ok(listen.port()),
+                }),
+            )
+        };
+        self.config.directory.call_with(build, &datetime).await
+    }
+
+    async fn disconnect(&mut self, user: String) -> Printed {
+        let (printed, reply) = self
+            .simple(OpKind::Disconnect, &user, Operation::Disconnect)
+            .await;
+        // Whatever the directory knew, it no longer has this user connected.
+        if matches!(
+            reply.map(|r| r.outcome()),
+            Some(Outcome::Ok | Outcome::UserNotConnected | Outcome::UserDoesNotExist)
+        ) {
+            self.forget_connection_of(&user).await;
+        }
+        printed
+    }
+
+    /// Stops the listener if `user` is the one connected through this shell.
+    async fn forget_connection_of(&mut self, user: &str) {
+        if self.connected.as_ref().is_some_and(|c| c.user == user) {
+            if let Some(connection) = self.connected.take() {
+                connection.listener.stop().await;
+            }
+        }
+    }
+
+    async fn publish(&mut self, file: String, description: String) -> Printed {
+        let mut warning = None;
+        if let Err(err) = self.config.share.resolve(&file) {
+            warning = Some(format!(
+                "warning: {file} is not servable from {} ({err}); peers will get FILE NOT EXIST",
+                self.config.share.root().display()
+            ));
+        }
+        let user = self.current_user().to_string();
+        let operation = Operation::Publish {
+            file: Ok(file.clone()),
+            description: Ok(description),
+        };
+        let (mut printed, reply) = self.simple(OpKind::Publish, &user, operation).await;
+        if let Some(warning) = warning {
+            printed.err.insert(0, format!("peerdex: {warning}"));
+        }
+        if reply.is_some_and(|r| r.outcome() == Outcome::Ok) {
+            if let Some(connection) = &self.connected {
+                connection.listener.publish(&file);
+            }
+        }
+        printed
+    }
+
+    async fn delete(&mut self, file: String) -> Printed {
+        let user = self.current_user().to_string();
+        let operation = Operation::Delete {
+            file: Ok(file.clone()),
+        };
+        let (printed, reply) = self.simple(OpKind::Delete, &user, operation).await;
+        if reply.is_some_and(|r| r.outcome() == Outcome::Ok) {
+            if let Some(connection) = &self.connected {
+                connection.listener.unpublish(&file);
+            }
+        }
+        printed
+    }
+
+    async fn list_users(&mut self) -> Printed {
+        let user = self.current_user().to_string();
+        let (printed, reply) = self
+            .simple(OpKind::ListUsers, &user, Operation::ListUsers)
+            .await;
+        if let Some(Reply::Users(users)) = reply {
+            self.remember_users(&users);
+        }
+        printed
+    }
+
+    /// Keeps the addresses and names of a LIST_USERS reply.
+    fn remember_users(&mut self, users: &[UserEntry]) {
+        self.peers = users
+            .iter()
+            .filter_map(|u| {
+                let port = u.port.trim().parse::<u16>().ok()?;
+                let addr = PeerAddr {
+                    host: u.ip.clone(),
+                    port,
+                };
+                Some((u.name.clone(), addr))
+            })
+            .collect();
+        let mut known = self
+            .known_users
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *known = users.iter().map(|u| u.name.clone()).collect();
+    }
+
+    /// Asks the directory where `user` listens (LIST_USERS as the current user).
+    async fn lookup(&mut self, user: &str) -> Result<PeerAddr, String> {
+        let me = self.current_user().to_string();
+        match self.call(&me, Operation::ListUsers).await {
+            Ok(Reply::Users(users)) => {
+                self.remember_users(&users);
+                self.peers
+                    .get(user)
+                    .cloned()
+                    .ok_or_else(|| format!("{user} is not connected (not in LIST_USERS)"))
+            }
+            Ok(reply) => Err(format!(
+                "cannot find {user}: the directory answered {}",
+                output::result_line(OpKind::ListUsers, reply.outcome())
+                    .trim_start_matches(output::PROMPT)
+            )),
+            Err(err) => Err(format!("cannot find {user}: {err}")),
+        }
+    }
+
+    async fn get_file(&mut self, user: &str, remote_file: &str, local_file: &Path) -> Printed {
+        let fail = |reason: String| {
+            Printed::line(output::get_file_line(GetFileResult::Fail)).with_reason(reason)
+        };
+        let (addr, cached) = match self.peers.get(user) {
+            Some(addr) => (addr.clone(), true),
+            None => match self.lookup(user).await {
+                Ok(addr) => (addr, false),
+                Err(reason) => return fail(reason),
+            },
+        };
+        let mut result = download(&addr, remote_file, local_file).await;
+        if cached && result.as_ref().is_err_and(DownloadError::is_unreachable) {
+            // The cached address may be stale: ask the directory once.
+            match self.lookup(user).await {
+                Ok(fresh) if fresh != addr => {
+                    result = download(&fresh, remote_file, local_file).await;
+                }
+                Ok(_) => {}
+                Err(reason) => tracing::debug!("refreshing {user}'s address: {reason}"),
+            }
+        }
+        match result {
+            Ok(bytes) => {
+                tracing::debug!("downloaded {remote_file} from {user}: {bytes} bytes");
+                Printed::line(output::get_file_line(GetFileResult::Ok))
+            }
+            Err(err @ DownloadError::NotFound { .. }) => {
+                Printed::line(output::get_file_line(GetFileResult::FileNotExist)).with_reason(err)
+            }
+            Err(err) => fail(err.to_string()),
+        }
+    }
+}
+
+fn request(user: &str, operation: Operation) -> Request {
+    Request {
+        datetime: None,
+        user: Ok(user.to_string()),
+        operation,
+    }
+}
+
+/// The lines of a directory reply, or the FAIL line and the reason.
+fn reply_printed(op: OpKind, result: Result<Reply, DirectoryError>) -> (Printed, Option<Reply>) {
+    match result {
+        Ok(reply) => {
+            let mut printed = Printed::line(output::result_line(op, reply.outcome()));
+            match &reply {
+                Reply::Users(users) => printed.out.extend(output::user_lines(users)),
+                Reply::Content(files) => printed.out.extend(output::content_lines(files)),
+                Reply::Status(_) => {}
+            }
+            (printed, Some(reply))
+        }
+        Err(err) => (Printed::line(output::fail_line(op)).with_reason(err), None),
+    }
+}

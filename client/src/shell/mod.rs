@@ -1,0 +1,137 @@
+//! The shell: reads lines, runs them through the session, prints results.
+//!
+//! On a terminal it uses the rustyline editor ([`editor`]); otherwise it
+//! reads stdin line by line. Both print the same lines and flush stdout
+//! after every command, so that a program driving the shell through a pipe
+//! can wait for each result line.
+
+pub mod command;
+pub mod editor;
+pub mod output;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use rustyline::error::ReadlineError;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::session::{Flow, Printed, Session};
+use command::parse;
+use output::PROMPT;
+
+/// Runs the shell until QUIT or end of input.
+pub async fn run(
+    session: Session,
+    known_users: Arc<Mutex<Vec<String>>>,
+    history: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    if std::io::stdin().is_terminal() {
+        interactive(session, known_users, history).await
+    } else {
+        piped(session).await
+    }
+}
+
+/// Parses and runs one line, printing its result.
+async fn handle_line(session: &mut Session, line: &str) -> Flow {
+    match parse(line) {
+        Ok(None) => Flow::Continue,
+        Err(err) => {
+            emit(&Printed {
+                out: vec![format!("{PROMPT}{err}")],
+                err: Vec::new(),
+            });
+            Flow::Continue
+        }
+        Ok(Some(command)) => {
+            let (printed, flow) = session.execute(command).await;
+            emit(&printed);
+            flow
+        }
+    }
+}
+
+/// Writes a command's lines: stdout (flushed), then stderr. A closed
+/// stdout is not an error worth dying for.
+fn emit(printed: &Printed) {
+    let mut out = std::io::stdout().lock();
+    for line in &printed.out {
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = out.flush();
+    drop(out);
+    let mut err = std::io::stderr().lock();
+    for line in &printed.err {
+        let _ = writeln!(err, "{line}");
+    }
+}
+
+async fn piped(mut session: Session) -> anyhow::Result<()> {
+    let mut stdin = BufReader::new(tokio::io::stdin());
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match stdin.read_until(b'\n', &mut buf).await {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(err) => {
+                eprintln!("peerdex: cannot read stdin: {err}");
+                break;
+            }
+        }
+        let line = String::from_utf8_lossy(&buf);
+        if handle_line(&mut session, &line).await == Flow::Quit {
+            return Ok(());
+        }
+    }
+    emit(&session.shutdown().await);
+    Ok(())
+}
+
+async fn interactive(
+    mut session: Session,
+    known_users: Arc<Mutex<Vec<String>>>,
+    history: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let mut editor = editor::new_editor(known_users)?;
+    let history = editor::history_path(history);
+    if let Some(path) = &history {
+        // A missing history file is normal on first use.
+        let _ = editor.load_history(path);
+    }
+    let mut history_warned = false;
+    loop {
+        let (returned, read) = tokio::task::spawn_blocking(move || {
+            let read = editor.readline(PROMPT);
+            (editor, read)
+        })
+        .await?;
+        editor = returned;
+        let line = match read {
+            Ok(line) => line,
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => break,
+            Err(err) => {
+                eprintln!("peerdex: cannot read the terminal: {err}");
+                break;
+            }
+        };
+        if !line.trim().is_empty() {
+            let _ = editor.add_history_entry(line.as_str());
+            if let Some(path) = &history {
+                if let Err(err) = editor.save_history(path) {
+                    if !history_warned {
+                        history_warned = true;
+                        eprintln!("peerdex: cannot save history to {}: {err}", path.display());
+                    }
+                }
+            }
+        }
+        if handle_line(&mut session, &line).await == Flow::Quit {
+            return Ok(());
+        }
+    }
+    emit(&session.shutdown().await);
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! The exact stdout lines of PROTOCOL.md's "shell's output contract".
+//!
+//! Nothing else in the crate spells a result line: the session decides the
+//! outcome, this module turns it into text.
+
+use peerdex_protocol::{ContentEntry, OpKind, Outcome, UserEntry};
+
+/// The shell prompt, also the prefix of every result line.
+pub const PROMPT: &str = "c> ";
+
+/// Result of a GET_FILE command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GetFileResult {
+    Ok,
+    FileNotExist,
+    Fail,
+}
+
+/// `c> ` + the result text of `op` for `outcome`. An outcome that `op`
+/// cannot have is its catch-all FAIL.
+pub fn result_line(op: OpKind, outcome: Outcome) -> String {
+    format!("{PROMPT}{}", result_text(op, outcome))
+}
+
+/// The plain catch-all FAIL line of `op` (`c> REGISTER FAIL`, ...).
+pub fn fail_line(op: OpKind) -> String {
+    result_line(op, Outcome::Fail)
+}
+
+/// The result line of GET_FILE.
+pub fn get_file_line(result: GetFileResult) -> String {
+    let text = match result {
+        GetFileResult::Ok => "GET_FILE OK",
+        GetFileResult::FileNotExist => "GET_FILE FAIL, FILE NOT EXIST",
+        GetFileResult::Fail => "GET_FILE FAIL",
+    };
+    format!("{PROMPT}{text}")
+}
+
+/// The lines that follow `LIST_USERS OK`: `\t<name> <ip> <port>`.
+pub fn user_lines(users: &[UserEntry]) -> Vec<String> {
+    users
+        .iter()
+        .map(|u| format!("\t{} {} {}", u.name, u.ip, u.port))
+        .collect()
+}
+
+/// The lines that follow `LIST_CONTENT OK`: `\t<file> <description>`.
+pub fn content_lines(files: &[ContentEntry]) -> Vec<String> {
+    files
+        .iter()
+        .map(|f| format!("\t{} {}", f.file, f.description))
+        .collect()
+}
+
+fn result_text(op: OpKind, outcome: Outcome) -> String {
+    let outcome = if op.outcomes().contains(&outcome) {
+        outcome
+    } else {
+        Outcome::Fail
+    };
+    match (op, outcome) {
+        (_, Outcome::Ok) => format!("{op} OK"),
+        (_, Outcome::Fail) => format!("{op} FAIL"),
+        (OpKind::Register, Outcome::UsernameInUse) => "USERNAME IN USE".into(),
+        (OpKind::Unregister, Outcome::UserDoesNotExist) => "USER DOES NOT EXIST".into(),
+        (OpKind::Connect, Outcome::UserAlreadyConnected) => "USER ALREADY CONNECTED".into(),
+        (_, outcome) => format!("{op} FAIL, {}", outcome_text(outcome)),
+    }
+}
+
+fn outcome_text(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Ok => "OK",
+        Outcome::UsernameInUse => "USERNAME IN USE",
+        Outcome::UserDoesNotExist => "USER DOES NOT EXIST",
+        Outcome::UserAlreadyConnected => "USER ALREADY CONNECTED",
+        Outcome::UserNotConnected => "USER NOT CONNECTED",
+        Outcome::ContentAlreadyPublished => "CONTENT ALREADY PUBLISHED",
+        Outcome::ContentNotPublished => "CONTENT NOT PUBLISHED",
+        Outcome::RemoteUserDoesNotExist => "REMOTE USER DOES NOT EXIST",
+        Outcome::Fail => "FAIL",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PROTOCOL.md's table, row by row, in reply-code order.
+    const TABLE: [(OpKind, &[&str]); 8] = [
+        (
+            OpKind::Register,
+            &["REGISTER OK", "USERNAME IN USE", "REGISTER FAIL"],
+        ),
+        (
+            OpKind::Unregister,
+            &["UNREGISTER OK", "USER DOES NOT EXIST", "UNREGISTER FAIL"],
+        ),
+        (
+            OpKind::Connect,
+            &[
+                "CONNECT OK",
+                "CONNECT FAIL, USER DOES NOT EXIST",
+                "USER ALREADY CONNECTED",
+                "CONNECT FAIL",
+            ],
+        ),
+        (
+            OpKind::Disconnect,
+            &[
+                "DISCONNECT OK",
+                "DISCONNECT FAIL, USER DOES NOT EXIST",
+                "DISCONNECT FAIL, USER NOT CONNECTED",
+                "DISCONNECT FAIL",
+            ],
+        ),
+        (
+            OpKind::Publish,
+            &[
+                "PUBLISH OK",
+                "PUBLISH FAIL, USER DOES NOT EXIST",
+                "PUBLISH FAIL, USER NOT CONNECTED",
+                "PUBLISH FAIL, CONTENT ALREADY PUBLISHED",
+                "PUBLISH FAIL",
+            ],
+        ),
+        (
+            OpKind::Delete,
+            &[
+                "DELETE OK",
+                "DELETE FAIL, USER DOES NOT EXIST",
+                "DELETE FAIL, USER NOT CONNECTED",
+                "DELETE FAIL, CONTENT NOT PUBLISHED",
+                "DELETE FAIL",
+            ],
+        ),
+        (
+            OpKind::ListUsers,
+            &[
+                "LIST_USERS OK",
+                "LIST_USERS FAIL, USER DOES NOT EXIST",
+                "LIST_USERS FAIL, USER NOT CONNECTED",
+                "LIST_USERS FAIL",
+            ],
+        ),
+        (
+            OpKind::ListContent,
+            &[
+                "LIST_CONTENT OK",
+                "LIST_CONTENT FAIL, USER DOES NOT EXIST",
+                "LIST_CONTENT FAIL, USER NOT CONNECTED",
+                "LIST_CONTENT FAIL, REMOTE USER DOES NOT EXIST",
+                "LIST_CONTENT FAIL",
+            ],
+        ),
+    ];
+
+    #[test]
+    fn every_line_of_the_table() {
+        for (op, lines) in TABLE {
+            assert_eq!(op.outcomes().len(), lines.len(), "{op}");
+            for (code, expected) in lines.iter().enumerate() {
+                let outcome = op.outcome(code as u8).unwrap();
+                assert_eq!(result_line(op, outcome), format!("c> {expected}"));
+            }
+            assert_eq!(fail_line(op), format!("c> {}", lines[lines.len() - 1]));
+        }
+    }
+
+    #[test]
+    fn impossible_outcome_is_plain_fail() {
+        assert_eq!(
+            result_line(OpKind::Register, Outcome::ContentNotPublished),
+            "c> REGISTER FAIL"
+        );
+    }
+
+    #[test]
+    fn get_file_lines() {
+        assert_eq!(get_file_line(GetFileResult::Ok), "c> GET_FILE OK");
+        assert_eq!(
+            get_file_line(GetFileResult::FileNotExist),
+            "c> GET_FILE FAIL, FILE NOT EXIST"
+        );
+        assert_eq!(get_file_line(GetFileResult::Fail), "c> GET_FILE FAIL");
+    }
+
+    #[test]
+    fn listing_lines_are_tab_indented() {
+        let users = [UserEntry {
+            name: "al".into(),
+            ip: "127.0.0.1".into(),
+            port: "4000".into(),
+        }];
+        assert_eq!(user_lines(&users), ["\tal 127.0.0.1 4000"]);
+        let files = [ContentEntry {
+            file: "a.txt".into(),
+            description: "the a file".into(),
+        }];
+        assert_eq!(content_lines(&files), ["\ta.txt the a file"]);
+    }
+}
