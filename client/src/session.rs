@@ -442,3 +442,209 @@ fn reply_printed(op: OpKind, result: Result<Reply, DirectoryError>) -> (Printed,
         Err(err) => (Printed::line(output::fail_line(op)).with_reason(err), None),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use peerdex_protocol::reply::{put_code, put_content_entry, put_count, put_user_entry};
+    use peerdex_protocol::wire::{field_reader, read_request, RequestRead};
+    use std::fs;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    /// A fake directory: answers each request with `answer(request)` and
+    /// records the requests.
+    struct FakeDirectory {
+        port: u16,
+        requests: Arc<Mutex<Vec<Request>>>,
+    }
+
+    impl FakeDirectory {
+        async fn start(
+            answer: impl Fn(&Request, SocketAddr) -> bytes::BytesMut + Send + Sync + 'static,
+        ) -> Self {
+            let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = socket.local_addr().unwrap().port();
+            let requests = Arc::new(Mutex::new(Vec::new()));
+            let seen = Arc::clone(&requests);
+            let answer = Arc::new(answer);
+            tokio::spawn(async move {
+                loop {
+                    let (mut sock, source) = socket.accept().await.unwrap();
+                    let mut reader = field_reader(&mut sock);
+                    let Ok(RequestRead::Request(request)) = read_request(&mut reader).await else {
+                        continue;
+                    };
+                    let reply = answer(&request, source);
+                    seen.lock().unwrap().push(request);
+                    sock.write_all(&reply).await.unwrap();
+                }
+            });
+            Self { port, requests }
+        }
+
+        fn requests(&self) -> Vec<Request> {
+            self.requests.lock().unwrap().clone()
+        }
+
+        fn session(&self, share: &Path) -> Session {
+            session_for(self.port, share)
+        }
+    }
+
+    fn session_for(port: u16, share: &Path) -> Session {
+        let config = SessionConfig {
+            directory: DirectoryClient::new("127.0.0.1", port),
+            time: TimeSource::local(),
+            share: ShareDir::new(share).unwrap(),
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+        };
+        Session::new(config, Arc::new(Mutex::new(Vec::new())))
+    }
+
+    fn code(code: u8) -> bytes::BytesMut {
+        let mut out = bytes::BytesMut::new();
+        put_code(&mut out, code);
+        out
+    }
+
+    async fn run(session: &mut Session, line: &str) -> Printed {
+        let command = crate::shell::command::parse(line).unwrap().unwrap();
+        session.execute(command).await.0
+    }
+
+    #[tokio::test]
+    async fn current_user_follows_register_and_connect() {
+        let directory = FakeDirectory::start(|request, _| match request.operation {
+            Operation::Connect(_) => code(1),
+            _ => code(2),
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut session = directory.session(dir.path());
+        assert_eq!(session.current_user(), "");
+        run(&mut session, "LIST_USERS").await;
+        run(&mut session, "REGISTER al").await;
+        run(&mut session, "LIST_USERS").await;
+        let printed = run(&mut session, "CONNECT bo").await;
+        assert_eq!(printed.out, ["c> CONNECT FAIL, USER DOES NOT EXIST"]);
+        assert_eq!(session.listener_addr(), None, "listener stopped");
+        run(&mut session, "DELETE f").await;
+        let users: Vec<String> = directory
+            .requests()
+            .into_iter()
+            .map(|r| r.user.unwrap())
+            .collect();
+        assert_eq!(users, ["", "al", "al", "bo", "bo"]);
+    }
+
+    #[tokio::test]
+    async fn connect_publish_and_get_file_between_two_sessions() {
+        let connected_at: Arc<Mutex<Option<(IpAddr, u16)>>> = Arc::default();
+        let at = Arc::clone(&connected_at);
+        let directory = FakeDirectory::start(move |request, _source| {
+            let mut out = bytes::BytesMut::new();
+            match &request.operation {
+                Operation::Connect(addr) => {
+                    let ip = addr.ip.clone().unwrap().unwrap();
+                    *at.lock().unwrap() = Some((ip, addr.port.clone().unwrap()));
+                    put_code(&mut out, 0);
+                }
+                Operation::ListContent { .. } => {
+                    put_code(&mut out, 0);
+                    put_count(&mut out, 1);
+                    put_content_entry(&mut out, "old.bin", "from before").unwrap();
+                }
+                Operation::ListUsers => {
+                    let (ip, port) = at.lock().unwrap().unwrap();
+                    put_code(&mut out, 0);
+                    put_count(&mut out, 1);
+                    put_user_entry(&mut out, "alice", ip, port).unwrap();
+                }
+                _ => put_code(&mut out, 0),
+            }
+            out
+        })
+        .await;
+
+        let shared = tempfile::tempdir().unwrap();
+        let old: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        fs::write(shared.path().join("old.bin"), &old).unwrap();
+        fs::write(shared.path().join("new.txt"), b"new\0content").unwrap();
+        let mut alice = directory.session(shared.path());
+        assert_eq!(
+            run(&mut alice, "CONNECT alice").await.out,
+            ["c> CONNECT OK"]
+        );
+        let listen = alice.listener_addr().unwrap();
+        assert_eq!(
+            *connected_at.lock().unwrap(),
+            Some((listen.ip(), listen.port()))
+        );
+        let published = run(&mut alice, "PUBLISH new.txt a new file").await;
+        assert_eq!(published.out, ["c> PUBLISH OK"]);
+        assert!(published.err.is_empty());
+        let missing = run(&mut alice, "PUBLISH ghost.txt").await;
+        assert_eq!(missing.out, ["c> PUBLISH OK"]);
+        assert_eq!(missing.err.len(), 1, "warns about the missing file");
+
+        let downloads = tempfile::tempdir().unwrap();
+        let mut bob = directory.session(downloads.path());
+        let target = downloads.path().join("old.copy");
+        let line = format!("GET_FILE alice old.bin {}", target.display());
+        assert_eq!(run(&mut bob, &line).await.out, ["c> GET_FILE OK"]);
+        assert!(fs::read(&target).unwrap() == old);
+        let target = downloads.path().join("new.copy");
+        let line = format!("GET_FILE alice new.txt {}", target.display());
+        assert_eq!(run(&mut bob, &line).await.out, ["c> GET_FILE OK"]);
+        assert_eq!(fs::read(&target).unwrap(), b"new\0content");
+        let line = format!("GET_FILE alice ghost.txt {}", target.display());
+        assert_eq!(
+            run(&mut bob, &line).await.out,
+            ["c> GET_FILE FAIL, FILE NOT EXIST"]
+        );
+        assert_eq!(fs::read(&target).unwrap(), b"new\0content", "not clobbered");
+        let line = format!("GET_FILE carol x {}", target.display());
+        assert_eq!(run(&mut bob, &line).await.out, ["c> GET_FILE FAIL"]);
+
+        let before = directory.requests().len();
+        let other = run(&mut alice, "CONNECT bob").await;
+        assert_eq!(other.out, ["c> CONNECT FAIL"]);
+        assert!(other.err[0].contains("already connected as alice"));
+        assert_eq!(directory.requests().len(), before, "nothing sent");
+
+        let (printed, flow) = alice.execute(Command::Quit).await;
+        assert_eq!(flow, Flow::Quit);
+        assert!(printed.out.is_empty() && printed.err.is_empty());
+        let last = directory.requests().pop().unwrap();
+        assert_eq!(last.operation, Operation::Disconnect);
+        assert_eq!(last.user, Ok("alice".into()));
+        assert!(tokio::net::TcpStream::connect(listen).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn unreachable_directory_prints_plain_fail_lines() {
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let dir = tempfile::tempdir().unwrap();
+        let mut session = session_for(port, dir.path());
+        for (line, expected) in [
+            ("REGISTER a", "c> REGISTER FAIL"),
+            ("UNREGISTER a", "c> UNREGISTER FAIL"),
+            ("CONNECT a", "c> CONNECT FAIL"),
+            ("DISCONNECT a", "c> DISCONNECT FAIL"),
+            ("PUBLISH f d", "c> PUBLISH FAIL"),
+            ("DELETE f", "c> DELETE FAIL"),
+            ("LIST_USERS", "c> LIST_USERS FAIL"),
+            ("LIST_CONTENT a", "c> LIST_CONTENT FAIL"),
+            ("GET_FILE a f out", "c> GET_FILE FAIL"),
+        ] {
+            let printed = run(&mut session, line).await;
+            assert_eq!(printed.out, [expected], "{line}");
+            let reason = printed.err.last().unwrap();
+            assert!(reason.contains("connection refused"), "{line}: {reason}");
+        }
+        assert_eq!(session.listener_addr(), None);
+    }
+}
