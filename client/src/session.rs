@@ -546,8 +546,8 @@ mod tests {
             let mut out = bytes::BytesMut::new();
             match &request.operation {
                 Operation::Connect(addr) => {
-                    let ip = addr.ip.clone().unwrap().unwrap();
-                    *at.lock().unwrap() = Some((ip, addr.port.clone().unwrap()));
+                    let ip = addr.ip.unwrap().unwrap();
+                    *at.lock().unwrap() = Some((ip, addr.port.unwrap()));
                     put_code(&mut out, 0);
                 }
                 Operation::ListContent { .. } => {
