@@ -133,14 +133,18 @@ impl DirectoryClient {
     }
 }
 
-/// A short, lower-case reason for an I/O error (`connection refused`).
+/// A short, lower-case reason for an I/O error (`connection refused`),
+/// without the `(os error N)` suffix.
 pub fn describe_io(err: &io::Error) -> String {
-    use io::ErrorKind::*;
-    match err.kind() {
-        ConnectionRefused | ConnectionReset | ConnectionAborted | TimedOut | BrokenPipe
-        | UnexpectedEof | AddrNotAvailable | PermissionDenied | NotFound | AlreadyExists
-        | AddrInUse => err.kind().to_string(),
-        _ => err.to_string(),
+    let text = err.to_string();
+    let text = match text.find(" (os error ") {
+        Some(at) => &text[..at],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => err.kind().to_string(),
     }
 }
 
@@ -186,6 +190,15 @@ mod tests {
     }
 
     const DT: &str = "21/11/2026 09:05:07";
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn io_reasons_are_short() {
+        let refused = io::Error::from_raw_os_error(111);
+        assert_eq!(describe_io(&refused), "connection refused");
+        let custom = io::Error::other("Boom");
+        assert_eq!(describe_io(&custom), "boom");
+    }
 
     #[tokio::test]
     async fn register_sends_one_request_and_reads_the_code() {

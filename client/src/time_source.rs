@@ -18,7 +18,7 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(30);
 #[derive(Debug, Error)]
 enum ServiceError {
     #[error("cannot connect: {0}")]
-    Connect(std::io::Error),
+    Connect(String),
     #[error("request failed: {0}")]
     Rpc(tarpc::client::RpcError),
     #[error("no answer within {DEADLINE:?}")]
@@ -93,7 +93,9 @@ async fn ask(service: &str, client: &mut Option<LoggerClient>) -> Result<String,
     let logger = match client {
         Some(logger) => logger.clone(),
         None => {
-            let logger = rpc::connect(service).await.map_err(ServiceError::Connect)?;
+            let logger = rpc::connect(service)
+                .await
+                .map_err(|err| ServiceError::Connect(crate::directory::describe_io(&err)))?;
             *client = Some(logger.clone());
             logger
         }

@@ -17,7 +17,7 @@ use rustyline::error::ReadlineError;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::session::{Flow, Printed, Session};
-use command::parse;
+use command::{parse, Command};
 use output::PROMPT;
 
 /// Runs the shell until QUIT or end of input.
@@ -33,8 +33,10 @@ pub async fn run(
     }
 }
 
-/// Parses and runs one line, printing its result.
-async fn handle_line(session: &mut Session, line: &str) -> Flow {
+/// Parses and runs one line, printing its result. When `interruptible`
+/// (on a terminal), Ctrl-C abandons a running GET_FILE: its temporary file
+/// is removed and the command fails.
+async fn handle_line(session: &mut Session, line: &str, interruptible: bool) -> Flow {
     match parse(line) {
         Ok(None) => Flow::Continue,
         Err(err) => {
@@ -45,7 +47,21 @@ async fn handle_line(session: &mut Session, line: &str) -> Flow {
             Flow::Continue
         }
         Ok(Some(command)) => {
-            let (printed, flow) = session.execute(command).await;
+            let downloading = matches!(command, Command::GetFile { .. });
+            let (printed, flow) = if interruptible && downloading {
+                tokio::select! {
+                    done = session.execute(command) => done,
+                    _ = tokio::signal::ctrl_c() => (
+                        Printed {
+                            out: vec![output::get_file_line(output::GetFileResult::Fail)],
+                            err: vec!["peerdex: GET_FILE interrupted".into()],
+                        },
+                        Flow::Continue,
+                    ),
+                }
+            } else {
+                session.execute(command).await
+            };
             emit(&printed);
             flow
         }
@@ -81,7 +97,7 @@ async fn piped(mut session: Session) -> anyhow::Result<()> {
             }
         }
         let line = String::from_utf8_lossy(&buf);
-        if handle_line(&mut session, &line).await == Flow::Quit {
+        if handle_line(&mut session, &line, false).await == Flow::Quit {
             return Ok(());
         }
     }
@@ -128,7 +144,7 @@ async fn interactive(
                 }
             }
         }
-        if handle_line(&mut session, &line).await == Flow::Quit {
+        if handle_line(&mut session, &line, true).await == Flow::Quit {
             return Ok(());
         }
     }
