@@ -47,17 +47,17 @@ pub struct Config {
 pub enum ServerError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
         #[source]
         source: io::Error,
     },
-    #[error("cannot start the commit writer: {0}")]
+    #[error("cannot start the commit writer")]
     Writer(#[source] io::Error),
     #[error("the commit writer panicked")]
     WriterPanicked,
-    #[error("blocking task failed: {0}")]
+    #[error("blocking task failed")]
     Join(#[from] tokio::task::JoinError),
 }
 

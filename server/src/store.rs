@@ -44,13 +44,13 @@ const FILE_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("file_count
 /// Why the store could not be opened, read or written.
 #[derive(Debug, Error)]
 pub enum StoreError {
-    #[error("cannot create data directory {path}: {source}")]
+    #[error("cannot create data directory {path}")]
     CreateDir {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot open database {path}: {source}")]
+    #[error("cannot open database {path}")]
     Open {
         path: PathBuf,
         #[source]
@@ -62,11 +62,11 @@ pub enum StoreError {
     Foreign { path: PathBuf },
     #[error("database {path} has schema version {found}, this server supports {SCHEMA_VERSION}")]
     SchemaVersion { path: PathBuf, found: u64 },
-    #[error("storage error: {0}")]
+    #[error(transparent)]
     Redb(#[from] redb::Error),
     #[error("stored address of user {0:?} is corrupt")]
     CorruptAddress(String),
-    #[error("stored entry cannot be encoded: {0}")]
+    #[error(transparent)]
     Encode(#[from] CodecError),
 }
 
