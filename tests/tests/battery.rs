@@ -242,10 +242,10 @@ fn run_case(path: &Path) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let case = parse(&text).map_err(|e| format!("{e:#}"))?;
     let mut transcript = String::new();
-    let result = execute(&case, &mut transcript);
-    match result {
+    let mut stderr = String::new();
+    match execute(&case, &mut transcript, &mut stderr) {
         Ok(()) => Ok(()),
-        Err(err) => Err(format!("{err:#}\n--- transcript ---\n{transcript}")),
+        Err(err) => Err(format!("{err:#}\n--- transcript ---\n{transcript}{stderr}")),
     }
 }
 
@@ -289,7 +289,7 @@ impl Run {
     }
 }
 
-fn execute(case: &Case, transcript: &mut String) -> Result<()> {
+fn execute(case: &Case, transcript: &mut String, stderr: &mut String) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let data_dir = dir.path().join("server-data");
     let (server, port) = if case.server_up {
@@ -307,16 +307,16 @@ fn execute(case: &Case, transcript: &mut String) -> Result<()> {
     };
     for (number, step) in &case.steps {
         if let Err(err) = apply(&mut run, step, transcript) {
-            let stderr = run.stderr_of_all();
-            return Err(err.context(format!("line {number}"))).with_context(|| stderr);
+            *stderr = run.stderr_of_all();
+            return Err(err.context(format!("line {number}")));
         }
     }
     let mut names: Vec<String> = run.shells.keys().cloned().collect();
     names.sort();
     for name in names {
         if let Err(err) = quit(&mut run, &name, transcript) {
-            let stderr = run.stderr_of_all();
-            return Err(err.context("at the end of the case")).with_context(|| stderr);
+            *stderr = run.stderr_of_all();
+            return Err(err.context("at the end of the case"));
         }
     }
     Ok(())
@@ -438,9 +438,8 @@ fn apply(run: &mut Run, step: &Step, transcript: &mut String) -> Result<()> {
     Ok(())
 }
 
-/// One line must match one pattern in order; a group of list lines (more
-/// than one pattern, all after the first starting with TAB) matches as a
-/// set after its first line.
+/// The lines match the patterns as a multiset: a group is either one line
+/// or a run of list lines, whose order PROTOCOL.md leaves open.
 fn lines_match(patterns: &[String], got: &[String]) -> bool {
     if patterns.len() != got.len() {
         return false;
