@@ -327,4 +327,20 @@ mod tests {
             assert!(matches!(parse(&line), Ok(Some(_))), "{line}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics(line in "\\PC{0,80}") {
+            let _ = parse(&line);
+        }
+
+        #[test]
+        fn register_keeps_its_argument(name in "[!-~]{1,40}", upper in proptest::bool::ANY) {
+            let command = if upper { "REGISTER" } else { "register" };
+            proptest::prop_assert_eq!(
+                parse(&format!("{command} {name}")),
+                Ok(Some(Command::Register(name.clone())))
+            );
+        }
+    }
 }
