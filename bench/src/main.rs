@@ -1,1 +1,133 @@
-fn main() {}
+//! `peerdex-bench`: the load generator and null-server ceiling of issue 3.
+//!
+//! - `null-server`: the stateless ceiling (see [`null_server`]).
+//! - `load`: populate, then a timed, fully checked mixed workload.
+//! - `compare`: alternated null/ours runs, medians and the ratio.
+//!
+//! The process exits 1 when any operation failed, 2 when the benchmark
+//! itself could not run: a benchmark that hides errors measures nothing.
+
+mod cli;
+mod client;
+mod compare;
+mod mix;
+mod model;
+mod null_server;
+mod populate;
+mod proc_stats;
+mod report;
+mod stats;
+mod workload;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+
+use cli::{Cli, Command, LoadArgs, WorkloadArgs};
+use workload::LoadConfig;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("FAILED: some operations failed (see ERROR lines above)");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs a subcommand; `Ok(false)` means it ran but saw failed operations.
+async fn run(cli: Cli) -> anyhow::Result<bool> {
+    match cli.command {
+        Command::NullServer(args) => {
+            null_server::run(args.bind, args.port).await?;
+            Ok(true)
+        }
+        Command::Load(args) => load(args).await,
+        Command::Compare(args) => {
+            // The address is filled in per server.
+            let base = load_config(&args.workload, SocketAddr::from(([127, 0, 0, 1], 0)))?;
+            compare::run(args, base).await
+        }
+    }
+}
+
+async fn load(args: LoadArgs) -> anyhow::Result<bool> {
+    let addr = tokio::net::lookup_host((args.host.as_str(), args.port))
+        .await
+        .with_context(|| format!("resolving {}", args.host))?
+        .next()
+        .with_context(|| format!("{} has no address", args.host))?;
+    if !addr.ip().is_loopback() {
+        eprintln!("warning: {addr} is not loopback; the benchmark is calibrated for 127.0.0.1");
+    }
+    let mut config = load_config(&args.workload, addr)?;
+    config.server_pid = args.server_pid;
+    config.verify_content = args.verify_content;
+    let populated = if args.skip_populate {
+        None
+    } else {
+        let p = populate::populate(
+            addr,
+            config.users,
+            args.workload.populate_concurrency,
+            config.op_timeout,
+        )
+        .await?;
+        report::print_populate(&p);
+        Some(p)
+    };
+    let report = workload::run(config).await?;
+    report::print_load("load", &report);
+    if args.workload.json {
+        println!("{}", report::load_json(&report, populated.as_ref()));
+    }
+    Ok(report.errors == 0)
+}
+
+fn load_config(w: &WorkloadArgs, addr: SocketAddr) -> anyhow::Result<LoadConfig> {
+    // Checked before anything starts: each loop owns the users i with
+    // i % C == loop, so every loop needs at least one.
+    anyhow::ensure!(
+        w.clients > 0 && w.users >= w.clients,
+        "need --users >= --clients >= 1 (got {} users, {} clients)",
+        w.users,
+        w.clients
+    );
+    Ok(LoadConfig {
+        addr,
+        users: w.users,
+        clients: w.clients,
+        warmup: secs(w.warmup, "--warmup")?,
+        duration: secs(w.duration, "--duration")?,
+        mix: w.mix,
+        seed: w.seed,
+        op_timeout: secs(w.op_timeout, "--op-timeout")?,
+        verify_content: false,
+        server_pid: None,
+    })
+}
+
+/// Seconds from the command line; rejects negative and non-finite values
+/// instead of panicking on them.
+pub fn secs(value: f64, flag: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value).with_context(|| format!("{flag} {value} is not a duration"))
+}

@@ -1,0 +1,121 @@
+//! Command line of `peerdex-bench`. Flags follow issue 3 so that the commands
+//! recorded in docs/PERFORMANCE.md can be re-run verbatim.
+
+use std::net::IpAddr;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::mix::MixKind;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "peerdex-bench",
+    version,
+    about = "Load generator and null-server ceiling for the peerdex directory server"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// A stateless server that answers code 0 (empty lists) to every request:
+    /// the ceiling that one-connection-per-operation allows on this machine.
+    NullServer(NullServerArgs),
+    /// Populate a directory server, then run a timed mixed workload against it.
+    Load(LoadArgs),
+    /// Alternate load runs against the null server and our server (A B A B)
+    /// and report medians and the ratio ours/null.
+    Compare(CompareArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NullServerArgs {
+    /// TCP port to listen on (0 picks a free one; the chosen address is printed).
+    #[arg(short, long)]
+    pub port: u16,
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+}
+
+/// Knobs shared by `load` and `compare`.
+#[derive(Debug, Args, Clone)]
+pub struct WorkloadArgs {
+    /// Number of directory users (`bench-u0` .. `bench-u<N-1>`).
+    #[arg(long)]
+    pub users: usize,
+    /// Concurrent client loops; user i belongs to loop i % C, so N >= C.
+    #[arg(long)]
+    pub clients: usize,
+    /// Measured window, seconds.
+    #[arg(long)]
+    pub duration: f64,
+    /// Warm-up before the window, seconds (not counted).
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Operation mix.
+    #[arg(long, value_enum, default_value_t = MixKind::Default)]
+    pub mix: MixKind,
+    /// Concurrent connections while populating.
+    #[arg(long, default_value_t = 64)]
+    pub populate_concurrency: usize,
+    /// Seed of the per-loop random generators (runs are repeatable).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Per-operation timeout (connect, request, reply, close), seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub op_timeout: f64,
+    /// Also print one JSON line with the key numbers, for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Server host (the benchmark is meant for loopback).
+    #[arg(short = 's', long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Server port.
+    #[arg(short, long)]
+    pub port: u16,
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+    /// The server is already populated with at least N users: measure only.
+    #[arg(long)]
+    pub skip_populate: bool,
+    /// Report this process's RSS and CPU time over the window (from /proc).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Check listing contents, not only reply codes (requires a real
+    /// directory: the null server answers empty lists).
+    #[arg(long)]
+    pub verify_content: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Shell command that starts our server; `{port}` is replaced by --port.
+    /// It must print `s> init server ip:port` on stdout when ready.
+    #[arg(long)]
+    pub server_cmd: String,
+    /// Port substituted for `{port}` (0: the server picks one and prints it).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Alternated rounds (each = one null run + one run of ours).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+    /// Pause between runs, seconds, so one run's teardown does not leak into
+    /// the next one's window.
+    #[arg(long, default_value_t = 1.0)]
+    pub pause: f64,
+    /// Where our server's output goes (default: a file in /tmp).
+    #[arg(long)]
+    pub server_log: Option<std::path::PathBuf>,
+    /// Seconds to wait for our server's `s> init server` line.
+    #[arg(long, default_value_t = 60.0)]
+    pub start_timeout: f64,
+}

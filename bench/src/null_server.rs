@@ -1,0 +1,126 @@
+//! The stateless ceiling: a server that does everything a directory server
+//! must do on the socket (read one complete request, answer, half-close,
+//! drain, close) and nothing else. With one TCP connection per operation the
+//! kernel's connection setup and teardown dominate, so its throughput is the
+//! most any directory server can reach on this machine; our server is
+//! reported as a fraction of it.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use peerdex_protocol::reply::{put_code, put_count};
+use peerdex_protocol::wire::{field_reader, read_request, RequestRead};
+use peerdex_protocol::OpKind;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{timeout, timeout_at, Instant};
+
+/// How long a client may take to send its request or close after the reply:
+/// a stalled client must not hold a task forever.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// At most this much is drained after the reply before closing anyway.
+const MAX_DRAIN: usize = 64 * 1024;
+
+/// The two possible answers, encoded once.
+#[derive(Clone)]
+struct Replies {
+    /// `"0\0"`: every operation without a body.
+    plain: Bytes,
+    /// `"0\0" "0\0"`: LIST_USERS / LIST_CONTENT with an empty list.
+    empty_list: Bytes,
+}
+
+impl Replies {
+    fn new() -> Self {
+        let mut plain = BytesMut::new();
+        put_code(&mut plain, 0);
+        let mut empty_list = plain.clone();
+        put_count(&mut empty_list, 0);
+        Replies {
+            plain: plain.freeze(),
+            empty_list: empty_list.freeze(),
+        }
+    }
+
+    fn for_op(&self, op: OpKind) -> Bytes {
+        match op {
+            OpKind::ListUsers | OpKind::ListContent => self.empty_list.clone(),
+            _ => self.plain.clone(),
+        }
+    }
+}
+
+/// Binds the listener; port 0 picks a free port.
+pub async fn bind(ip: IpAddr, port: u16) -> io::Result<TcpListener> {
+    TcpListener::bind(SocketAddr::new(ip, port)).await
+}
+
+/// Serves forever, one task per connection.
+pub async fn serve(listener: TcpListener) -> io::Result<()> {
+    let replies = Replies::new();
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(handle(stream, replies.clone()));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning; the
+                // pending connection stays in the backlog.
+                eprintln!("null-server: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn handle(mut stream: TcpStream, replies: Replies) {
+    let request = {
+        let mut reader = field_reader(&mut stream);
+        timeout(CLIENT_TIMEOUT, read_request(&mut reader)).await
+    };
+    let reply = match request {
+        Ok(Ok(RequestRead::Request(request))) => Some(replies.for_op(request.operation.kind())),
+        // PROTOCOL.md: an unknown op is closed without a reply.
+        Ok(Ok(RequestRead::UnknownOp(_) | RequestRead::Closed)) => None,
+        // A malformed or truncated request of a known op gets its catch-all.
+        Ok(Err(e)) => e.op.map(|op| {
+            let mut b = BytesMut::new();
+            put_code(&mut b, op.fail_code());
+            b.freeze()
+        }),
+        Err(_) => None,
+    };
+    if let Some(reply) = reply {
+        if stream.write_all(&reply).await.is_err() {
+            return;
+        }
+    }
+    let _ = stream.shutdown().await;
+    drain(&mut stream).await;
+}
+
+/// Reads until EOF (bounded in time and bytes) so that closing never finds
+/// unread bytes, which would turn the close into a reset that can destroy
+/// the reply in flight.
+async fn drain(stream: &mut TcpStream) {
+    let deadline = Instant::now() + CLIENT_TIMEOUT;
+    let mut buf = [0u8; 4096];
+    let mut total = 0;
+    while total < MAX_DRAIN {
+        match timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+            Ok(Ok(n)) => total += n,
+        }
+    }
+}
+
+/// The `null-server` subcommand.
+pub async fn run(ip: IpAddr, port: u16) -> anyhow::Result<()> {
+    let listener = bind(ip, port).await?;
+    println!("null-server listening on {}", listener.local_addr()?);
+    serve(listener).await?;
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! Memory and CPU of a process from /proc, sampled at the start and end of
+//! the measured window: targets 4 (RSS) and the "where does the time go"
+//! question both need them, and on a 2-core machine the load generator's own
+//! CPU is part of the answer, so it is sampled too.
+
+use std::io;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// One reading of a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcSample {
+    /// Resident set size now, KiB (VmRSS).
+    pub rss_kib: u64,
+    /// Peak resident set size over the process's life, KiB (VmHWM).
+    pub hwm_kib: u64,
+    /// utime + stime, in clock ticks.
+    pub cpu_ticks: u64,
+}
+
+/// What happened to a process over the window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcWindow {
+    pub pid: u32,
+    pub rss_end_kib: u64,
+    pub hwm_kib: u64,
+    /// CPU seconds (user + system) used during the window.
+    pub cpu_secs: f64,
+    /// `cpu_secs` as a percentage of one core over the window.
+    pub cpu_pct: f64,
+}
+
+/// Reads /proc/`pid`/status and /proc/`pid`/stat.
+pub fn sample(pid: u32) -> io::Result<ProcSample> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let bad =
+        |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("/proc/{pid}: {what}"));
+    Ok(ProcSample {
+        rss_kib: status_kib(&status, "VmRSS:").ok_or_else(|| bad("no VmRSS"))?,
+        hwm_kib: status_kib(&status, "VmHWM:").ok_or_else(|| bad("no VmHWM"))?,
+        cpu_ticks: stat_cpu_ticks(&stat).ok_or_else(|| bad("unparsable stat"))?,
+    })
+}
+
+/// The window between two samples `elapsed` apart.
+pub fn window(pid: u32, start: ProcSample, end: ProcSample, elapsed: Duration) -> ProcWindow {
+    let cpu_secs = end.cpu_ticks.saturating_sub(start.cpu_ticks) as f64 / clock_ticks() as f64;
+    let secs = elapsed.as_secs_f64();
+    ProcWindow {
+        pid,
+        rss_end_kib: end.rss_kib,
+        hwm_kib: end.hwm_kib.max(start.hwm_kib),
+        cpu_secs,
+        cpu_pct: if secs > 0.0 {
+            cpu_secs / secs * 100.0
+        } else {
+            0.0
+        },
+    }
+}
+
+/// A `Vm*:   1234 kB` line of /proc/PID/status.
+fn status_kib(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    line[key.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// utime + stime (fields 14 and 15) of /proc/PID/stat. The command name
+/// (field 2) may contain spaces and parentheses, so fields are counted after
+/// its last `)`.
+fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    // After ")" comes field 3 (state); utime is field 14 -> index 11.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// USER_HZ, the unit of /proc/PID/stat times. It is 100 on every Linux this
+/// runs on; `getconf` confirms it without a libc dependency.
+fn clock_ticks() -> u64 {
+    static TICKS: OnceLock<u64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .and_then(|text| text.trim().parse().ok())
+            .filter(|&t| t > 0)
+            .unwrap_or(100)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_status_lines() {
+        let status =
+            "Name:\tpeerdex\nVmPeak:\t  20000 kB\nVmHWM:\t   9000 kB\nVmRSS:\t   8123 kB\n";
+        assert_eq!(status_kib(status, "VmRSS:"), Some(8123));
+        assert_eq!(status_kib(status, "VmHWM:"), Some(9000));
+        assert_eq!(status_kib(status, "VmSwap:"), None);
+    }
+
+    #[test]
+    fn parses_stat_with_odd_command_names() {
+        let stat = "1234 (a) b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 4 0 5 0 0";
+        assert_eq!(stat_cpu_ticks(stat), Some(325));
+        assert_eq!(stat_cpu_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn samples_this_process() {
+        let s = sample(std::process::id()).unwrap();
+        assert!(s.rss_kib > 0 && s.hwm_kib >= s.rss_kib);
+    }
+}

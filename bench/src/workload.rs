@@ -1,0 +1,437 @@
+//! The timed mixed workload: C client loops, each doing one operation per TCP
+//! connection, checked reply by reply.
+//!
+//! Users are partitioned among loops (user i belongs to loop i % C) and a
+//! loop finishes every pair it starts, so the expected reply of every
+//! operation is known in advance: OK for all of them. Any other reply is an
+//! error, never noise.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use peerdex_protocol::{OpKind, Operation, Outcome, Reply};
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+use tokio::time::Instant;
+
+use crate::client::{call, CallError, ErrorLog};
+use crate::mix::{Action, Mix, MixKind};
+use crate::model::{self, DateCache};
+use crate::proc_stats::{self, ProcWindow};
+use crate::stats::{Samples, Summary};
+
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    pub addr: SocketAddr,
+    pub users: usize,
+    pub clients: usize,
+    pub warmup: Duration,
+    pub duration: Duration,
+    pub mix: MixKind,
+    pub seed: u64,
+    pub op_timeout: Duration,
+    /// Check listing contents, not only codes (not against the null server).
+    pub verify_content: bool,
+    pub server_pid: Option<u32>,
+}
+
+/// A row of the report: one operation. Pairs are reported as their two
+/// operations, each counting as one op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Row {
+    ListContent,
+    Publish,
+    Delete,
+    Disconnect,
+    Connect,
+    ListUsers,
+}
+
+impl Row {
+    pub const ALL: [Row; 6] = [
+        Row::ListContent,
+        Row::Publish,
+        Row::Delete,
+        Row::Disconnect,
+        Row::Connect,
+        Row::ListUsers,
+    ];
+
+    pub fn op(self) -> OpKind {
+        match self {
+            Row::ListContent => OpKind::ListContent,
+            Row::Publish => OpKind::Publish,
+            Row::Delete => OpKind::Delete,
+            Row::Disconnect => OpKind::Disconnect,
+            Row::Connect => OpKind::Connect,
+            Row::ListUsers => OpKind::ListUsers,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RowReport {
+    pub row: Row,
+    /// Operations completed inside the window.
+    pub count: usize,
+    pub ops_per_sec: f64,
+    pub latency: Option<Summary>,
+    /// Failed operations (whole run, warm-up included).
+    pub errors: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    pub config: LoadConfig,
+    pub rows: Vec<RowReport>,
+    pub total_ops: usize,
+    pub ops_per_sec: f64,
+    pub errors: u64,
+    /// Error counts by class (connect: AddrNotAvailable, wrong reply, ...).
+    pub error_classes: BTreeMap<String, u64>,
+    pub addr_exhaustion: u64,
+    pub window: Duration,
+    pub server: Option<ProcWindow>,
+    /// The load generator itself: on a small machine it competes with the
+    /// server for the same cores.
+    pub loadgen: Option<ProcWindow>,
+}
+
+/// What a loop gathered.
+#[derive(Debug, Default)]
+struct LoopStats {
+    samples: [Samples; 6],
+    errors: [u64; 6],
+    classes: BTreeMap<String, u64>,
+    addr_exhaustion: u64,
+}
+
+/// State shared by the loops.
+struct Ctx {
+    config: LoadConfig,
+    mix: Mix,
+    window_start: Instant,
+    end: Instant,
+    log: ErrorLog,
+}
+
+/// What a reply must be beyond its code.
+enum Expect {
+    Ok,
+    Content(usize),
+    Users,
+}
+
+/// Why an operation counts as an error.
+enum Failure {
+    Call(CallError),
+    Wrong(String),
+}
+
+/// Runs the workload; the caller checks `errors`.
+pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
+    anyhow::ensure!(config.clients > 0, "--clients must be at least 1");
+    anyhow::ensure!(
+        config.users >= config.clients,
+        "--users ({}) must be at least --clients ({}): each loop owns its users",
+        config.users,
+        config.clients
+    );
+    let start = Instant::now();
+    let window_start = start + config.warmup;
+    let end = window_start + config.duration;
+    let ctx = Arc::new(Ctx {
+        mix: Mix::new(config.mix),
+        config: config.clone(),
+        window_start,
+        end,
+        log: ErrorLog::new(10),
+    });
+    let sampler = tokio::spawn(sample_window(config.server_pid, window_start, end));
+    let loops: Vec<_> = (0..config.clients)
+        .map(|idx| tokio::spawn(Worker::new(ctx.clone(), idx).run()))
+        .collect();
+    let mut merged = LoopStats::default();
+    for handle in loops {
+        let stats = handle.await?;
+        for (i, samples) in stats.samples.into_iter().enumerate() {
+            merged.samples[i].merge(samples);
+            merged.errors[i] += stats.errors[i];
+        }
+        for (class, n) in stats.classes {
+            *merged.classes.entry(class).or_default() += n;
+        }
+        merged.addr_exhaustion += stats.addr_exhaustion;
+    }
+    let (server, loadgen) = sampler.await?;
+    let secs = config.duration.as_secs_f64();
+    let mut rows = Vec::new();
+    for row in Row::ALL {
+        let samples = &mut merged.samples[row.index()];
+        let count = samples.len();
+        if count == 0 && merged.errors[row.index()] == 0 && !row_in_mix(&ctx.mix, row) {
+            continue;
+        }
+        rows.push(RowReport {
+            row,
+            count,
+            ops_per_sec: count as f64 / secs,
+            latency: samples.summarize(),
+            errors: merged.errors[row.index()],
+        });
+    }
+    let total_ops = rows.iter().map(|r| r.count).sum();
+    Ok(LoadReport {
+        config,
+        total_ops,
+        ops_per_sec: total_ops as f64 / secs,
+        errors: merged.errors.iter().sum(),
+        error_classes: merged.classes,
+        addr_exhaustion: merged.addr_exhaustion,
+        rows,
+        window: ctx.end - ctx.window_start,
+        server,
+        loadgen,
+    })
+}
+
+fn row_in_mix(mix: &Mix, row: Row) -> bool {
+    let action = match row {
+        Row::ListContent => Action::ListContent,
+        Row::Publish | Row::Delete => Action::PublishDelete,
+        Row::Disconnect | Row::Connect => Action::DisconnectConnect,
+        Row::ListUsers => Action::ListUsers,
+    };
+    mix.share(action) > 0.0
+}
+
+/// Samples the server and this process at the window's start and end.
+async fn sample_window(
+    server_pid: Option<u32>,
+    window_start: Instant,
+    end: Instant,
+) -> (Option<ProcWindow>, Option<ProcWindow>) {
+    let me = std::process::id();
+    let read = |pid: u32| match proc_stats::sample(pid) {
+        Ok(sample) => Some(sample),
+        Err(e) => {
+            eprintln!("warning: cannot read /proc/{pid}: {e}");
+            None
+        }
+    };
+    tokio::time::sleep_until(window_start).await;
+    let t0 = Instant::now();
+    let server0 = server_pid.and_then(read);
+    let me0 = read(me);
+    tokio::time::sleep_until(end).await;
+    let server1 = server_pid.and_then(read);
+    let me1 = read(me);
+    let elapsed = t0.elapsed();
+    let pair = |pid: Option<u32>, a, b| match (pid, a, b) {
+        (Some(pid), Some(a), Some(b)) => Some(proc_stats::window(pid, a, b, elapsed)),
+        _ => None,
+    };
+    (pair(server_pid, server0, server1), pair(Some(me), me0, me1))
+}
+
+/// One client loop.
+struct Worker {
+    ctx: Arc<Ctx>,
+    idx: usize,
+    /// How many users this loop owns: idx, idx + C, idx + 2C, ...
+    owned: usize,
+    rng: SmallRng,
+    dates: DateCache,
+    seq: u64,
+    stats: LoopStats,
+}
+
+impl Worker {
+    fn new(ctx: Arc<Ctx>, idx: usize) -> Worker {
+        let (users, clients) = (ctx.config.users, ctx.config.clients);
+        let owned = (users - idx).div_ceil(clients);
+        let seed = ctx.config.seed ^ (idx as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        Worker {
+            ctx,
+            idx,
+            owned,
+            rng: SmallRng::seed_from_u64(seed),
+            dates: DateCache::default(),
+            seq: 0,
+            stats: LoopStats::default(),
+        }
+    }
+
+    /// Loops until the window ends; the pair in flight is finished so that
+    /// the directory is left as it was found.
+    async fn run(mut self) -> LoopStats {
+        while Instant::now() < self.ctx.end {
+            let action = self
+                .ctx
+                .mix
+                .pick(self.rng.random_range(0..self.ctx.mix.total()));
+            let me = self.idx + self.ctx.config.clients * self.rng.random_range(0..self.owned);
+            match action {
+                Action::ListContent => {
+                    let remote = self.rng.random_range(0..self.ctx.config.users);
+                    let operation = Operation::ListContent {
+                        remote_user: Ok(model::user_name(remote)),
+                    };
+                    self.op(Row::ListContent, me, operation, Expect::Content(remote))
+                        .await;
+                }
+                Action::ListUsers => {
+                    self.op(Row::ListUsers, me, Operation::ListUsers, Expect::Users)
+                        .await;
+                }
+                Action::PublishDelete => self.publish_delete(me).await,
+                Action::DisconnectConnect => self.disconnect_connect(me).await,
+            }
+        }
+        self.stats
+    }
+
+    async fn publish_delete(&mut self, me: usize) {
+        self.seq += 1;
+        let file = model::temp_file(self.idx, self.seq);
+        let publish = model::publish_op(file.clone(), "temp".into());
+        if self.op(Row::Publish, me, publish, Expect::Ok).await {
+            let delete = Operation::Delete { file: Ok(file) };
+            self.op(Row::Delete, me, delete, Expect::Ok).await;
+        } else {
+            // The publish may or may not have happened: make sure it did not.
+            let delete = Operation::Delete { file: Ok(file) };
+            self.repair(me, delete, Outcome::ContentNotPublished).await;
+        }
+    }
+
+    async fn disconnect_connect(&mut self, me: usize) {
+        let disconnected = self
+            .op(Row::Disconnect, me, Operation::Disconnect, Expect::Ok)
+            .await;
+        let connected = disconnected
+            && self
+                .op(Row::Connect, me, model::connect_op(me), Expect::Ok)
+                .await;
+        if !connected {
+            // Leave the user connected whatever happened, or every later
+            // operation of this user would fail too.
+            self.repair(me, model::connect_op(me), Outcome::UserAlreadyConnected)
+                .await;
+        }
+    }
+
+    /// One timed, checked operation. Returns whether it succeeded.
+    async fn op(&mut self, row: Row, me: usize, operation: Operation, expect: Expect) -> bool {
+        let op = row.op();
+        let result = match model::encode(me, operation, self.dates.get()) {
+            Ok(request) => {
+                let started = Instant::now();
+                let reply = call(
+                    self.ctx.config.addr,
+                    &request,
+                    op,
+                    self.ctx.config.op_timeout,
+                )
+                .await;
+                let finished = Instant::now();
+                match reply {
+                    Ok(reply) => match self.check(expect, reply) {
+                        Ok(()) => {
+                            if finished >= self.ctx.window_start && finished <= self.ctx.end {
+                                self.stats.samples[row.index()].record(finished - started);
+                            }
+                            return true;
+                        }
+                        Err(wrong) => Failure::Wrong(wrong),
+                    },
+                    Err(e) => Failure::Call(e),
+                }
+            }
+            Err(e) => Failure::Call(CallError::Encode(e)),
+        };
+        self.fail(row, me, result).await;
+        false
+    }
+
+    fn check(&self, expect: Expect, reply: Reply) -> Result<(), String> {
+        let verify = self.ctx.config.verify_content;
+        match (expect, reply) {
+            (Expect::Ok, Reply::Status(Outcome::Ok)) => Ok(()),
+            (Expect::Content(remote), Reply::Content(files)) if verify => {
+                model::check_content(remote, &files)
+            }
+            (Expect::Content(_), Reply::Content(_)) => Ok(()),
+            (Expect::Users, Reply::Users(users)) if verify => {
+                model::check_users(&users, self.ctx.config.users, self.ctx.config.clients)
+            }
+            (Expect::Users, Reply::Users(_)) => Ok(()),
+            (_, reply) => Err(format!("expected OK, got {:?}", reply.outcome())),
+        }
+    }
+
+    async fn fail(&mut self, row: Row, me: usize, failure: Failure) {
+        let i = row.index();
+        self.stats.errors[i] += 1;
+        let (class, detail) = match &failure {
+            Failure::Call(e) => {
+                if e.is_addr_exhaustion() {
+                    self.stats.addr_exhaustion += 1;
+                }
+                (e.class(), e.to_string())
+            }
+            Failure::Wrong(msg) => ("wrong reply".to_string(), msg.clone()),
+        };
+        *self
+            .stats
+            .classes
+            .entry(format!("{}: {class}", row.op()))
+            .or_default() += 1;
+        let what = format!(
+            "{} by {} (loop {})",
+            row.op(),
+            model::user_name(me),
+            self.idx
+        );
+        self.ctx.log.report(&what, &detail);
+        if matches!(failure, Failure::Call(CallError::Connect(_))) {
+            // Do not spin on a dead server or an exhausted port range.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Untimed, idempotent clean-up after a failed pair: OK or `already`
+    /// both mean the state is restored.
+    async fn repair(&mut self, me: usize, operation: Operation, already: Outcome) {
+        let op = operation.kind();
+        let Ok(request) = model::encode(me, operation, self.dates.get()) else {
+            return;
+        };
+        for _ in 0..3 {
+            if let Ok(reply) = call(
+                self.ctx.config.addr,
+                &request,
+                op,
+                self.ctx.config.op_timeout,
+            )
+            .await
+            {
+                let outcome = reply.outcome();
+                if outcome == Outcome::Ok || outcome == already {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let what = format!("repair {op} by {}", model::user_name(me));
+        self.ctx
+            .log
+            .report(&what, "could not restore the user's state");
+    }
+}
