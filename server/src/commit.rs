@@ -111,7 +111,10 @@ fn commit_batch(store: &Store, batch: &mut Vec<Job>) {
             .collect::<Result<Vec<_>, _>>()
     });
     let outcomes = match result {
-        Ok(outcomes) => outcomes,
+        Ok(outcomes) => {
+            tracing::trace!(ops = outcomes.len(), "batch committed");
+            outcomes
+        }
         Err(err) => {
             tracing::error!(error = %err, ops = batch.len(), "group commit failed");
             vec![Outcome::Fail; batch.len()]
