@@ -14,8 +14,11 @@ use tokio::task::JoinHandle;
 
 /// A running in-process server.
 pub struct TestServer {
+    /// Where the server listens (127.0.0.1 and the OS-chosen port).
     pub addr: SocketAddr,
+    /// Resolves the server's shutdown future.
     stop: oneshot::Sender<()>,
+    /// The task running `Server::run`, to collect its result.
     task: JoinHandle<Result<(), ServerError>>,
 }
 
