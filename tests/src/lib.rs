@@ -407,7 +407,7 @@ impl Shell {
             .arg(share_dir)
             .arg("--history")
             .arg(cwd.join(".peerdex_history"));
-        if !extra_args.iter().any(|a| *a == "--listen") {
+        if !extra_args.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
         cmd.args(extra_args).current_dir(cwd);
