@@ -249,11 +249,16 @@ fn run_case(path: &Path) -> Result<(), String> {
     }
 }
 
+/// A case in progress. Fields drop in order: processes before their dirs.
 struct Run {
-    dir: tempfile::TempDir,
-    server: Option<ServerProcess>,
-    port: u16,
+    /// The shells by name.
     shells: HashMap<String, Shell>,
+    /// The server, `None` for `@server down`.
+    server: Option<ServerProcess>,
+    /// The port the shells point at.
+    port: u16,
+    /// Working dirs of the shells and the server's data dir.
+    dir: tempfile::TempDir,
 }
 
 impl Run {
@@ -495,6 +500,11 @@ fn battery() {
     }
     let mut failures = failures.lock().unwrap().clone();
     failures.sort();
+    eprintln!(
+        "battery: {} of {} cases passed",
+        files.len() - failures.len(),
+        files.len()
+    );
     if !failures.is_empty() {
         let mut report = String::new();
         for (name, failure) in &failures {

@@ -13,8 +13,9 @@ use peerdex_tests::{ServerProcess, Shell};
 /// A server and the working dirs of two shells `a` (downloader) and `b`
 /// (publisher, share dir `b/share`).
 struct Setup {
-    dir: tempfile::TempDir,
+    /// Dropped first: the server dies before its data dir is removed.
     server: ServerProcess,
+    dir: tempfile::TempDir,
 }
 
 impl Setup {
