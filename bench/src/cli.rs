@@ -67,6 +67,11 @@ pub struct WorkloadArgs {
     /// Per-operation timeout (connect, request, reply, close), seconds.
     #[arg(long, default_value_t = 10.0)]
     pub op_timeout: f64,
+    /// Decode LIST replies with the protocol crate's `read_reply` (builds
+    /// every entry: slower on the client, for cross-checking the streaming
+    /// reader).
+    #[arg(long)]
+    pub protocol_reader: bool,
     /// Also print one JSON line with the key numbers, for scripts.
     #[arg(long)]
     pub json: bool,

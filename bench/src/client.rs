@@ -10,8 +10,10 @@ use futures::StreamExt;
 use peerdex_protocol::wire::{field_reader, read_reply, ReplyError};
 use peerdex_protocol::{CodecError, OpKind, Outcome, Reply};
 use thiserror::Error;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::list_reader::{ListScanner, ListVisitor, Scan};
 
 /// Why an operation got no usable reply.
 #[derive(Debug, Error)]
@@ -112,6 +114,78 @@ async fn exchange(addr: SocketAddr, request: &[u8], op: OpKind) -> Result<Reply,
         }
     }
     Ok(reply)
+}
+
+/// Reusable buffers of [`call_list`], one set per client loop.
+pub struct ListBuffers {
+    scanner: ListScanner,
+    chunk: Vec<u8>,
+}
+
+impl Default for ListBuffers {
+    fn default() -> Self {
+        ListBuffers {
+            scanner: ListScanner::new(OpKind::ListUsers),
+            chunk: vec![0; 64 * 1024],
+        }
+    }
+}
+
+/// Like [`call`] for LIST_USERS / LIST_CONTENT, but streams the entries to
+/// `visitor` without building them (see [`crate::list_reader`] for why).
+/// Returns the reply's outcome; on OK every entry has been visited.
+pub async fn call_list<V: ListVisitor + Send>(
+    addr: SocketAddr,
+    request: &[u8],
+    op: OpKind,
+    timeout: Duration,
+    buffers: &mut ListBuffers,
+    visitor: &mut V,
+) -> Result<Outcome, CallError> {
+    let exchange = exchange_list(addr, request, op, buffers, visitor);
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(CallError::Timeout(timeout)),
+    }
+}
+
+async fn exchange_list<V: ListVisitor + Send>(
+    addr: SocketAddr,
+    request: &[u8],
+    op: OpKind,
+    buffers: &mut ListBuffers,
+    visitor: &mut V,
+) -> Result<Outcome, CallError> {
+    let read_error = |e| CallError::Reply(ReplyError::Codec(CodecError::Io(e)));
+    let mut stream = TcpStream::connect(addr).await.map_err(CallError::Connect)?;
+    stream.write_all(request).await.map_err(CallError::Send)?;
+    let ListBuffers { scanner, chunk } = buffers;
+    scanner.reset(op);
+    let (outcome, trailing) = loop {
+        let n = stream.read(chunk).await.map_err(read_error)?;
+        if n == 0 {
+            return Err(CallError::Reply(ReplyError::Closed));
+        }
+        if let Scan::Done { outcome, consumed } = scanner.feed(&chunk[..n], visitor)? {
+            break (outcome, n - consumed);
+        }
+    };
+    let ok = outcome == Outcome::Ok;
+    if ok && trailing > 0 {
+        return Err(CallError::AfterReply(format!(
+            "{trailing} unexpected bytes"
+        )));
+    }
+    // Wait for the server's close, as in `exchange`.
+    loop {
+        match stream.read(chunk).await {
+            Ok(0) => return Ok(outcome),
+            Ok(n) if ok => return Err(CallError::AfterReply(format!("{n} unexpected bytes"))),
+            Ok(_) => {}
+            Err(e) if ok => return Err(CallError::AfterReply(e.to_string())),
+            Err(_) => return Ok(outcome),
+        }
+    }
 }
 
 /// Prints the first failures in full, counts the rest: an error must never

@@ -10,6 +10,7 @@
 mod cli;
 mod client;
 mod compare;
+mod list_reader;
 mod mix;
 mod model;
 mod null_server;
@@ -122,6 +123,7 @@ fn load_config(w: &WorkloadArgs, addr: SocketAddr) -> anyhow::Result<LoadConfig>
         seed: w.seed,
         op_timeout: secs(w.op_timeout, "--op-timeout")?,
         verify_content: false,
+        protocol_reader: w.protocol_reader,
         server_pid: None,
     })
 }

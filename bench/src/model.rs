@@ -11,6 +11,8 @@ use peerdex_protocol::{
     datetime, CodecError, ConnectAddr, ContentEntry, Operation, Request, UserEntry,
 };
 
+use crate::list_reader::ListVisitor;
+
 /// The IP every benchmark user registers as its (fake) peer address.
 pub const USER_IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -88,69 +90,156 @@ impl DateCache {
     }
 }
 
-/// Checks a LIST_CONTENT reply for user `remote`: both permanent files with
-/// their descriptions, and nothing else but other loops' temporary files.
-pub fn check_content(remote: usize, files: &[ContentEntry]) -> Result<(), String> {
-    for (file, description) in permanent_files(remote) {
-        match files.iter().find(|e| e.file == file) {
-            None => return Err(format!("{} lacks file {file}", user_name(remote))),
-            Some(e) if e.description != description => {
-                return Err(format!(
-                    "{file} has description {:?}, expected {description:?}",
-                    e.description
-                ))
-            }
-            Some(_) => {}
-        }
-    }
-    let extra = files.len() - 2;
-    let temps = files
-        .iter()
-        .filter(|e| e.file.starts_with(TEMP_PREFIX))
-        .count();
-    if extra != temps {
-        return Err(format!(
-            "{} lists {} files, expected 2 plus temporary ones",
-            user_name(remote),
-            files.len()
-        ));
-    }
-    Ok(())
+/// Checks a LIST_CONTENT listing of user `remote` entry by entry: both
+/// permanent files with their descriptions, and nothing else but other
+/// loops' temporary files.
+#[derive(Debug)]
+pub struct ContentCheck {
+    remote: usize,
+    permanent: [(String, String); 2],
+    found: [bool; 2],
+    entries: usize,
+    error: Option<String>,
 }
 
-/// Checks a LIST_USERS reply: every benchmark user listed has the address it
-/// connected with, and at most `clients` of the `users` are missing (each
-/// client loop disconnects at most one of its own users at a time).
-pub fn check_users(entries: &[UserEntry], users: usize, clients: usize) -> Result<(), String> {
-    let mut listed = 0usize;
-    for entry in entries {
-        let Some(i) = entry
-            .name
+impl ContentCheck {
+    pub fn new(remote: usize) -> Self {
+        ContentCheck {
+            remote,
+            permanent: permanent_files(remote),
+            found: [false; 2],
+            entries: 0,
+            error: None,
+        }
+    }
+
+    pub fn finish(self) -> Result<(), String> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        for (i, (file, _)) in self.permanent.iter().enumerate() {
+            if !self.found[i] {
+                return Err(format!(
+                    "{} lacks file {file} ({} entries listed)",
+                    user_name(self.remote),
+                    self.entries
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ListVisitor for ContentCheck {
+    fn entry(&mut self, fields: &[&str]) {
+        self.entries += 1;
+        if self.error.is_some() {
+            return;
+        }
+        let (file, description) = (fields[0], fields[1]);
+        if let Some(i) = self.permanent.iter().position(|(f, _)| f == file) {
+            if self.found[i] {
+                self.error = Some(format!("{file} listed twice"));
+            } else if description != self.permanent[i].1 {
+                self.error = Some(format!(
+                    "{file} has description {description:?}, expected {:?}",
+                    self.permanent[i].1
+                ));
+            }
+            self.found[i] = true;
+        } else if !file.starts_with(TEMP_PREFIX) {
+            self.error = Some(format!(
+                "{} lists unexpected file {file:?}",
+                user_name(self.remote)
+            ));
+        }
+    }
+}
+
+/// Checks a LIST_USERS listing entry by entry: every benchmark user listed
+/// has the address it connected with, and at most `clients` of the `users`
+/// are missing (each client loop disconnects at most one of its own users at
+/// a time). Users of other names are ignored.
+#[derive(Debug)]
+pub struct UsersCheck {
+    users: usize,
+    clients: usize,
+    listed: usize,
+    error: Option<String>,
+}
+
+impl UsersCheck {
+    pub fn new(users: usize, clients: usize) -> Self {
+        UsersCheck {
+            users,
+            clients,
+            listed: 0,
+            error: None,
+        }
+    }
+
+    pub fn finish(self) -> Result<(), String> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        if self.listed + self.clients < self.users {
+            return Err(format!(
+                "only {} of {} users listed as connected (at most {} may be mid-reconnect)",
+                self.listed, self.users, self.clients
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ListVisitor for UsersCheck {
+    fn entry(&mut self, fields: &[&str]) {
+        let (name, ip, port) = (fields[0], fields[1], fields[2]);
+        let Some(i) = name
             .strip_prefix("bench-u")
             .and_then(|n| n.parse::<usize>().ok())
         else {
-            continue;
+            return;
         };
-        if entry.ip != USER_IP.to_string() || entry.port != user_port(i).to_string() {
-            return Err(format!(
-                "{} listed at {}:{}, expected {}:{}",
-                entry.name,
-                entry.ip,
-                entry.port,
-                USER_IP,
+        // Compared without formatting: this runs once per listed user.
+        let ip_ok = ip == "127.0.0.1" || ip.parse::<IpAddr>() == Ok(USER_IP);
+        let port_ok = port.parse::<u16>() == Ok(user_port(i));
+        if !(ip_ok && port_ok) && self.error.is_none() {
+            self.error = Some(format!(
+                "{name} listed at {ip}:{port}, expected {USER_IP}:{}",
                 user_port(i)
             ));
         }
-        if i < users {
-            listed += 1;
+        if i < self.users {
+            self.listed += 1;
         }
     }
-    if listed + clients < users {
-        return Err(format!(
-            "only {listed} of {users} users connected (at most {clients} may be mid-reconnect)"
-        ));
+}
+
+/// Ignores the entries: checking codes only (the null server's lists are
+/// empty by design).
+pub struct Ignore;
+
+impl ListVisitor for Ignore {
+    fn entry(&mut self, _: &[&str]) {}
+}
+
+/// [`ContentCheck`] over a decoded reply (the `--protocol-reader` path).
+pub fn check_content(remote: usize, files: &[ContentEntry]) -> Result<(), String> {
+    let mut check = ContentCheck::new(remote);
+    for e in files {
+        check.entry(&[&e.file, &e.description]);
     }
-    Ok(())
+    check.finish()
+}
+
+/// [`UsersCheck`] over a decoded reply (the `--protocol-reader` path).
+pub fn check_users(entries: &[UserEntry], users: usize, clients: usize) -> Result<(), String> {
+    let mut check = UsersCheck::new(users, clients);
+    for e in entries {
+        check.entry(&[&e.name, &e.ip, &e.port]);
+    }
+    check.finish()
 }
 
 #[cfg(test)]
@@ -179,6 +268,14 @@ mod tests {
             entry("other", ""),
         ];
         assert!(check_content(7, &stray).is_err());
+        let twice = [
+            entry("f7a", "bench file 7 a"),
+            entry("f7a", "bench file 7 a"),
+            entry("f7b", "bench file 7 b"),
+        ];
+        assert!(check_content(7, &twice).is_err());
+        let wrong = [entry("f7a", "bench file 7 a"), entry("f7b", "x")];
+        assert!(check_content(7, &wrong).is_err());
     }
 
     #[test]

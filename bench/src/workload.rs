@@ -16,9 +16,9 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use tokio::time::Instant;
 
-use crate::client::{call, CallError, ErrorLog};
+use crate::client::{call, call_list, CallError, ErrorLog, ListBuffers};
 use crate::mix::{Action, Mix, MixKind};
-use crate::model::{self, DateCache};
+use crate::model::{self, ContentCheck, DateCache, Ignore, UsersCheck};
 use crate::proc_stats::{self, ProcWindow};
 use crate::stats::{Samples, Summary};
 
@@ -34,6 +34,9 @@ pub struct LoadConfig {
     pub op_timeout: Duration,
     /// Check listing contents, not only codes (not against the null server).
     pub verify_content: bool,
+    /// Decode listings with `wire::read_reply` instead of the streaming
+    /// reader (slower on the client; for cross-checking).
+    pub protocol_reader: bool,
     pub server_pid: Option<u32>,
 }
 
@@ -248,6 +251,7 @@ struct Worker {
     owned: usize,
     rng: SmallRng,
     dates: DateCache,
+    lists: ListBuffers,
     seq: u64,
     stats: LoopStats,
 }
@@ -263,6 +267,7 @@ impl Worker {
             owned,
             rng: SmallRng::seed_from_u64(seed),
             dates: DateCache::default(),
+            lists: ListBuffers::default(),
             seq: 0,
             stats: LoopStats::default(),
         }
@@ -329,37 +334,70 @@ impl Worker {
 
     /// One timed, checked operation. Returns whether it succeeded.
     async fn op(&mut self, row: Row, me: usize, operation: Operation, expect: Expect) -> bool {
-        let op = row.op();
-        let result = match model::encode(me, operation, self.dates.get()) {
-            Ok(request) => {
-                let started = Instant::now();
-                let reply = call(
-                    self.ctx.config.addr,
-                    &request,
-                    op,
-                    self.ctx.config.op_timeout,
-                )
-                .await;
-                let finished = Instant::now();
-                match reply {
-                    Ok(reply) => match self.check(expect, reply) {
-                        Ok(()) => {
-                            if finished >= self.ctx.window_start && finished <= self.ctx.end {
-                                self.stats.samples[row.index()].record(finished - started);
-                            }
-                            return true;
-                        }
-                        Err(wrong) => Failure::Wrong(wrong),
-                    },
-                    Err(e) => Failure::Call(e),
-                }
+        let request = match model::encode(me, operation, self.dates.get()) {
+            Ok(request) => request,
+            Err(e) => {
+                self.fail(row, me, Failure::Call(CallError::Encode(e)))
+                    .await;
+                return false;
             }
-            Err(e) => Failure::Call(CallError::Encode(e)),
         };
-        self.fail(row, me, result).await;
-        false
+        let started = Instant::now();
+        let verdict = self.exchange(row.op(), &request, expect).await;
+        let finished = Instant::now();
+        match verdict {
+            Ok(()) => {
+                if finished >= self.ctx.window_start && finished <= self.ctx.end {
+                    self.stats.samples[row.index()].record(finished - started);
+                }
+                true
+            }
+            Err(failure) => {
+                self.fail(row, me, failure).await;
+                false
+            }
+        }
     }
 
+    /// Sends the request and checks the reply against `expect`.
+    async fn exchange(
+        &mut self,
+        op: OpKind,
+        request: &[u8],
+        expect: Expect,
+    ) -> Result<(), Failure> {
+        let config = &self.ctx.config;
+        let (addr, timeout, verify) = (config.addr, config.op_timeout, config.verify_content);
+        if config.protocol_reader || matches!(expect, Expect::Ok) {
+            let reply = call(addr, request, op, timeout)
+                .await
+                .map_err(Failure::Call)?;
+            return self.check(expect, reply).map_err(Failure::Wrong);
+        }
+        let lists = &mut self.lists;
+        let (outcome, verdict) = match expect {
+            Expect::Content(remote) if verify => {
+                let mut check = ContentCheck::new(remote);
+                let outcome = call_list(addr, request, op, timeout, lists, &mut check).await;
+                (outcome, check.finish())
+            }
+            Expect::Users if verify => {
+                let mut check = UsersCheck::new(config.users, config.clients);
+                let outcome = call_list(addr, request, op, timeout, lists, &mut check).await;
+                (outcome, check.finish())
+            }
+            _ => {
+                let outcome = call_list(addr, request, op, timeout, lists, &mut Ignore).await;
+                (outcome, Ok(()))
+            }
+        };
+        match outcome.map_err(Failure::Call)? {
+            Outcome::Ok => verdict.map_err(Failure::Wrong),
+            other => Err(Failure::Wrong(format!("expected OK, got {other:?}"))),
+        }
+    }
+
+    /// Checks a decoded reply (the `--protocol-reader` path and non-lists).
     fn check(&self, expect: Expect, reply: Reply) -> Result<(), String> {
         let verify = self.ctx.config.verify_content;
         match (expect, reply) {
