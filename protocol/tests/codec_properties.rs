@@ -16,7 +16,9 @@ fn decode_chunked(bytes: &[u8], chunks: &[usize]) -> (Vec<Field>, bool) {
     let mut offset = 0;
     let mut chunk = chunks.iter().cycle();
     while offset < bytes.len() {
-        let n = (*chunk.next().unwrap_or(&1)).max(1).min(bytes.len() - offset);
+        let n = (*chunk.next().unwrap_or(&1))
+            .max(1)
+            .min(bytes.len() - offset);
         buf.extend_from_slice(&bytes[offset..offset + n]);
         offset += n;
         loop {
@@ -25,7 +27,10 @@ fn decode_chunked(bytes: &[u8], chunks: &[usize]) -> (Vec<Field>, bool) {
                 Ok(None) => break,
                 Err(_) => return (fields, false),
             }
-            assert!(buf.len() <= MAX_FIELD_LEN + 1 + n, "buffer grew past one field");
+            assert!(
+                buf.len() <= MAX_FIELD_LEN + 1 + n,
+                "buffer grew past one field"
+            );
         }
     }
     (fields, codec.decode_eof(&mut buf).is_ok())
@@ -50,10 +55,15 @@ fn operation() -> impl Strategy<Value = Operation> {
         (any::<[u8; 4]>(), 1u16..).prop_map(|(ip, port)| {
             let ip = std::net::IpAddr::from(ip);
             let ip = if ip.is_unspecified() { None } else { Some(ip) };
-            Operation::Connect(ConnectAddr { ip: Ok(ip), port: Ok(port) })
+            Operation::Connect(ConnectAddr {
+                ip: Ok(ip),
+                port: Ok(port),
+            })
         }),
-        (token(), "[a-z ]{0,60}")
-            .prop_map(|(f, d)| Operation::Publish { file: Ok(f), description: Ok(d) }),
+        (token(), "[a-z ]{0,60}").prop_map(|(f, d)| Operation::Publish {
+            file: Ok(f),
+            description: Ok(d)
+        }),
         token().prop_map(|f| Operation::Delete { file: Ok(f) }),
         token().prop_map(|u| Operation::ListContent { remote_user: Ok(u) }),
     ]
