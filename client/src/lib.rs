@@ -11,7 +11,9 @@
 //! - [`directory`]: one TCP connection per directory operation.
 //! - [`time_source`]: the DATETIME of requests (RPC logger or local clock).
 //! - [`peer`]: peer-to-peer GET_FILE: [`peer::listener`] serves published
-//!   files resolved by [`peer::share`]; [`peer::download`] fetches them.
+//!   files opened by [`peer::share`], asking the directory through
+//!   [`peer::published`] about files published in earlier sessions;
+//!   [`peer::download`] fetches them.
 //!
 //! Invariant: stdout carries only the contract lines (and HELP); reasons and
 //! warnings go to stderr.

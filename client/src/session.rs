@@ -14,6 +14,7 @@ use peerdex_protocol::{ConnectAddr, OpKind, Operation, Outcome, Reply, Request, 
 use crate::directory::{DirectoryClient, DirectoryError};
 use crate::peer::download::{download, DownloadError};
 use crate::peer::listener::Listener;
+use crate::peer::published::DirectoryCheck;
 use crate::peer::share::ShareDir;
 use crate::peer::PeerAddr;
 use crate::shell::command::{help_lines, Command};
@@ -222,7 +223,16 @@ impl Session {
             return reply_printed(OpKind::Connect, result).0;
         }
         let bind = self.config.listen.unwrap_or(DEFAULT_LISTEN);
-        let listener = match Listener::start(bind, self.config.share.clone()).await {
+        // What the user published in earlier sessions is asked of the
+        // directory when a peer wants it, not listed here: the user sees in
+        // the logger only the operations typed.
+        let check = DirectoryCheck::new(
+            self.config.directory.clone(),
+            self.config.time.clone(),
+            user.clone(),
+        );
+        let share = self.config.share.clone();
+        let listener = match Listener::start(bind, share, Some(check)).await {
             Ok(listener) => listener,
             Err(err) => {
                 return Printed::line(output::fail_line(OpKind::Connect))
@@ -232,17 +242,6 @@ impl Session {
         let result = self.send_connect(&user, listener.local_addr()).await;
         let (printed, reply) = reply_printed(OpKind::Connect, result);
         if reply.is_some_and(|r| r.outcome() == Outcome::Ok) {
-            // Serve what this user published in earlier sessions too.
-            let operation = Operation::ListContent {
-                remote_user: Ok(user.clone()),
-            };
-            match self.call(&user, operation).await {
-                Ok(Reply::Content(files)) => {
-                    listener.publish_all(files.into_iter().map(|f| f.file));
-                }
-                Ok(other) => tracing::debug!("LIST_CONTENT after CONNECT: {other:?}"),
-                Err(err) => tracing::debug!("LIST_CONTENT after CONNECT: {err}"),
-            }
             self.connected = Some(Connection { user, listener });
         } else {
             listener.stop().await;
@@ -311,7 +310,10 @@ impl Session {
         if let Some(warning) = warning {
             printed.err.insert(0, format!("peerdex: {warning}"));
         }
-        if reply.is_some_and(|r| r.outcome() == Outcome::Ok) {
+        // ALREADY PUBLISHED: by this user, earlier; served all the same.
+        if reply
+            .is_some_and(|r| matches!(r.outcome(), Outcome::Ok | Outcome::ContentAlreadyPublished))
+        {
             if let Some(connection) = &self.connected {
                 connection.listener.publish(&file);
             }
@@ -325,7 +327,9 @@ impl Session {
             file: Ok(file.clone()),
         };
         let (printed, reply) = self.simple(OpKind::Delete, &user, operation).await;
-        if reply.is_some_and(|r| r.outcome() == Outcome::Ok) {
+        // NOT PUBLISHED: the directory says so; no need to ask it again.
+        if reply.is_some_and(|r| matches!(r.outcome(), Outcome::Ok | Outcome::ContentNotPublished))
+        {
             if let Some(connection) = &self.connected {
                 connection.listener.unpublish(&file);
             }
@@ -620,6 +624,152 @@ mod tests {
         assert_eq!(last.operation, Operation::Disconnect);
         assert_eq!(last.user, Ok("alice".into()));
         assert!(tokio::net::TcpStream::connect(listen).await.is_err());
+    }
+
+    /// Sends a raw GET_FILE to a listener and returns its whole answer.
+    async fn raw_get_file(addr: SocketAddr, name: &str) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET_FILE\0{name}\0");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).await.unwrap();
+        reply
+    }
+
+    #[tokio::test]
+    async fn earlier_publications_are_asked_of_the_directory_when_needed() {
+        // The directory lists what alice published in an earlier session.
+        let directory = FakeDirectory::start(|request, _| {
+            let mut out = bytes::BytesMut::new();
+            put_code(&mut out, 0);
+            if let Operation::ListContent { .. } = request.operation {
+                put_count(&mut out, 2);
+                put_content_entry(&mut out, "old.bin", "from before").unwrap();
+                put_content_entry(&mut out, "dropped.bin", "deleted now").unwrap();
+            }
+            out
+        })
+        .await;
+        let shared = tempfile::tempdir().unwrap();
+        for name in ["old.bin", "stray.bin", "dropped.bin", "new.bin"] {
+            fs::write(shared.path().join(name), format!("<{name}>")).unwrap();
+        }
+        let mut alice = directory.session(shared.path());
+        assert_eq!(
+            run(&mut alice, "CONNECT alice").await.out,
+            ["c> CONNECT OK"]
+        );
+        let ops = |directory: &FakeDirectory| -> Vec<OpKind> {
+            directory
+                .requests()
+                .iter()
+                .map(|r| r.operation.kind())
+                .collect()
+        };
+        assert_eq!(
+            ops(&directory),
+            [OpKind::Connect],
+            "CONNECT sends only CONNECT"
+        );
+        let listen = alice.listener_addr().unwrap();
+
+        // A burst of requests for names the shell does not know: one query.
+        let burst = ["old.bin", "stray.bin", "old.bin", "stray.bin"].repeat(4);
+        let replies =
+            futures::future::join_all(burst.iter().map(|name| raw_get_file(listen, name))).await;
+        for (name, reply) in burst.iter().zip(replies) {
+            let expected = match *name {
+                "old.bin" => b"0\0<old.bin>".to_vec(),
+                _ => b"1\0".to_vec(),
+            };
+            assert_eq!(reply, expected, "{name}");
+        }
+        let requests = directory.requests();
+        assert_eq!(ops(&directory), [OpKind::Connect, OpKind::ListContent]);
+        let query = &requests[1];
+        assert_eq!(query.user, Ok("alice".into()));
+        assert_eq!(
+            query.operation,
+            Operation::ListContent {
+                remote_user: Ok("alice".into())
+            }
+        );
+        assert!(query
+            .datetime
+            .as_deref()
+            .is_some_and(peerdex_protocol::datetime::is_datetime));
+
+        // Still known (cached), deleted or published here, or not in the
+        // share dir: nobody asks the directory.
+        assert_eq!(raw_get_file(listen, "stray.bin").await, b"1\0");
+        assert_eq!(
+            raw_get_file(listen, "dropped.bin").await,
+            b"0\0<dropped.bin>"
+        );
+        assert_eq!(
+            run(&mut alice, "DELETE dropped.bin").await.out,
+            ["c> DELETE OK"]
+        );
+        assert_eq!(raw_get_file(listen, "dropped.bin").await, b"1\0");
+        assert_eq!(
+            run(&mut alice, "PUBLISH new.bin d").await.out,
+            ["c> PUBLISH OK"]
+        );
+        assert_eq!(raw_get_file(listen, "new.bin").await, b"0\0<new.bin>");
+        assert_eq!(raw_get_file(listen, "missing.bin").await, b"1\0");
+        assert_eq!(
+            ops(&directory),
+            [
+                OpKind::Connect,
+                OpKind::ListContent,
+                OpKind::Delete,
+                OpKind::Publish
+            ]
+        );
+        alice.execute(Command::Quit).await;
+    }
+
+    #[tokio::test]
+    async fn a_silent_directory_means_not_published() {
+        // Answers CONNECT, then never answers anything else.
+        let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = socket.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let (mut sock, _) = socket.accept().await.unwrap();
+                let mut reader = field_reader(&mut sock);
+                let Ok(RequestRead::Request(request)) = read_request(&mut reader).await else {
+                    continue;
+                };
+                if let Operation::Connect(_) = request.operation {
+                    sock.write_all(b"0\0").await.unwrap();
+                } else {
+                    held.push(sock);
+                }
+            }
+        });
+        let shared = tempfile::tempdir().unwrap();
+        fs::write(shared.path().join("old.bin"), b"old").unwrap();
+        let mut alice = session_for(port, shared.path());
+        assert_eq!(
+            run(&mut alice, "CONNECT alice").await.out,
+            ["c> CONNECT OK"]
+        );
+        let listen = alice.listener_addr().unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(raw_get_file(listen, "old.bin").await, b"1\0");
+        let waited = started.elapsed();
+        assert!(
+            waited >= crate::peer::published::QUERY_TIMEOUT
+                && waited < crate::peer::published::QUERY_TIMEOUT * 2,
+            "{waited:?}"
+        );
+        // The failure is remembered for a moment: no second wait.
+        let started = std::time::Instant::now();
+        assert_eq!(raw_get_file(listen, "old.bin").await, b"1\0");
+        assert!(started.elapsed() < crate::peer::published::QUERY_TIMEOUT);
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! Where the DATETIME of each request comes from: the RPC logger's clock
 //! (`--time-service`) when configured and answering, else the local clock.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use peerdex_protocol::datetime;
@@ -27,12 +28,14 @@ enum ServiceError {
     BadAnswer(String),
 }
 
-/// Supplies DATETIME fields.
+/// Supplies DATETIME fields. Clones share one connection and one failure
+/// record (the shell and its peer listener use the same source).
+#[derive(Clone)]
 pub struct TimeSource {
     /// `HOST:PORT` of the logger, when `--time-service` was given.
     service: Option<String>,
     /// Connection to the logger and failure bookkeeping.
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
 }
 
 #[derive(Default)]
@@ -55,7 +58,7 @@ impl TimeSource {
     pub fn new(service: Option<String>) -> Self {
         Self {
             service,
-            state: Mutex::new(State::default()),
+            state: Arc::new(Mutex::new(State::default())),
         }
     }
 

@@ -28,27 +28,11 @@ fn next_record(logger: &LoggerProcess) -> String {
     without_datetime(&line)
 }
 
-/// Reads records until all of `expected` were seen in order. The shell may
-/// send operations of its own (it lists its user's content after CONNECT to
-/// know what to serve): extra `LIST_CONTENT` records are tolerated and
-/// reported, anything else is a failure.
+/// Reads records and checks they are exactly `expected`, in order: the shell
+/// sends only the operations typed (and DISCONNECT at end of input).
 fn expect_records(logger: &LoggerProcess, expected: &[&str]) {
-    let mut extras = Vec::new();
     for want in expected {
-        loop {
-            let got = next_record(logger);
-            if got == *want {
-                break;
-            }
-            assert!(
-                got.ends_with(" LIST_CONTENT") && extras.len() < 4,
-                "expected record {want:?}, got {got:?} (extras so far: {extras:?})"
-            );
-            extras.push(got);
-        }
-    }
-    if !extras.is_empty() {
-        eprintln!("note: records the user did not type: {extras:?}");
+        assert_eq!(next_record(logger), *want);
     }
 }
 

@@ -224,6 +224,7 @@ mod tests {
         let listener = Listener::start(
             "127.0.0.1:0".parse().unwrap(),
             ShareDir::new(shared.path()).unwrap(),
+            None,
         )
         .await
         .unwrap();

@@ -1,5 +1,10 @@
 //! The peer listener: serves this user's published files to other peers
 //! with the `GET_FILE` exchange, one request per connection.
+//!
+//! A file is served when it was published through this shell; a file
+//! deleted through it is not. For any other name that opens inside the
+//! share dir, the listener asks the directory whether the user published it
+//! in an earlier session ([`DirectoryCheck`], cached briefly).
 
 use std::collections::HashSet;
 use std::io;
@@ -15,6 +20,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 
+use super::published::DirectoryCheck;
 use super::share::ShareDir;
 
 /// Bound on receiving a complete request.
@@ -26,21 +32,64 @@ pub const DRAIN_LIMIT: usize = 64 * 1024;
 /// Transfers served at once; further connections wait to be accepted.
 pub const MAX_CONNECTIONS: usize = 64;
 
+/// What this shell knows about a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Known {
+    /// Published through this shell: served.
+    Published,
+    /// Deleted through this shell: not served, without asking.
+    Deleted,
+    /// Neither: the directory decides.
+    Unknown,
+}
+
+/// Names published and deleted through this shell. A name is in at most
+/// one of the two.
+#[derive(Debug, Default)]
+struct Names {
+    published: HashSet<String>,
+    deleted: HashSet<String>,
+}
+
 /// What the listener tasks share with the shell.
 #[derive(Debug)]
 struct Shared {
-    /// Names this user has published: the only ones served.
-    published: Mutex<HashSet<String>>,
+    /// Names published and deleted through this shell.
+    names: Mutex<Names>,
     /// Where published names are resolved.
     share: ShareDir,
+    /// Asks the directory about other names; without it they are not served.
+    directory: Option<DirectoryCheck>,
 }
 
 impl Shared {
-    fn is_published(&self, name: &str) -> bool {
-        self.published
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(name)
+    fn names(&self) -> std::sync::MutexGuard<'_, Names> {
+        self.names.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn known(&self, name: &str) -> Known {
+        let names = self.names();
+        if names.published.contains(name) {
+            Known::Published
+        } else if names.deleted.contains(name) {
+            Known::Deleted
+        } else {
+            Known::Unknown
+        }
+    }
+
+    /// Whether `name` is served: from what this shell did, else from the
+    /// directory.
+    async fn is_published(&self, name: &str) -> bool {
+        match self.known(name) {
+            Known::Published => true,
+            Known::Deleted => false,
+            Known::Unknown => match &self.directory {
+                // A DELETE typed while the directory was asked wins.
+                Some(check) => check.is_published(name).await && self.known(name) != Known::Deleted,
+                None => false,
+            },
+        }
     }
 }
 
@@ -58,13 +107,20 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Binds `addr` and starts accepting.
-    pub async fn start(addr: SocketAddr, share: ShareDir) -> io::Result<Listener> {
+    /// Binds `addr` and starts accepting. Names neither published nor
+    /// deleted through [`Self::publish`] / [`Self::unpublish`] are served
+    /// when `directory` says the user published them (never without it).
+    pub async fn start(
+        addr: SocketAddr,
+        share: ShareDir,
+        directory: Option<DirectoryCheck>,
+    ) -> io::Result<Listener> {
         let socket = TcpListener::bind(addr).await?;
         let addr = socket.local_addr()?;
         let shared = Arc::new(Shared {
-            published: Mutex::new(HashSet::new()),
+            names: Mutex::new(Names::default()),
             share,
+            directory,
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(accept_loop(socket, Arc::clone(&shared), stopped));
@@ -81,26 +137,18 @@ impl Listener {
         self.addr
     }
 
-    fn published(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.shared
-            .published
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Starts serving `name`.
+    /// Starts serving `name`: the user published it.
     pub fn publish(&self, name: &str) {
-        self.published().insert(name.to_string());
+        let mut names = self.shared.names();
+        names.deleted.remove(name);
+        names.published.insert(name.to_string());
     }
 
-    /// Stops serving `name`.
+    /// Stops serving `name`: the user's content does not have it.
     pub fn unpublish(&self, name: &str) {
-        self.published().remove(name);
-    }
-
-    /// Adds every name of `names`.
-    pub fn publish_all(&self, names: impl IntoIterator<Item = String>) {
-        self.published().extend(names);
+        let mut names = self.shared.names();
+        names.published.remove(name);
+        names.deleted.insert(name.to_string());
     }
 
     /// Stops accepting and waits until the socket is closed. Transfers in
@@ -184,27 +232,36 @@ async fn send_file(
     out: &mut (impl tokio::io::AsyncWrite + Unpin),
 ) -> io::Result<()> {
     let code_field = |code: PeerCode| format!("{}\0", code.as_field());
-    if !shared.is_published(name) {
-        return out
-            .write_all(code_field(PeerCode::NotFound).as_bytes())
-            .await;
+    let not_found = code_field(PeerCode::NotFound);
+    let known = shared.known(name);
+    if known == Known::Deleted {
+        return out.write_all(not_found.as_bytes()).await;
     }
-    let path = match shared.share.resolve(name) {
-        Ok(path) => path,
-        Err(err) => {
-            tracing::debug!("{name:?} not served: {err}");
-            return out
-                .write_all(code_field(PeerCode::NotFound).as_bytes())
-                .await;
-        }
-    };
-    let mut file = match tokio::fs::File::open(&path).await {
+    // Opened first, checked on the descriptor, and served from it: nothing
+    // swapped in after the check is served. Only a name that opens is worth
+    // asking the directory about.
+    let share = shared.share.clone();
+    let owned = name.to_string();
+    let opened = tokio::task::spawn_blocking(move || share.open(&owned))
+        .await
+        .map_err(io::Error::other)?;
+    let file = match opened {
         Ok(file) => file,
+        // What is in the share dir is nobody's business unless published.
+        Err(err) if err.is_not_found() || known != Known::Published => {
+            tracing::debug!("{name:?} not served: {err}");
+            return out.write_all(not_found.as_bytes()).await;
+        }
         Err(err) => {
-            tracing::warn!("cannot open {}: {err}", path.display());
+            tracing::warn!("cannot serve {name:?}: {err}");
             return out.write_all(code_field(PeerCode::Error).as_bytes()).await;
         }
     };
+    if !shared.is_published(name).await {
+        tracing::debug!("{name:?} not served: not published");
+        return out.write_all(not_found.as_bytes()).await;
+    }
+    let mut file = tokio::fs::File::from_std(file);
     out.write_all(code_field(PeerCode::Ok).as_bytes()).await?;
     let sent = tokio::io::copy(&mut file, out).await?;
     tracing::debug!("served {name:?} ({sent} bytes)");
@@ -237,7 +294,7 @@ mod tests {
             fs::write(dir.path().join(name), bytes).unwrap();
         }
         let share = ShareDir::new(dir.path()).unwrap();
-        let listener = Listener::start("127.0.0.1:0".parse().unwrap(), share)
+        let listener = Listener::start("127.0.0.1:0".parse().unwrap(), share, None)
             .await
             .unwrap();
         (dir, listener)

@@ -1,8 +1,9 @@
-//! Peer-to-peer file transfer: serving ([`listener`], [`share`]) and
+//! Peer-to-peer file transfer: serving ([`listener`], [`share`], [`published`]) and
 //! downloading ([`download`]).
 
 pub mod download;
 pub mod listener;
+pub mod published;
 pub mod share;
 
 use std::fmt;
