@@ -164,6 +164,11 @@ async fn stream_listing<W: AsyncWrite + Unpin>(
 /// Hands the operation's record to the logger sink (never waits).
 fn log_operation(shared: &Shared, request: &Request, kind: OpKind, outcome: Outcome) {
     tracing::debug!(op = %kind, user = %directory::user_label(&request.user), ?outcome, "handled");
+    if !shared.log.is_enabled() {
+        // No logger: building the record would be three allocations per
+        // operation for nothing.
+        return;
+    }
     let file = match &request.operation {
         Operation::Publish { file, .. } | Operation::Delete { file } => {
             Some(file.clone().unwrap_or_else(|_| "<malformed>".into()))

@@ -13,6 +13,7 @@
 //! - [`commit`]: group commit: one writer thread applies queued mutations in
 //!   one durable transaction and only then answers.
 //! - [`store`]: where state is stored: the redb database and its tables.
+//! - [`addr_text`]: IP and port text for LIST_USERS without heap strings.
 //! - [`log_sink`]: records for the RPC logger, off the critical path.
 //! - [`shutdown`]: the signals that stop the server.
 //!
@@ -30,6 +31,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod addr_text;
 pub mod cli;
 pub mod commit;
 pub mod connection;

@@ -76,6 +76,11 @@ impl LogSink {
         }
     }
 
+    /// Whether records go anywhere: callers skip building them otherwise.
+    pub fn is_enabled(&self) -> bool {
+        self.queue.is_some()
+    }
+
     /// Records dropped so far.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)

@@ -20,13 +20,16 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use bytes::BytesMut;
-use peerdex_protocol::reply::{put_content_entry, put_user_entry};
+use peerdex_protocol::field::put_field;
+use peerdex_protocol::reply::put_content_entry;
 use peerdex_protocol::CodecError;
 use redb::{
     Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable,
     ReadableTableMetadata, Table, TableDefinition, TableHandle,
 };
 use thiserror::Error;
+
+use crate::addr_text::{IpText, PortText};
 
 /// Name of the database file inside the data directory.
 pub const DB_FILE_NAME: &str = "peerdex.redb";
@@ -409,7 +412,11 @@ impl ReadView {
             let name = name.value();
             let addr = decode_addr(addr.value())
                 .ok_or_else(|| StoreError::CorruptAddress(name.to_string()))?;
-            put_user_entry(out, name, addr.ip(), addr.port())?;
+            // The same three fields as `reply::put_user_entry`, without
+            // a heap string per address (see `addr_text`).
+            put_field(out, name)?;
+            put_field(out, IpText::new(addr.ip()).as_str())?;
+            put_field(out, PortText::new(addr.port()).as_str())?;
             if out.len() >= limit {
                 *cursor = Some(name.to_string());
                 return Ok(true);
