@@ -13,6 +13,8 @@
 //! - [`commit`]: group commit: one writer thread applies queued mutations in
 //!   one durable transaction and only then answers.
 //! - [`store`]: where state is stored: the redb database and its tables.
+//! - [`journal`]: the write-ahead journal that makes a batch durable with
+//!   one write and one fdatasync; redb is checkpointed from it.
 //! - [`addr_text`]: IP and port text for LIST_USERS without heap strings.
 //! - [`log_sink`]: records for the RPC logger, off the critical path.
 //! - [`shutdown`]: the signals that stop the server.
@@ -36,6 +38,7 @@ pub mod cli;
 pub mod commit;
 pub mod connection;
 pub mod directory;
+pub mod journal;
 pub mod log_sink;
 pub mod server;
 pub mod shutdown;

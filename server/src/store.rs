@@ -4,45 +4,59 @@
 //! Tables are keyed so that the cost of an operation does not grow with the
 //! number of users:
 //! - `users`: name -> `()`; who is registered.
-//! - `connected`: name -> encoded IP + port; who is connected, and where.
-//! - `files`: `(user, file)` -> description; one user's files are one range.
-//! - `file_counts`: user -> number of files; the LIST_CONTENT count without a
-//!   scan.
+//! - `connected`: name -> the IP and PORT fields of the user's LIST_USERS
+//!   entry, already encoded (`ip\0port\0`): a listing copies them instead
+//!   of formatting an address per entry.
+//! - `files`: `(user, file)` -> description; one user's files are one range,
+//!   and LIST_CONTENT counts them by walking that range (no per-user counter
+//!   table: every table a mutation touches costs redb copy-on-write pages
+//!   and a `pwrite` per commit, see docs/PERFORMANCE.md).
 //! - `peerdex_meta`: `schema_version` -> version of this layout.
 //!
+//! Version 1 stored the address as binary (`[4, a, b, c, d, port]`) and kept
+//! a `file_counts` table; [`Store::open`] migrates such a database in one
+//! transaction.
+//!
 //! Writes only happen through [`Store::write`], which the group-commit writer
-//! ([`crate::commit`]) calls; reads go through a [`ReadView`], one consistent
-//! snapshot.
+//! ([`crate::commit`]) calls: the transaction's effects are appended to the
+//! write-ahead [`Journal`] and synced, and only then is the redb transaction
+//! committed, without its own fsync; every [`CHECKPOINT_BYTES`] of journal
+//! one durable redb commit empties it. Reads go through a [`ReadView`], one
+//! consistent snapshot, which never sees a change before it is durable in
+//! the journal.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Bound;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use bytes::BytesMut;
 use peerdex_protocol::field::put_field;
 use peerdex_protocol::reply::put_content_entry;
 use peerdex_protocol::CodecError;
 use redb::{
-    Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, Table, TableDefinition, TableHandle,
+    Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, Table, TableDefinition, TableHandle, WriteTransaction,
 };
 use thiserror::Error;
 
 use crate::addr_text::{IpText, PortText};
+use crate::journal::{Effect, Journal, JournalError, CHECKPOINT_BYTES};
 
 /// Name of the database file inside the data directory.
 pub const DB_FILE_NAME: &str = "peerdex.redb";
 
 /// Version of the table layout described in the module doc.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("peerdex_meta");
 const SCHEMA_KEY: &str = "schema_version";
 const USERS: TableDefinition<&str, ()> = TableDefinition::new("users");
 const CONNECTED: TableDefinition<&str, &[u8]> = TableDefinition::new("connected");
 const FILES: TableDefinition<(&str, &str), &str> = TableDefinition::new("files");
-const FILE_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("file_counts");
+/// Version 1 only: number of files per user.
+const FILE_COUNTS_V1: TableDefinition<&str, u64> = TableDefinition::new("file_counts");
 
 /// Why the store could not be opened, read or written.
 #[derive(Debug, Error)]
@@ -71,6 +85,10 @@ pub enum StoreError {
     CorruptAddress(String),
     #[error(transparent)]
     Encode(#[from] CodecError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("a journaled change could not be applied to the database; restart the server to replay the journal")]
+    Diverged,
 }
 
 macro_rules! from_redb {
@@ -87,7 +105,8 @@ from_redb!(
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
-    redb::CommitError
+    redb::CommitError,
+    redb::SetDurabilityError
 );
 
 /// The directory's database.
@@ -97,6 +116,18 @@ pub struct Store {
     db: Database,
     /// The database file, for error messages.
     path: PathBuf,
+    /// The write-ahead journal; taken by the one writer per transaction.
+    journal: Mutex<JournalState>,
+}
+
+/// The journal and whether the database still matches it.
+#[derive(Debug)]
+struct JournalState {
+    journal: Journal,
+    /// Set when a change was journaled but its redb commit failed: the
+    /// database no longer holds what the journal says, so every later write
+    /// fails until a restart replays the journal.
+    diverged: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -131,8 +162,17 @@ impl Store {
             Ok(Err(err)) => return Err(open_err(err.into())),
             Err(_) => return Err(StoreError::OpenPanicked { path }),
         };
-        let store = Store { db, path };
+        let (journal, replay) = Journal::open(dir)?;
+        let store = Store {
+            db,
+            path,
+            journal: Mutex::new(JournalState {
+                journal,
+                diverged: false,
+            }),
+        };
         store.check_schema()?;
+        store.replay(&replay)?;
         Ok(store)
     }
 
@@ -151,6 +191,10 @@ impl Store {
             let found = meta.get(SCHEMA_KEY)?.map(|v| v.value());
             match found {
                 Some(SCHEMA_VERSION) => {}
+                Some(1) => {
+                    drop(meta);
+                    migrate_from_v1(&txn)?;
+                }
                 Some(found) => {
                     return Err(StoreError::SchemaVersion {
                         path: path(),
@@ -169,38 +213,88 @@ impl Store {
         txn.open_table(USERS)?;
         txn.open_table(CONNECTED)?;
         txn.open_table(FILES)?;
-        txn.open_table(FILE_COUNTS)?;
         txn.commit()?;
         Ok(())
     }
 
-    /// Runs `apply` inside one write transaction and commits it durably
-    /// (fsync) if it succeeded. On error nothing is committed.
+    /// Applies journal `effects` left by a previous run in one durable
+    /// transaction, then empties the journal.
+    fn replay(&self, effects: &[Effect]) -> Result<(), StoreError> {
+        let mut state = self.lock_journal()?;
+        if !effects.is_empty() {
+            let txn = self.db.begin_write()?;
+            {
+                let mut tables = WriteTables::open(&txn)?;
+                for effect in effects {
+                    tables.apply_effect(effect)?;
+                }
+            }
+            txn.commit()?;
+            tracing::info!(effects = effects.len(), "journal replayed");
+        }
+        state.journal.reset()?;
+        Ok(())
+    }
+
+    fn lock_journal(&self) -> Result<MutexGuard<'_, JournalState>, StoreError> {
+        // A panic while holding the lock left no half-written record that
+        // `append` would not detect; the flag below still guards the data.
+        Ok(self.journal.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Runs `apply` inside one write transaction and makes it durable if it
+    /// succeeded: its effects are appended to the journal and synced, then
+    /// the transaction is committed (visible to readers) without a redb
+    /// fsync. On error nothing is committed.
     pub fn write<T>(
         &self,
         apply: impl FnOnce(&mut WriteTables<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let txn = self.db.begin_write()?;
+        let mut state = self.lock_journal()?;
+        if state.diverged {
+            return Err(StoreError::Diverged);
+        }
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::None)?;
         let result = {
-            let mut tables = WriteTables {
-                users: txn.open_table(USERS)?,
-                connected: txn.open_table(CONNECTED)?,
-                files: txn.open_table(FILES)?,
-                file_counts: txn.open_table(FILE_COUNTS)?,
-            };
-            apply(&mut tables)
-        };
-        match result {
-            Ok(value) => {
-                txn.commit()?;
+            let mut tables = WriteTables::open(&txn)?;
+            apply(&mut tables).and_then(|value| {
+                if !tables.effects.is_empty() {
+                    state.journal.append(&tables.effects)?;
+                }
                 Ok(value)
-            }
+            })
+        };
+        let value = match result {
+            Ok(value) => value,
             Err(err) => {
                 // Abort errors hide nothing the caller does not already know.
                 let _ = txn.abort();
-                Err(err)
+                return Err(err);
+            }
+        };
+        if let Err(err) = txn.commit() {
+            tracing::error!(error = %err, "journaled transaction failed to commit");
+            state.diverged = true;
+            return Err(StoreError::Diverged);
+        }
+        if state.journal.len() >= CHECKPOINT_BYTES {
+            // The change is already durable in the journal: a failed
+            // checkpoint is retried after the next write.
+            if let Err(err) = self.checkpoint(&mut state) {
+                tracing::warn!(error = %err, "checkpoint failed, keeping the journal");
             }
         }
+        Ok(value)
+    }
+
+    /// One durable redb commit (which persists every earlier non-durable
+    /// one), then the journal is emptied.
+    fn checkpoint(&self, state: &mut JournalState) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.commit()?;
+        state.journal.reset()?;
+        Ok(())
     }
 
     /// A consistent snapshot of the committed state.
@@ -210,37 +304,74 @@ impl Store {
             users: txn.open_table(USERS)?,
             connected: txn.open_table(CONNECTED)?,
             files: txn.open_table(FILES)?,
-            file_counts: txn.open_table(FILE_COUNTS)?,
             _txn: txn,
         })
     }
 
     /// Closes the database, reporting what dropping it would hide.
     pub fn close(self) -> Result<(), StoreError> {
+        {
+            let mut state = self.lock_journal()?;
+            if !state.diverged {
+                self.checkpoint(&mut state)?;
+            }
+        }
         self.db.close()?;
         Ok(())
     }
 }
 
-/// Encodes an address as `[4, a, b, c, d, port_hi, port_lo]` or
-/// `[6, 16 bytes, port_hi, port_lo]`.
-fn encode_addr(addr: SocketAddr) -> Vec<u8> {
-    let mut out = Vec::with_capacity(19);
-    match addr.ip() {
-        IpAddr::V4(ip) => {
-            out.push(4);
-            out.extend_from_slice(&ip.octets());
-        }
-        IpAddr::V6(ip) => {
-            out.push(6);
-            out.extend_from_slice(&ip.octets());
-        }
+/// Rewrites a version-1 database as version 2 inside `txn`: addresses from
+/// binary to their encoded fields, and the `file_counts` table dropped.
+fn migrate_from_v1(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let mut connected = txn.open_table(CONNECTED)?;
+    let mut rows = Vec::new();
+    for entry in connected.iter()? {
+        let (name, value) = entry?;
+        let name = name.value().to_string();
+        let addr = decode_addr_v1(value.value())
+            .ok_or_else(|| StoreError::CorruptAddress(name.clone()))?;
+        rows.push((name, encode_addr(addr)?));
     }
-    out.extend_from_slice(&addr.port().to_be_bytes());
-    out
+    for (name, value) in rows {
+        connected.insert(name.as_str(), &value[..])?;
+    }
+    drop(connected);
+    txn.delete_table(FILE_COUNTS_V1)?;
+    txn.open_table(META)?.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
+    tracing::info!("database migrated from schema version 1 to {SCHEMA_VERSION}");
+    Ok(())
 }
 
+/// Encodes an address as the IP and PORT fields of a LIST_USERS entry.
+fn encode_addr(addr: SocketAddr) -> Result<BytesMut, StoreError> {
+    let mut out = BytesMut::with_capacity(24);
+    put_field(&mut out, IpText::new(addr.ip()).as_str())?;
+    put_field(&mut out, PortText::new(addr.port()).as_str())?;
+    Ok(out)
+}
+
+/// A stored address is two NUL-terminated fields; anything else is corrupt
+/// and must never be copied into a reply.
+fn is_encoded_addr(bytes: &[u8]) -> bool {
+    bytes.last() == Some(&0) && bytes.iter().filter(|b| **b == 0).count() == 2
+}
+
+/// Decodes what [`encode_addr`] wrote.
 fn decode_addr(bytes: &[u8]) -> Option<SocketAddr> {
+    if !is_encoded_addr(bytes) {
+        return None;
+    }
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut fields = text.split_terminator('\0');
+    let ip: IpAddr = fields.next()?.parse().ok()?;
+    let port: u16 = fields.next()?.parse().ok()?;
+    Some(SocketAddr::new(ip, port))
+}
+
+/// Decodes a version-1 address: `[4, a, b, c, d, port_hi, port_lo]` or
+/// `[6, 16 bytes, port_hi, port_lo]`.
+fn decode_addr_v1(bytes: &[u8]) -> Option<SocketAddr> {
     let (ip, port): (IpAddr, &[u8]) = match bytes {
         [4, rest @ ..] if rest.len() == 6 => {
             let octets: [u8; 4] = rest[..4].try_into().ok()?;
@@ -271,8 +402,35 @@ pub struct WriteTables<'txn> {
     connected: Table<'txn, &'static str, &'static [u8]>,
     /// Published files, by (user, file).
     files: Table<'txn, (&'static str, &'static str), &'static str>,
-    /// Number of files per user (absent = 0).
-    file_counts: Table<'txn, &'static str, u64>,
+    /// What was written, in order: the journal record of this transaction.
+    effects: Vec<Effect>,
+}
+
+impl<'txn> WriteTables<'txn> {
+    fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        Ok(WriteTables {
+            users: txn.open_table(USERS)?,
+            connected: txn.open_table(CONNECTED)?,
+            files: txn.open_table(FILES)?,
+            effects: Vec::new(),
+        })
+    }
+
+    /// Replays one journaled effect.
+    fn apply_effect(&mut self, effect: &Effect) -> Result<(), StoreError> {
+        match effect {
+            Effect::AddUser(user) => self.add_user(user),
+            Effect::RemoveUser(user) => self.remove_user(user),
+            Effect::SetAddress(user, addr) => self.set_address(user, *addr),
+            Effect::ClearAddress(user) => self.clear_address(user),
+            Effect::AddFile {
+                user,
+                file,
+                description,
+            } => self.add_file(user, file, description),
+            Effect::RemoveFile { user, file } => self.remove_file(user, file).map(|_| ()),
+        }
+    }
 }
 
 impl WriteTables<'_> {
@@ -282,6 +440,7 @@ impl WriteTables<'_> {
 
     pub fn add_user(&mut self, user: &str) -> Result<(), StoreError> {
         self.users.insert(user, ())?;
+        self.effects.push(Effect::AddUser(user.to_string()));
         Ok(())
     }
 
@@ -289,7 +448,6 @@ impl WriteTables<'_> {
     pub fn remove_user(&mut self, user: &str) -> Result<(), StoreError> {
         self.users.remove(user)?;
         self.connected.remove(user)?;
-        self.file_counts.remove(user)?;
         let upper = after(user);
         let mut names = Vec::new();
         for entry in self.files.range((user, "")..(upper.as_str(), ""))? {
@@ -299,6 +457,7 @@ impl WriteTables<'_> {
         for name in names {
             self.files.remove((user, name.as_str()))?;
         }
+        self.effects.push(Effect::RemoveUser(user.to_string()));
         Ok(())
     }
 
@@ -316,12 +475,15 @@ impl WriteTables<'_> {
     }
 
     pub fn set_address(&mut self, user: &str, addr: SocketAddr) -> Result<(), StoreError> {
-        self.connected.insert(user, encode_addr(addr).as_slice())?;
+        self.connected.insert(user, &encode_addr(addr)?[..])?;
+        self.effects
+            .push(Effect::SetAddress(user.to_string(), addr));
         Ok(())
     }
 
     pub fn clear_address(&mut self, user: &str) -> Result<(), StoreError> {
         self.connected.remove(user)?;
+        self.effects.push(Effect::ClearAddress(user.to_string()));
         Ok(())
     }
 
@@ -336,25 +498,25 @@ impl WriteTables<'_> {
         file: &str,
         description: &str,
     ) -> Result<(), StoreError> {
-        if self.files.insert((user, file), description)?.is_none() {
-            let count = self.file_counts.get(user)?.map_or(0, |c| c.value());
-            self.file_counts.insert(user, count + 1)?;
-        }
+        self.files.insert((user, file), description)?;
+        self.effects.push(Effect::AddFile {
+            user: user.to_string(),
+            file: file.to_string(),
+            description: description.to_string(),
+        });
         Ok(())
     }
 
     /// Removes a file; true when it was published.
     pub fn remove_file(&mut self, user: &str, file: &str) -> Result<bool, StoreError> {
-        if self.files.remove((user, file))?.is_none() {
-            return Ok(false);
+        let removed = self.files.remove((user, file))?.is_some();
+        if removed {
+            self.effects.push(Effect::RemoveFile {
+                user: user.to_string(),
+                file: file.to_string(),
+            });
         }
-        let count = self.file_counts.get(user)?.map_or(0, |c| c.value());
-        if count <= 1 {
-            self.file_counts.remove(user)?;
-        } else {
-            self.file_counts.insert(user, count - 1)?;
-        }
-        Ok(true)
+        Ok(removed)
     }
 }
 
@@ -366,8 +528,6 @@ pub struct ReadView {
     connected: ReadOnlyTable<&'static str, &'static [u8]>,
     /// Published files, by (user, file).
     files: ReadOnlyTable<(&'static str, &'static str), &'static str>,
-    /// Number of files per user.
-    file_counts: ReadOnlyTable<&'static str, u64>,
     /// Keeps the snapshot alive as long as the tables are read.
     _txn: ReadTransaction,
 }
@@ -391,7 +551,15 @@ impl ReadView {
 
     /// How many files `user` published in this snapshot.
     pub fn file_count(&self, user: &str) -> Result<u64, StoreError> {
-        Ok(self.file_counts.get(user)?.map_or(0, |c| c.value()))
+        // Walks the user's range: the listing that follows walks it again,
+        // so the cost stays proportional to the reply.
+        let upper = after(user);
+        let mut count = 0;
+        for entry in self.files.range((user, "")..(upper.as_str(), ""))? {
+            entry?;
+            count += 1;
+        }
+        Ok(count)
     }
 
     /// Appends connected users after `cursor` as LIST_USERS entries until
@@ -410,13 +578,14 @@ impl ReadView {
         for entry in self.connected.range::<&str>((lower, Bound::Unbounded))? {
             let (name, addr) = entry?;
             let name = name.value();
-            let addr = decode_addr(addr.value())
-                .ok_or_else(|| StoreError::CorruptAddress(name.to_string()))?;
-            // The same three fields as `reply::put_user_entry`, without
-            // a heap string per address (see `addr_text`).
+            let addr = addr.value();
+            if !is_encoded_addr(addr) {
+                return Err(StoreError::CorruptAddress(name.to_string()));
+            }
+            // The same three fields as `reply::put_user_entry`; IP and PORT
+            // were encoded by `put_field` at CONNECT time.
             put_field(out, name)?;
-            put_field(out, IpText::new(addr.ip()).as_str())?;
-            put_field(out, PortText::new(addr.port()).as_str())?;
+            out.extend_from_slice(addr);
             if out.len() >= limit {
                 *cursor = Some(name.to_string());
                 return Ok(true);
@@ -529,7 +698,7 @@ mod tests {
         store.close().unwrap();
         assert!(matches!(
             Store::open(dir.path()),
-            Err(StoreError::SchemaVersion { found: 2, .. })
+            Err(StoreError::SchemaVersion { found: 3, .. })
         ));
     }
 
@@ -537,9 +706,67 @@ mod tests {
     fn address_round_trips() {
         for addr in ["127.0.0.1:80", "[::1]:65535", "10.1.2.3:1"] {
             let addr: SocketAddr = addr.parse().unwrap();
-            assert_eq!(decode_addr(&encode_addr(addr)), Some(addr));
+            assert_eq!(decode_addr(&encode_addr(addr).unwrap()), Some(addr));
         }
         assert_eq!(decode_addr(&[4, 1, 2]), None);
+        assert_eq!(decode_addr(b"1.2.3.4\0"), None);
+        assert_eq!(
+            decode_addr_v1(&[4, 10, 0, 0, 1, 0, 80]),
+            Some("10.0.0.1:80".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn version_1_database_is_migrated() {
+        let dir = temp();
+        let db = Database::create(dir.path().join(DB_FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            txn.open_table(META).unwrap().insert(SCHEMA_KEY, 1).unwrap();
+            let mut users = txn.open_table(USERS).unwrap();
+            let mut connected = txn.open_table(CONNECTED).unwrap();
+            for user in ["al", "bo", "cy"] {
+                users.insert(user, ()).unwrap();
+            }
+            connected
+                .insert("al", &[4u8, 10, 0, 0, 1, 0x1f, 0x40][..])
+                .unwrap();
+            let mut v6 = vec![6u8];
+            v6.extend_from_slice(&"::1".parse::<Ipv6Addr>().unwrap().octets());
+            v6.extend_from_slice(&[0, 80]);
+            connected.insert("bo", &v6[..]).unwrap();
+            txn.open_table(FILES)
+                .unwrap()
+                .insert(("al", "f"), "d")
+                .unwrap();
+            txn.open_table(FILE_COUNTS_V1)
+                .unwrap()
+                .insert("al", 1)
+                .unwrap();
+        }
+        txn.commit().unwrap();
+        drop(db);
+
+        let store = Store::open(dir.path()).unwrap();
+        let view = store.read().unwrap();
+        let mut out = BytesMut::new();
+        assert!(!view.users_chunk(&mut None, &mut out, 1 << 20).unwrap());
+        assert_eq!(&out[..], b"al\x0010.0.0.1\x008000\x00bo\x00::1\x0080\x00");
+        assert_eq!(view.file_count("al").unwrap(), 1);
+        drop(view);
+        let txn = store.db.begin_write().unwrap();
+        assert!(!txn
+            .list_tables()
+            .unwrap()
+            .any(|t| t.name() == "file_counts"));
+        let version = txn
+            .open_table(META)
+            .unwrap()
+            .get(SCHEMA_KEY)
+            .unwrap()
+            .unwrap()
+            .value();
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     #[test]
