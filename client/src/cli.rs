@@ -22,6 +22,11 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub share_dir: Option<PathBuf>,
 
+    /// Run `SHARE DIR` right after a successful CONNECT: publish every
+    /// regular file under DIR (a path inside the share dir).
+    #[arg(long, value_name = "DIR")]
+    pub share: Option<PathBuf>,
+
     /// Address the peer listener binds on CONNECT (default 0.0.0.0:0: all
     /// interfaces, a port chosen by the OS).
     #[arg(long, value_name = "ADDR")]

@@ -10,15 +10,18 @@
 //!   peers) and the execution of each command.
 //! - [`directory`]: one TCP connection per directory operation.
 //! - [`time_source`]: the DATETIME of requests (RPC logger or local clock).
+//! - [`content`]: BLAKE3 piece hashing and the share's hash cache.
 //! - [`peer`]: peer-to-peer GET_FILE: [`peer::listener`] serves published
 //!   files opened by [`peer::share`], asking the directory through
 //!   [`peer::published`] about files published in earlier sessions;
-//!   [`peer::download`] fetches them.
+//!   [`peer::fetch`] downloads them (verified, resumable, multi-source
+//!   through [`peer::engine`]; classic [`peer::download`] as fallback).
 //!
 //! Invariant: stdout carries only the contract lines (and HELP); reasons and
 //! warnings go to stderr.
 
 pub mod cli;
+pub mod content;
 pub mod directory;
 pub mod peer;
 pub mod session;
@@ -46,6 +49,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         time: TimeSource::new(args.time_service),
         share,
         listen: args.listen,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stdin())
+            && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        auto_share: args.share.map(|dir| dir.to_string_lossy().into_owned()),
     };
     let known_users = Arc::new(Mutex::new(Vec::new()));
     let session = Session::new(config, Arc::clone(&known_users));

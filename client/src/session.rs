@@ -11,11 +11,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use peerdex_protocol::{ConnectAddr, OpKind, Operation, Outcome, Reply, Request, UserEntry};
 
+use crate::content::cache::HashCache;
 use crate::directory::{DirectoryClient, DirectoryError};
-use crate::peer::download::{download, DownloadError};
+use crate::peer::fetch::{fetch, FetchError, FetchOptions, Fetched};
 use crate::peer::listener::Listener;
 use crate::peer::published::DirectoryCheck;
 use crate::peer::share::ShareDir;
+use crate::peer::sources::Source;
 use crate::peer::PeerAddr;
 use crate::shell::command::{help_lines, Command};
 use crate::shell::output::{self, GetFileResult};
@@ -72,6 +74,10 @@ pub struct SessionConfig {
     pub share: ShareDir,
     /// Listener address for CONNECT (`None`: all interfaces, any port).
     pub listen: Option<SocketAddr>,
+    /// Progress bars on stderr (hashing, downloads): on a terminal only.
+    pub progress: bool,
+    /// `--share DIR`: run `SHARE DIR` right after a successful CONNECT.
+    pub auto_share: Option<String>,
 }
 
 /// The shell's state.
@@ -87,11 +93,15 @@ pub struct Session {
     /// User names from the last LIST_USERS reply, shared with the editor's
     /// tab completion.
     known_users: Arc<Mutex<Vec<String>>>,
+    /// Hashes of the share dir's files, shared with the listener.
+    hashes: Arc<HashCache>,
 }
 
 impl Session {
     pub fn new(config: SessionConfig, known_users: Arc<Mutex<Vec<String>>>) -> Self {
+        let hashes = Arc::new(HashCache::for_share(config.share.root()));
         Self {
+            hashes,
             config,
             last_named: String::new(),
             connected: None,
@@ -143,6 +153,7 @@ impl Session {
                 self.get_file(&user, &remote_file, Path::new(&local_file))
                     .await
             }
+            Command::Share { dir, description } => self.share(&dir, description).await,
             Command::Help => Printed {
                 out: help_lines(),
                 err: Vec::new(),
@@ -232,7 +243,8 @@ impl Session {
             user.clone(),
         );
         let share = self.config.share.clone();
-        let listener = match Listener::start(bind, share, Some(check)).await {
+        let hashes = Arc::clone(&self.hashes);
+        let listener = match Listener::start_with_cache(bind, share, Some(check), hashes).await {
             Ok(listener) => listener,
             Err(err) => {
                 return Printed::line(output::fail_line(OpKind::Connect))
@@ -243,6 +255,13 @@ impl Session {
         let (printed, reply) = reply_printed(OpKind::Connect, result);
         if reply.is_some_and(|r| r.outcome() == Outcome::Ok) {
             self.connected = Some(Connection { user, listener });
+            if let Some(dir) = self.config.auto_share.clone() {
+                let shared = self.share(&dir, None).await;
+                let mut printed = printed;
+                printed.out.extend(shared.out);
+                printed.err.extend(shared.err);
+                return printed;
+            }
         } else {
             listener.stop().await;
         }
@@ -300,6 +319,9 @@ impl Session {
                 "warning: {file} is not servable from {} ({err}); peers will get FILE NOT EXIST",
                 self.config.share.root().display()
             ));
+        } else if let Err(err) = self.hash(&file).await {
+            // Served all the same; peers fall back or hash on request.
+            warning = Some(format!("warning: cannot hash {file}: {err}"));
         }
         let user = self.current_user().to_string();
         let operation = Operation::Publish {
@@ -388,6 +410,125 @@ impl Session {
         }
     }
 
+    /// Computes (or finds in the cache) the hashes of a share dir file, so
+    /// that peers get them at once. A bar on a terminal for big files.
+    async fn hash(&self, name: &str) -> std::io::Result<()> {
+        let share = self.config.share.clone();
+        let hashes = Arc::clone(&self.hashes);
+        let progress = self.config.progress;
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || {
+            let (file, path) = share
+                .open_with_path(&name)
+                .map_err(|err| std::io::Error::other(err.to_string()))?;
+            if hashes.cached(&path, &file)?.is_some() {
+                return Ok(());
+            }
+            let bar = (progress && file.metadata()?.len() >= HASH_BAR_MIN).then(|| {
+                let bar = indicatif::ProgressBar::with_draw_target(
+                    Some(file.metadata().map_or(0, |m| m.len())),
+                    indicatif::ProgressDrawTarget::stderr(),
+                );
+                if let Ok(style) = indicatif::ProgressStyle::with_template(
+                    "hashing {msg} {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                ) {
+                    bar.set_style(style);
+                }
+                bar.set_message(name.clone());
+                bar
+            });
+            let result = hashes.manifest(&path, &file, |done, _| {
+                if let Some(bar) = &bar {
+                    bar.set_position(done);
+                }
+            });
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            result.map(|_| ())
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    /// `SHARE <dir> [description]`: publishes every eligible file under a
+    /// directory of the share dir (see [`crate::shell::share`]).
+    async fn share(&mut self, dir: &str, description: Option<String>) -> Printed {
+        let fail = |reason: String| Printed::line(output::share_fail_line()).with_reason(reason);
+        let Some(connection) = &self.connected else {
+            return fail("not connected through this shell; CONNECT first".into());
+        };
+        let user = connection.user.clone();
+        let share = self.config.share.clone();
+        let owned = dir.to_string();
+        let walked = tokio::task::spawn_blocking(move || crate::shell::share::walk(&share, &owned))
+            .await
+            .map_err(|err| err.to_string())
+            .and_then(|walked| walked.map_err(|err| err.to_string()));
+        let walk = match walked {
+            Ok(walk) => walk,
+            Err(reason) => return fail(format!("cannot share {dir}: {reason}")),
+        };
+        let mut printed = Printed::default();
+        let mut skipped = walk.skipped.len();
+        for (name, why) in &walk.skipped {
+            printed
+                .err
+                .push(format!("peerdex: SHARE skips {name}: {why}"));
+        }
+        let mut published = 0;
+        for name in walk.files {
+            if self
+                .connected
+                .as_ref()
+                .is_some_and(|c| c.listener.is_published_here(&name))
+            {
+                skipped += 1;
+                continue;
+            }
+            if let Err(err) = self.hash(&name).await {
+                printed
+                    .err
+                    .push(format!("peerdex: warning: cannot hash {name}: {err}"));
+            }
+            let operation = Operation::Publish {
+                file: Ok(name.clone()),
+                description: Ok(description.clone().unwrap_or_else(|| name.clone())),
+            };
+            match self.call(&user, operation).await {
+                Ok(reply) => match reply.outcome() {
+                    outcome @ (Outcome::Ok | Outcome::ContentAlreadyPublished) => {
+                        if let Some(connection) = &self.connected {
+                            connection.listener.publish(&name);
+                        }
+                        if outcome == Outcome::Ok {
+                            published += 1;
+                        } else {
+                            skipped += 1;
+                        }
+                    }
+                    outcome => {
+                        skipped += 1;
+                        printed.err.push(format!(
+                            "peerdex: SHARE skips {name}: {}",
+                            output::result_line(OpKind::Publish, outcome)
+                                .trim_start_matches(output::PROMPT)
+                        ));
+                    }
+                },
+                Err(err) => {
+                    let mut failed = fail(format!(
+                        "the directory failed after {published} published: {err}"
+                    ));
+                    failed.err.splice(0..0, printed.err);
+                    return failed;
+                }
+            }
+        }
+        printed.out.push(output::share_ok_line(published, skipped));
+        printed
+    }
+
     async fn get_file(&mut self, user: &str, remote_file: &str, local_file: &Path) -> Printed {
         let fail = |reason: String| {
             Printed::line(output::get_file_line(GetFileResult::Fail)).with_reason(reason)
@@ -399,29 +540,76 @@ impl Session {
                 Err(reason) => return fail(reason),
             },
         };
-        let mut result = download(&addr, remote_file, local_file).await;
-        if cached && result.as_ref().is_err_and(DownloadError::is_unreachable) {
+        let options = FetchOptions {
+            progress: self.config.progress,
+            ..FetchOptions::default()
+        };
+        // Today the one named peer; the directory's FIND_SOURCES adds the
+        // other peers with identical content (and the expected root) later.
+        let sources = |addr: PeerAddr| {
+            vec![Source {
+                addr,
+                file: remote_file.to_string(),
+            }]
+        };
+        let mut result = fetch(&sources(addr.clone()), local_file, &options).await;
+        if cached && result.as_ref().is_err_and(FetchError::is_unreachable) {
             // The cached address may be stale: ask the directory once.
             match self.lookup(user).await {
                 Ok(fresh) if fresh != addr => {
-                    result = download(&fresh, remote_file, local_file).await;
+                    result = fetch(&sources(fresh), local_file, &options).await;
                 }
                 Ok(_) => {}
                 Err(reason) => tracing::debug!("refreshing {user}'s address: {reason}"),
             }
         }
         match result {
-            Ok(bytes) => {
-                tracing::debug!("downloaded {remote_file} from {user}: {bytes} bytes");
-                Printed::line(output::get_file_line(GetFileResult::Ok))
+            Ok(fetched) => {
+                let mut printed = Printed::line(output::get_file_line(GetFileResult::Ok));
+                match fetched {
+                    Fetched::Verified {
+                        size,
+                        resumed,
+                        report,
+                    } => {
+                        tracing::debug!(
+                            "downloaded {remote_file} from {user}: {size} bytes verified, \
+                             {resumed} pieces resumed, {} bytes fetched",
+                            report.bytes_fetched
+                        );
+                        for note in report.notes {
+                            printed = printed.with_reason(note);
+                        }
+                    }
+                    Fetched::Classic { size } => {
+                        tracing::debug!(
+                            "downloaded {remote_file} from {user}: {size} bytes (classic)"
+                        )
+                    }
+                }
+                printed
             }
-            Err(err @ DownloadError::NotFound { .. }) => {
+            Err(FetchError::Classic(
+                err @ crate::peer::download::DownloadError::NotFound { .. },
+            )) => {
                 Printed::line(output::get_file_line(GetFileResult::FileNotExist)).with_reason(err)
             }
-            Err(err) => fail(err.to_string()),
+            Err(err @ FetchError::NotFound(_)) => {
+                Printed::line(output::get_file_line(GetFileResult::FileNotExist)).with_reason(err)
+            }
+            Err(err) => {
+                let mut printed = Printed::line(output::get_file_line(GetFileResult::Fail));
+                for note in err.notes() {
+                    printed = printed.with_reason(note);
+                }
+                printed.with_reason(err)
+            }
         }
     }
 }
+
+/// Files smaller than this are hashed without a progress bar.
+const HASH_BAR_MIN: u64 = 64 << 20;
 
 fn request(user: &str, operation: Operation) -> Request {
     Request {
@@ -502,6 +690,8 @@ mod tests {
             time: TimeSource::local(),
             share: ShareDir::new(share).unwrap(),
             listen: Some("127.0.0.1:0".parse().unwrap()),
+            progress: false,
+            auto_share: None,
         };
         Session::new(config, Arc::new(Mutex::new(Vec::new())))
     }

@@ -8,7 +8,9 @@
 //! - [`request`]: typed directory requests and their sans-IO parser.
 //! - [`reply`]: reply types and the helpers that stream them.
 //! - [`wire`]: async glue that reads requests and replies from a socket.
-//! - [`peer`]: the peer-to-peer `GET_FILE` exchange.
+//! - [`peer`]: the peer-to-peer `GET_FILE` exchange (and the dispatch of
+//!   extension requests).
+//! - [`peer_ext`]: peerdex extension ops `GET_HASHES` / `GET_RANGE`.
 //! - [`datetime`]: the `DATETIME` field.
 //! - [`names`]: what a valid user, file name and description are.
 //! - [`rpc`]: the tarpc service of the RPC logger.
@@ -18,6 +20,7 @@ pub mod field;
 pub mod names;
 pub mod op;
 pub mod peer;
+pub mod peer_ext;
 pub mod reply;
 pub mod request;
 pub mod rpc;

@@ -65,6 +65,16 @@ pub enum PeerRequest {
     GetFile {
         file: Checked<String>,
     },
+    /// peerdex extension: the piece list of `file` (`peer_ext`).
+    GetHashes {
+        file: Checked<String>,
+    },
+    /// peerdex extension: `length` bytes of `file` from `offset`
+    /// (`peer_ext`); `range` is `None` when a number field is malformed.
+    GetRange {
+        file: Checked<String>,
+        range: Option<(u64, u64)>,
+    },
     /// Some other op; answered with [`PeerCode::Error`].
     UnknownOp(String),
     /// The connection closed before a complete request.
@@ -82,6 +92,11 @@ pub async fn read_peer_request<R: AsyncRead + Unpin>(
     };
     match op {
         Field::Text(op) if op.trim_matches(|c: char| c.is_ascii_whitespace()) == GET_FILE => {}
+        Field::Text(op)
+            if op == crate::peer_ext::GET_HASHES || op == crate::peer_ext::GET_RANGE =>
+        {
+            return read_ext_request(reader, &op).await
+        }
         Field::Text(op) => return Ok(PeerRequest::UnknownOp(op)),
         _ => return Ok(PeerRequest::UnknownOp("<malformed op>".into())),
     }
@@ -91,6 +106,31 @@ pub async fn read_peer_request<R: AsyncRead + Unpin>(
         }),
         None => Ok(PeerRequest::Incomplete),
     }
+}
+
+/// Reads the fields of an extension request after its op (exact op names
+/// only: the extensions have no legacy spellings).
+async fn read_ext_request<R: AsyncRead + Unpin>(
+    reader: &mut FieldReader<R>,
+    op: &str,
+) -> Result<PeerRequest, CodecError> {
+    let Some(file) = reader.next().await else {
+        return Ok(PeerRequest::Incomplete);
+    };
+    let file = file?.into_text();
+    if op == crate::peer_ext::GET_HASHES {
+        return Ok(PeerRequest::GetHashes { file });
+    }
+    let (Some(offset), Some(length)) = (reader.next().await, reader.next().await) else {
+        return Ok(PeerRequest::Incomplete);
+    };
+    let range = match (offset?, length?) {
+        (Field::Text(offset), Field::Text(length)) => {
+            crate::peer_ext::parse_range(&offset, &length)
+        }
+        _ => None,
+    };
+    Ok(PeerRequest::GetRange { file, range })
 }
 
 #[cfg(test)]
@@ -108,7 +148,7 @@ mod tests {
     async fn listener_accepts_both_forms_and_trailing_datetime() {
         for bytes in [
             &b"GET_FILE \0a.txt\0"[..],
-            b"GET_FILE\0a.txt\021/11/2026 09:05:07\0",
+            b"GET_FILE\0a.txt\x0021/11/2026 09:05:07\0",
         ] {
             let mut reader = field_reader(bytes);
             let request = read_peer_request(&mut reader).await.unwrap();
@@ -119,6 +159,34 @@ mod tests {
                 }
             );
         }
+        let mut reader = field_reader(&b"GET_HASHES\0a.txt\0"[..]);
+        assert_eq!(
+            read_peer_request(&mut reader).await.unwrap(),
+            PeerRequest::GetHashes {
+                file: Ok("a.txt".into())
+            }
+        );
+        let mut reader = field_reader(&b"GET_RANGE\0a.txt\x0010\x0020\0"[..]);
+        assert_eq!(
+            read_peer_request(&mut reader).await.unwrap(),
+            PeerRequest::GetRange {
+                file: Ok("a.txt".into()),
+                range: Some((10, 20))
+            }
+        );
+        let mut reader = field_reader(&b"GET_RANGE\0a.txt\0x\x0020\0"[..]);
+        assert_eq!(
+            read_peer_request(&mut reader).await.unwrap(),
+            PeerRequest::GetRange {
+                file: Ok("a.txt".into()),
+                range: None
+            }
+        );
+        let mut reader = field_reader(&b"GET_RANGE\0a.txt\x0010\0"[..]);
+        assert_eq!(
+            read_peer_request(&mut reader).await.unwrap(),
+            PeerRequest::Incomplete
+        );
         let mut reader = field_reader(&b"PUT_FILE\0a\0"[..]);
         assert!(matches!(
             read_peer_request(&mut reader).await.unwrap(),

@@ -1,6 +1,12 @@
 //! The peer listener: serves this user's published files to other peers
 //! with the `GET_FILE` exchange, one request per connection.
 //!
+//! Besides the classic `GET_FILE` it answers the peerdex extensions
+//! `GET_HASHES` and `GET_RANGE` (docs/PROTOCOL-EXTENSIONS.md) from the same
+//! published files; their hashes come from the share's [`HashCache`],
+//! checked against the `fstat` of the very descriptor the bytes are read
+//! from, so hashes never describe other bytes than those served.
+//!
 //! A file is served when it was published through this shell; a file
 //! deleted through it is not. For any other name that opens inside the
 //! share dir, the listener asks the directory whether the user published it
@@ -12,7 +18,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use peerdex_protocol::peer::{read_peer_request, PeerCode, PeerRequest};
+use peerdex_protocol::peer_ext::{put_piece, ExtCode, HashesHeader, RangeHeader};
 use peerdex_protocol::wire::field_reader;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -22,6 +30,11 @@ use tokio::time::{timeout, Instant};
 
 use super::published::DirectoryCheck;
 use super::share::ShareDir;
+use crate::content::cache::HashCache;
+use crate::content::pieces::Manifest;
+
+/// Bytes read from disk per write to the socket in `GET_RANGE`.
+const RANGE_CHUNK: usize = 256 * 1024;
 
 /// Bound on receiving a complete request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,6 +73,8 @@ struct Shared {
     share: ShareDir,
     /// Asks the directory about other names; without it they are not served.
     directory: Option<DirectoryCheck>,
+    /// Hashes of served files (GET_HASHES, GET_RANGE).
+    hashes: Arc<HashCache>,
 }
 
 impl Shared {
@@ -115,12 +130,25 @@ impl Listener {
         share: ShareDir,
         directory: Option<DirectoryCheck>,
     ) -> io::Result<Listener> {
+        let hashes = Arc::new(HashCache::for_share(share.root()));
+        Self::start_with_cache(addr, share, directory, hashes).await
+    }
+
+    /// [`Self::start`] sharing the shell's hash cache (so what PUBLISH
+    /// hashed is served without hashing again).
+    pub async fn start_with_cache(
+        addr: SocketAddr,
+        share: ShareDir,
+        directory: Option<DirectoryCheck>,
+        hashes: Arc<HashCache>,
+    ) -> io::Result<Listener> {
         let socket = TcpListener::bind(addr).await?;
         let addr = socket.local_addr()?;
         let shared = Arc::new(Shared {
             names: Mutex::new(Names::default()),
             share,
             directory,
+            hashes,
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(accept_loop(socket, Arc::clone(&shared), stopped));
@@ -142,6 +170,11 @@ impl Listener {
         let mut names = self.shared.names();
         names.deleted.remove(name);
         names.published.insert(name.to_string());
+    }
+
+    /// Whether `name` was published through this shell (and not deleted).
+    pub fn is_published_here(&self, name: &str) -> bool {
+        self.shared.known(name) == Known::Published
     }
 
     /// Stops serving `name`: the user's content does not have it.
@@ -220,10 +253,68 @@ async fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
         PeerRequest::GetFile { file: Ok(name) } => {
             send_file(&name, shared, &mut write_half).await?
         }
+        PeerRequest::GetHashes { file: Err(_) } | PeerRequest::GetRange { file: Err(_), .. } => {
+            write_half.write_all(ExtCode::NotFound.reply()).await?
+        }
+        PeerRequest::GetHashes { file: Ok(name) } => {
+            send_hashes(&name, shared, &mut write_half).await?
+        }
+        PeerRequest::GetRange { range: None, .. } => {
+            write_half.write_all(ExtCode::Error.reply()).await?
+        }
+        PeerRequest::GetRange {
+            file: Ok(name),
+            range: Some((offset, length)),
+        } => send_range(&name, offset, length, shared, &mut write_half).await?,
     }
     write_half.shutdown().await?;
     drain(reader.into_inner()).await;
     Ok(())
+}
+
+/// Opens `name` if it is served: answers code 1 or 2 itself otherwise.
+/// Returns the open file and its real path.
+async fn open_served(
+    name: &str,
+    shared: &Shared,
+    out: &mut (impl tokio::io::AsyncWrite + Unpin),
+) -> io::Result<Option<(std::fs::File, std::path::PathBuf)>> {
+    let code_field = |code: PeerCode| format!("{}\0", code.as_field());
+    let not_found = code_field(PeerCode::NotFound);
+    let known = shared.known(name);
+    if known == Known::Deleted {
+        out.write_all(not_found.as_bytes()).await?;
+        return Ok(None);
+    }
+    // Opened first, checked on the descriptor, and served from it: nothing
+    // swapped in after the check is served. Only a name that opens is worth
+    // asking the directory about.
+    let share = shared.share.clone();
+    let owned = name.to_string();
+    let opened = tokio::task::spawn_blocking(move || share.open_with_path(&owned))
+        .await
+        .map_err(io::Error::other)?;
+    let opened = match opened {
+        Ok(opened) => opened,
+        // What is in the share dir is nobody's business unless published.
+        Err(err) if err.is_not_found() || known != Known::Published => {
+            tracing::debug!("{name:?} not served: {err}");
+            out.write_all(not_found.as_bytes()).await?;
+            return Ok(None);
+        }
+        Err(err) => {
+            tracing::warn!("cannot serve {name:?}: {err}");
+            out.write_all(code_field(PeerCode::Error).as_bytes())
+                .await?;
+            return Ok(None);
+        }
+    };
+    if !shared.is_published(name).await {
+        tracing::debug!("{name:?} not served: not published");
+        out.write_all(not_found.as_bytes()).await?;
+        return Ok(None);
+    }
+    Ok(Some(opened))
 }
 
 async fn send_file(
@@ -231,41 +322,140 @@ async fn send_file(
     shared: &Shared,
     out: &mut (impl tokio::io::AsyncWrite + Unpin),
 ) -> io::Result<()> {
-    let code_field = |code: PeerCode| format!("{}\0", code.as_field());
-    let not_found = code_field(PeerCode::NotFound);
-    let known = shared.known(name);
-    if known == Known::Deleted {
-        return out.write_all(not_found.as_bytes()).await;
-    }
-    // Opened first, checked on the descriptor, and served from it: nothing
-    // swapped in after the check is served. Only a name that opens is worth
-    // asking the directory about.
-    let share = shared.share.clone();
-    let owned = name.to_string();
-    let opened = tokio::task::spawn_blocking(move || share.open(&owned))
-        .await
-        .map_err(io::Error::other)?;
-    let file = match opened {
-        Ok(file) => file,
-        // What is in the share dir is nobody's business unless published.
-        Err(err) if err.is_not_found() || known != Known::Published => {
-            tracing::debug!("{name:?} not served: {err}");
-            return out.write_all(not_found.as_bytes()).await;
-        }
-        Err(err) => {
-            tracing::warn!("cannot serve {name:?}: {err}");
-            return out.write_all(code_field(PeerCode::Error).as_bytes()).await;
-        }
+    let Some((file, _)) = open_served(name, shared, out).await? else {
+        return Ok(());
     };
-    if !shared.is_published(name).await {
-        tracing::debug!("{name:?} not served: not published");
-        return out.write_all(not_found.as_bytes()).await;
-    }
     let mut file = tokio::fs::File::from_std(file);
-    out.write_all(code_field(PeerCode::Ok).as_bytes()).await?;
+    out.write_all(format!("{}\0", PeerCode::Ok.as_field()).as_bytes())
+        .await?;
     let sent = tokio::io::copy(&mut file, out).await?;
     tracing::debug!("served {name:?} ({sent} bytes)");
     Ok(())
+}
+
+/// The manifest of an open served file, for its current size and mtime
+/// (hashed now if the file changed since it was hashed). `None` after
+/// answering code 2.
+async fn manifest_of(
+    file: &std::fs::File,
+    path: std::path::PathBuf,
+    shared: &Shared,
+    out: &mut (impl tokio::io::AsyncWrite + Unpin),
+) -> io::Result<Option<Arc<Manifest>>> {
+    let hashes = Arc::clone(&shared.hashes);
+    let file = file.try_clone()?;
+    let result = tokio::task::spawn_blocking(move || hashes.manifest(&path, &file, |_, _| {}))
+        .await
+        .map_err(io::Error::other)?;
+    match result {
+        Ok(manifest) => Ok(Some(manifest)),
+        Err(err) => {
+            tracing::warn!("cannot hash a served file: {err}");
+            out.write_all(ExtCode::Error.reply()).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// `GET_HASHES`: size, piece size, root and the piece digests.
+async fn send_hashes(
+    name: &str,
+    shared: &Shared,
+    out: &mut (impl tokio::io::AsyncWrite + Unpin),
+) -> io::Result<()> {
+    let Some((file, path)) = open_served(name, shared, out).await? else {
+        return Ok(());
+    };
+    let Some(manifest) = manifest_of(&file, path, shared, out).await? else {
+        return Ok(());
+    };
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    HashesHeader {
+        size: manifest.size,
+        piece_size: manifest.piece_size,
+        root: manifest.root,
+        count: manifest.count(),
+    }
+    .encode(&mut buf);
+    for piece in &manifest.pieces {
+        put_piece(&mut buf, piece);
+        if buf.len() >= 60 * 1024 {
+            out.write_all(&buf).await?;
+            buf.clear();
+        }
+    }
+    out.write_all(&buf).await
+}
+
+/// `GET_RANGE`: size, root and the stated number of bytes from `offset`.
+/// The bytes are read from the descriptor whose `fstat` matched the
+/// manifest; if the file changes meanwhile, the downloader's per-piece check
+/// catches it (and a shrunk file ends the reply short: truncation).
+async fn send_range(
+    name: &str,
+    offset: u64,
+    length: u64,
+    shared: &Shared,
+    out: &mut (impl tokio::io::AsyncWrite + Unpin),
+) -> io::Result<()> {
+    let Some((file, path)) = open_served(name, shared, out).await? else {
+        return Ok(());
+    };
+    let Some(manifest) = manifest_of(&file, path, shared, out).await? else {
+        return Ok(());
+    };
+    if offset > manifest.size {
+        return out.write_all(ExtCode::OutOfRange.reply()).await;
+    }
+    let length = length.min(manifest.size - offset);
+    let mut header = BytesMut::with_capacity(128);
+    RangeHeader {
+        size: manifest.size,
+        root: manifest.root,
+        length,
+    }
+    .encode(&mut header);
+    out.write_all(&header).await?;
+    let file = Arc::new(file);
+    let mut sent = 0u64;
+    let mut buf = vec![0u8; RANGE_CHUNK.min(length as usize)];
+    while sent < length {
+        let want = ((length - sent) as usize).min(RANGE_CHUNK);
+        let reader = Arc::clone(&file);
+        let at = offset + sent;
+        let (returned, read) = tokio::task::spawn_blocking(move || {
+            let mut buf = buf;
+            let read = read_full_at(&reader, &mut buf[..want], at);
+            (buf, read)
+        })
+        .await
+        .map_err(io::Error::other)?;
+        buf = returned;
+        let n = read?;
+        if n == 0 {
+            // The file shrank: end short, the downloader sees a truncation.
+            break;
+        }
+        out.write_all(&buf[..n]).await?;
+        sent += n as u64;
+    }
+    tracing::debug!("served {name:?} [{offset}, +{sent})");
+    Ok(())
+}
+
+/// Reads as much of `buf` as the file has at `offset` (short only at EOF).
+fn read_full_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(done)
 }
 
 /// Reads and discards what the client still sends, so that closing does not
@@ -339,6 +529,72 @@ mod tests {
         assert_eq!(exchange(addr, b"PUT_FILE\0a.txt\0").await, b"2\0");
         listener.unpublish("a.txt");
         assert_eq!(exchange(addr, b"GET_FILE\0a.txt\0").await, b"1\0");
+    }
+
+    #[tokio::test]
+    async fn serves_hashes_and_ranges_of_published_files_only() {
+        let content: Vec<u8> = (0..2_500_000u32).map(|i| (i % 241) as u8).collect();
+        let (_dir, listener) = listener_with(&[("a.bin", &content), ("b.bin", b"b")]).await;
+        listener.publish("a.bin");
+        let addr = listener.local_addr();
+        let reply = exchange(addr, b"GET_HASHES\0a.bin\0").await;
+        let mut reader = field_reader(&reply[..]);
+        let header = peerdex_protocol::peer_ext::read_hashes_header(&mut reader)
+            .await
+            .unwrap();
+        assert_eq!(header.size, content.len() as u64);
+        assert_eq!(header.root, *blake3::hash(&content).as_bytes());
+        assert_eq!(header.count, 3);
+        let reply = exchange(addr, b"GET_RANGE\0a.bin\x001048576\x00100\0").await;
+        let mut expected = BytesMut::new();
+        RangeHeader {
+            size: content.len() as u64,
+            root: header.root,
+            length: 100,
+        }
+        .encode(&mut expected);
+        expected.extend_from_slice(&content[1 << 20..(1 << 20) + 100]);
+        assert_eq!(reply, &expected[..]);
+        // Clamped at the end of the file; the reply states the real length.
+        let reply = exchange(addr, b"GET_RANGE\0a.bin\x002499990\x001000\0").await;
+        assert!(reply.ends_with(&content[2_499_990..]));
+        assert!(reply.windows(4).any(|w| w == b"\x0010\0"));
+        assert_eq!(
+            exchange(addr, b"GET_RANGE\0a.bin\x009999999\x001\0").await,
+            b"3\0"
+        );
+        assert_eq!(exchange(addr, b"GET_RANGE\0a.bin\0x\x001\0").await, b"2\0");
+        assert_eq!(exchange(addr, b"GET_HASHES\0b.bin\0").await, b"1\0");
+        assert_eq!(
+            exchange(addr, b"GET_RANGE\0b.bin\x000\x001\0").await,
+            b"1\0"
+        );
+        assert_eq!(exchange(addr, b"GET_HASHES\0../x\0").await, b"1\0");
+    }
+
+    #[tokio::test]
+    async fn a_file_changed_after_hashing_is_hashed_again() {
+        let (dir, listener) = listener_with(&[("a.bin", b"first version")]).await;
+        listener.publish("a.bin");
+        let addr = listener.local_addr();
+        let first = exchange(addr, b"GET_HASHES\0a.bin\0").await;
+        fs::write(dir.path().join("a.bin"), b"the second version").unwrap();
+        let second = exchange(addr, b"GET_HASHES\0a.bin\0").await;
+        let root = |reply: Vec<u8>| async move {
+            let mut reader = field_reader(&reply[..]);
+            peerdex_protocol::peer_ext::read_hashes_header(&mut reader)
+                .await
+                .unwrap()
+                .root
+        };
+        assert_eq!(
+            root(first).await,
+            *blake3::hash(b"first version").as_bytes()
+        );
+        assert_eq!(
+            root(second).await,
+            *blake3::hash(b"the second version").as_bytes()
+        );
     }
 
     #[tokio::test]

@@ -1,10 +1,18 @@
 //! Peer-to-peer file transfer: serving ([`listener`], [`share`], [`published`]) and
-//! downloading ([`download`]).
+//! downloading: [`fetch`] decides between the verified multi-source
+//! [`engine`] (over [`sources`], resumable through [`resume`]) and the
+//! classic transfer of [`download`].
 
 pub mod download;
+pub mod engine;
+pub mod fetch;
+#[cfg(test)]
+mod fetch_tests;
 pub mod listener;
 pub mod published;
+pub mod resume;
 pub mod share;
+pub mod sources;
 
 use std::fmt;
 

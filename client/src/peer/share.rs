@@ -27,6 +27,8 @@ pub enum ShareError {
     Missing(io::Error),
     #[error("file resolves outside the share dir")]
     Escapes,
+    #[error("file is in the share dir's private state dir")]
+    Private,
     #[error("not a regular file")]
     NotRegular,
     #[error("cannot open: {0}")]
@@ -85,14 +87,26 @@ impl ShareDir {
     /// Opens a published name for serving: a regular file inside the share
     /// dir, verified on the open descriptor. Blocking (file system calls).
     pub fn open(&self, name: &str) -> Result<File, ShareError> {
+        self.open_with_path(name).map(|(file, _)| file)
+    }
+
+    /// [`Self::open`], also returning the real path of the opened file (the
+    /// key of its cached hashes).
+    pub fn open_with_path(&self, name: &str) -> Result<(File, PathBuf), ShareError> {
         // Symlinks inside the share are followed here, once, to a path;
         // what is opened is that path's final component itself.
         self.open_verified(&self.candidate(name)?)
     }
 
+    /// Whether `path` (canonical) is inside the private state dir, which
+    /// is never served nor published.
+    pub fn is_private(&self, path: &Path) -> bool {
+        path.starts_with(self.root.join(crate::content::cache::STATE_DIR))
+    }
+
     /// Opens `path` and checks the opened file: regular, really inside the
     /// share dir. `path` was checked already, but may have changed since.
-    fn open_verified(&self, path: &Path) -> Result<File, ShareError> {
+    fn open_verified(&self, path: &Path) -> Result<(File, PathBuf), ShareError> {
         let file = OpenOptions::new()
             .read(true)
             // O_NOFOLLOW: a final component swapped for a symlink fails
@@ -117,7 +131,10 @@ impl ShareDir {
         if !real.starts_with(&self.root) {
             return Err(ShareError::Escapes);
         }
-        Ok(file)
+        if self.is_private(&real) {
+            return Err(ShareError::Private);
+        }
+        Ok((file, real))
     }
 
     /// The canonical path of `name` inside the share dir (not yet known to
@@ -140,6 +157,9 @@ impl ShareDir {
             .map_err(ShareError::Missing)?;
         if !candidate.starts_with(&self.root) {
             return Err(ShareError::Escapes);
+        }
+        if self.is_private(&candidate) {
+            return Err(ShareError::Private);
         }
         Ok(candidate)
     }
@@ -184,6 +204,20 @@ mod tests {
         assert!(share.resolve("a.txt").unwrap().ends_with("share/a.txt"));
         assert!(share.resolve("sub/b.txt").is_ok());
         assert!(share.resolve("./a.txt").is_ok());
+    }
+
+    #[test]
+    fn the_private_state_dir_is_never_served() {
+        let (_base, share) = setup();
+        let state = share.root().join(".peerdex/hashes");
+        fs::create_dir_all(&state).unwrap();
+        fs::write(state.join("x"), b"x").unwrap();
+        std::os::unix::fs::symlink(state.join("x"), share.root().join("link")).unwrap();
+        for name in [".peerdex/hashes/x", "./.peerdex/hashes/x", "link"] {
+            let err = share.open(name).unwrap_err();
+            assert!(matches!(err, ShareError::Private), "{name}: {err}");
+            assert!(err.is_not_found());
+        }
     }
 
     #[test]

@@ -45,7 +45,7 @@ const fn spec(
 }
 
 /// Every command of the shell, in PROTOCOL.md's order.
-pub const SPECS: [Spec; 11] = [
+pub const SPECS: [Spec; 12] = [
     spec("REGISTER", "<user>", true, "create a user in the directory"),
     spec(
         "UNREGISTER",
@@ -84,6 +84,12 @@ pub const SPECS: [Spec; 11] = [
         "<user> <remote_file> <local_file>",
         true,
         "download a file from a connected peer",
+    ),
+    spec(
+        "SHARE",
+        "<dir> [description...]",
+        false,
+        "publish every file under a directory of the share dir",
     ),
     spec("QUIT", "", false, "disconnect and leave the shell"),
     spec("HELP", "", false, "show this list"),
@@ -126,6 +132,11 @@ pub enum Command {
         user: String,
         remote_file: String,
         local_file: String,
+    },
+    /// peerdex: publish every eligible file under `dir`.
+    Share {
+        dir: String,
+        description: Option<String>,
     },
     Quit,
     Help,
@@ -177,6 +188,14 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
             Command::Publish {
                 file: file.to_string(),
                 description: description.trim().to_string(),
+            }
+        }
+        "SHARE" => {
+            let (dir, description) = split_word(rest).ok_or_else(usage)?;
+            let description = description.trim();
+            Command::Share {
+                dir: dir.to_string(),
+                description: (!description.is_empty()).then(|| description.to_string()),
             }
         }
         "GET_FILE" => match args[..] {
@@ -288,6 +307,28 @@ mod tests {
         let usage = "Syntax error. Usage: GET_FILE <user> <remote_file> <local_file>";
         assert_eq!(usage_line("GET_FILE bob a.txt"), usage);
         assert_eq!(usage_line("get_file bob a b c"), usage);
+    }
+
+    #[test]
+    fn share_takes_a_dir_and_an_optional_description() {
+        assert_eq!(
+            parse("share ."),
+            Ok(Some(Command::Share {
+                dir: ".".into(),
+                description: None
+            }))
+        );
+        assert_eq!(
+            parse("SHARE music  my  songs "),
+            Ok(Some(Command::Share {
+                dir: "music".into(),
+                description: Some("my  songs".into())
+            }))
+        );
+        assert_eq!(
+            usage_line("SHARE"),
+            "Syntax error. Usage: SHARE <dir> [description...]"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod command;
 pub mod editor;
 pub mod output;
+pub mod share;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;

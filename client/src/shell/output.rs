@@ -37,6 +37,16 @@ pub fn get_file_line(result: GetFileResult) -> String {
     format!("{PROMPT}{text}")
 }
 
+/// `c> SHARE OK <n> published, <m> skipped` (a peerdex command).
+pub fn share_ok_line(published: usize, skipped: usize) -> String {
+    format!("{PROMPT}SHARE OK {published} published, {skipped} skipped")
+}
+
+/// `c> SHARE FAIL` (the reason goes to stderr).
+pub fn share_fail_line() -> String {
+    format!("{PROMPT}SHARE FAIL")
+}
+
 /// The lines that follow `LIST_USERS OK`: `\t<name> <ip> <port>`.
 pub fn user_lines(users: &[UserEntry]) -> Vec<String> {
     users

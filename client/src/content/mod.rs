@@ -1,0 +1,14 @@
+//! Content identity: what a file is, independent of its name.
+//!
+//! - [`hash`]: BLAKE3 over pieces; the piece tree merges into the standard
+//!   `blake3::hash` of the file.
+//! - [`pieces`]: [`pieces::Manifest`], a file's size, root and piece chaining
+//!   values, and its verification.
+//! - [`cache`]: manifests cached by (path, size, mtime) in the share dir's
+//!   hidden state dir, so publishing again is instant.
+
+pub mod cache;
+pub mod hash;
+pub mod pieces;
+
+pub use peerdex_protocol::peer_ext::Digest;
