@@ -2,9 +2,11 @@
 //!
 //! The writer takes everything queued (up to [`MAX_BATCH`] operations),
 //! applies it in arrival order inside one redb write transaction (each
-//! operation sees the previous one's effect), commits durably (fsync), and
-//! only then answers each operation. A reply of 0 therefore always means
-//! "committed". If the batch cannot be committed every operation in it fails.
+//! operation sees the previous one's effect), makes it durable through
+//! [`Store::write`] (one journal record and one `fdatasync` for the whole
+//! batch, see [`crate::journal`]), and only then answers each operation. A
+//! reply of 0 therefore always means "on disk". If the batch cannot be made
+//! durable every operation in it fails.
 
 use std::net::IpAddr;
 use std::sync::Arc;
