@@ -627,7 +627,8 @@ fn reply_printed(op: OpKind, result: Result<Reply, DirectoryError>) -> (Printed,
             match &reply {
                 Reply::Users(users) => printed.out.extend(output::user_lines(users)),
                 Reply::Content(files) => printed.out.extend(output::content_lines(files)),
-                Reply::Status(_) => {}
+                // Extension replies are printed by their own commands.
+                Reply::Status(_) | Reply::Search(_) | Reply::Sources(_) => {}
             }
             (printed, Some(reply))
         }

@@ -1,4 +1,6 @@
-//! The eight directory operations and their reply codes.
+//! The eight classic directory operations, the three peerdex directory
+//! extensions (`PUBLISH_CONTENT`, `SEARCH`, `FIND_SOURCES`, see
+//! docs/PROTOCOL-EXTENSIONS.md) and their reply codes.
 //!
 //! Each operation's codes form a table ([`OpKind::outcomes`]): the code is the
 //! index of the outcome in it, and the last entry is the catch-all FAIL. One
@@ -17,6 +19,12 @@ pub enum OpKind {
     Delete,
     ListUsers,
     ListContent,
+    /// Extension: PUBLISH with the content's size and BLAKE3 root.
+    PublishContent,
+    /// Extension: files whose name matches a pattern, across all users.
+    Search,
+    /// Extension: connected peers publishing identical content.
+    FindSources,
 }
 
 /// What happened to an operation, independent of its numeric code.
@@ -37,7 +45,9 @@ pub enum Outcome {
 use Outcome::*;
 
 impl OpKind {
-    /// Every operation, in PROTOCOL.md's order.
+    /// Every classic operation, in PROTOCOL.md's order. Extensions are
+    /// in [`OpKind::EXTENSIONS`], so code that walks the classic contract
+    /// never meets them.
     pub const ALL: [OpKind; 8] = [
         OpKind::Register,
         OpKind::Unregister,
@@ -48,6 +58,15 @@ impl OpKind {
         OpKind::ListUsers,
         OpKind::ListContent,
     ];
+
+    /// The peerdex directory extensions (docs/PROTOCOL-EXTENSIONS.md).
+    pub const EXTENSIONS: [OpKind; 3] =
+        [OpKind::PublishContent, OpKind::Search, OpKind::FindSources];
+
+    /// True for an extension op: a classic server closes on it.
+    pub fn is_extension(self) -> bool {
+        OpKind::EXTENSIONS.contains(&self)
+    }
 
     /// The op field as sent on the wire.
     pub fn name(self) -> &'static str {
@@ -60,6 +79,9 @@ impl OpKind {
             OpKind::Delete => "DELETE",
             OpKind::ListUsers => "LIST_USERS",
             OpKind::ListContent => "LIST_CONTENT",
+            OpKind::PublishContent => "PUBLISH_CONTENT",
+            OpKind::Search => "SEARCH",
+            OpKind::FindSources => "FIND_SOURCES",
         }
     }
 
@@ -67,7 +89,10 @@ impl OpKind {
     /// PROTOCOL.md requires; the name itself is case-sensitive.
     pub fn from_wire(field: &str) -> Option<OpKind> {
         let name = field.trim_matches(|c: char| c.is_ascii_whitespace());
-        OpKind::ALL.into_iter().find(|op| op.name() == name)
+        OpKind::ALL
+            .into_iter()
+            .chain(OpKind::EXTENSIONS)
+            .find(|op| op.name() == name)
     }
 
     /// The operation's outcomes, indexed by reply code.
@@ -77,21 +102,21 @@ impl OpKind {
             OpKind::Unregister => &[Ok, UserDoesNotExist, Fail],
             OpKind::Connect => &[Ok, UserDoesNotExist, UserAlreadyConnected, Fail],
             OpKind::Disconnect => &[Ok, UserDoesNotExist, UserNotConnected, Fail],
-            OpKind::Publish => &[
+            OpKind::Publish | OpKind::PublishContent => &[
                 Ok,
                 UserDoesNotExist,
                 UserNotConnected,
                 ContentAlreadyPublished,
                 Fail,
             ],
-            OpKind::Delete => &[
+            OpKind::Delete | OpKind::FindSources => &[
                 Ok,
                 UserDoesNotExist,
                 UserNotConnected,
                 ContentNotPublished,
                 Fail,
             ],
-            OpKind::ListUsers => &[Ok, UserDoesNotExist, UserNotConnected, Fail],
+            OpKind::ListUsers | OpKind::Search => &[Ok, UserDoesNotExist, UserNotConnected, Fail],
             OpKind::ListContent => &[
                 Ok,
                 UserDoesNotExist,
@@ -163,6 +188,22 @@ mod tests {
             assert_eq!(op.outcome(op.outcomes().len() as u8), None);
             assert_eq!(*op.outcomes().last().unwrap(), Fail);
         }
+    }
+
+    #[test]
+    fn extension_codes_and_names() {
+        assert_eq!(OpKind::PublishContent.code(ContentAlreadyPublished), 3);
+        assert_eq!(OpKind::PublishContent.fail_code(), 4);
+        assert_eq!(OpKind::Search.code(UserNotConnected), 2);
+        assert_eq!(OpKind::Search.fail_code(), 3);
+        assert_eq!(OpKind::FindSources.code(ContentNotPublished), 3);
+        assert_eq!(OpKind::FindSources.fail_code(), 4);
+        for op in OpKind::EXTENSIONS {
+            assert!(op.is_extension());
+            assert_eq!(OpKind::from_wire(op.name()), Some(op));
+            assert_eq!(*op.outcomes().last().unwrap(), Fail);
+        }
+        assert!(OpKind::ALL.iter().all(|op| !op.is_extension()));
     }
 
     #[test]

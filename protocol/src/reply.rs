@@ -8,6 +8,7 @@ use bytes::BytesMut;
 
 use crate::field::{put_field, CodecError};
 use crate::op::Outcome;
+use crate::peer_ext::{to_hex, Digest};
 
 /// One connected user in a LIST_USERS reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +26,51 @@ pub struct ContentEntry {
     pub description: String,
 }
 
+/// One result of a SEARCH reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchEntry {
+    pub owner: String,
+    pub file: String,
+    pub description: String,
+    /// `None` when the entry was published without its size (classic PUBLISH).
+    pub size: Option<u64>,
+    /// `None` when the entry was published without its hash.
+    pub hash: Option<Digest>,
+    /// Whether the owner is connected now.
+    pub connected: bool,
+}
+
+/// SEARCH with code 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchReply {
+    /// Every match, also those beyond the limit.
+    pub total: u64,
+    /// The returned matches, connected owners first, then by owner and file.
+    pub entries: Vec<SearchEntry>,
+}
+
+/// One peer of a FIND_SOURCES reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceEntry {
+    pub user: String,
+    /// As the server sent it.
+    pub ip: String,
+    pub port: String,
+    /// The name under which this peer publishes the content.
+    pub file: String,
+}
+
+/// FIND_SOURCES with code 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcesReply {
+    /// `None` when the entry has no known size.
+    pub size: Option<u64>,
+    /// `None` when the entry has no known hash (then the owner is the only
+    /// source).
+    pub hash: Option<Digest>,
+    pub sources: Vec<SourceEntry>,
+}
+
 /// A decoded reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
@@ -34,13 +80,19 @@ pub enum Reply {
     Users(Vec<UserEntry>),
     /// LIST_CONTENT with code 0.
     Content(Vec<ContentEntry>),
+    /// SEARCH with code 0.
+    Search(SearchReply),
+    /// FIND_SOURCES with code 0.
+    Sources(SourcesReply),
 }
 
 impl Reply {
     pub fn outcome(&self) -> Outcome {
         match self {
             Reply::Status(outcome) => *outcome,
-            Reply::Users(_) | Reply::Content(_) => Outcome::Ok,
+            Reply::Users(_) | Reply::Content(_) | Reply::Search(_) | Reply::Sources(_) => {
+                Outcome::Ok
+            }
         }
     }
 }
@@ -76,4 +128,37 @@ pub fn put_content_entry(
 ) -> Result<(), CodecError> {
     put_field(dst, file)?;
     put_field(dst, description)
+}
+
+/// Appends a SIZE field: the decimal size, or empty when unknown.
+pub fn put_size(dst: &mut BytesMut, size: Option<u64>) {
+    // Digits only, at most 20 bytes: cannot fail.
+    let _ = put_field(dst, &size.map(|s| s.to_string()).unwrap_or_default());
+}
+
+/// Appends a HASH field: 64 lower-case hex characters, or empty when unknown.
+pub fn put_hash(dst: &mut BytesMut, hash: Option<&Digest>) {
+    let _ = put_field(dst, &hash.map(to_hex).unwrap_or_default());
+}
+
+/// Appends one SEARCH result.
+pub fn put_search_entry(dst: &mut BytesMut, entry: &SearchEntry) -> Result<(), CodecError> {
+    put_field(dst, &entry.owner)?;
+    put_field(dst, &entry.file)?;
+    put_field(dst, &entry.description)?;
+    put_size(dst, entry.size);
+    put_hash(dst, entry.hash.as_ref());
+    put_field(dst, if entry.connected { "1" } else { "0" })
+}
+
+/// Appends one FIND_SOURCES source.
+pub fn put_source_entry(
+    dst: &mut BytesMut,
+    user: &str,
+    ip: IpAddr,
+    port: u16,
+    file: &str,
+) -> Result<(), CodecError> {
+    put_user_entry(dst, user, ip, port)?;
+    put_field(dst, file)
 }

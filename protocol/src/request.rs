@@ -13,6 +13,10 @@ use bytes::BytesMut;
 use crate::datetime::is_datetime;
 use crate::field::{put_field, Checked, CodecError, Field, Malformed};
 use crate::op::OpKind;
+use crate::peer_ext::{from_hex, to_hex, Digest};
+
+/// Most SEARCH results a server returns, whatever LIMIT asks.
+pub const MAX_SEARCH_LIMIT: u32 = 1000;
 
 /// Where a CONNECTing client listens for peers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +46,30 @@ pub enum Operation {
     ListContent {
         remote_user: Checked<String>,
     },
+    /// Extension: PUBLISH plus the content's identity.
+    PublishContent {
+        file: Checked<String>,
+        description: Checked<String>,
+        /// Size in bytes (ASCII digits).
+        size: Checked<u64>,
+        /// BLAKE3 root (64 hex characters).
+        hash: Checked<Digest>,
+    },
+    /// Extension: search file names across all users.
+    Search {
+        /// Substring with `*` / `?` wildcards, matched case-insensitively.
+        pattern: Checked<String>,
+        /// Results wanted, 1..; the server caps it at [`MAX_SEARCH_LIMIT`].
+        limit: Checked<u32>,
+    },
+    /// Extension: every connected peer publishing identical content.
+    FindSources {
+        /// The content's root; `None` (empty field) means "the hash of
+        /// REMOTE_USER's FILE".
+        hash: Checked<Option<Digest>>,
+        remote_user: Checked<String>,
+        file: Checked<String>,
+    },
 }
 
 impl Operation {
@@ -55,6 +83,9 @@ impl Operation {
             Operation::Delete { .. } => OpKind::Delete,
             Operation::ListUsers => OpKind::ListUsers,
             Operation::ListContent { .. } => OpKind::ListContent,
+            Operation::PublishContent { .. } => OpKind::PublishContent,
+            Operation::Search { .. } => OpKind::Search,
+            Operation::FindSources { .. } => OpKind::FindSources,
         }
     }
 }
@@ -103,6 +134,33 @@ impl Request {
             }
             Operation::Delete { file } => put_field(&mut dst, value(file)?)?,
             Operation::ListContent { remote_user } => put_field(&mut dst, value(remote_user)?)?,
+            Operation::PublishContent {
+                file,
+                description,
+                size,
+                hash,
+            } => {
+                let bad = |_| CodecError::EncodeTooLong(0);
+                put_field(&mut dst, value(file)?)?;
+                put_field(&mut dst, value(description)?)?;
+                put_field(&mut dst, &size.map_err(bad)?.to_string())?;
+                put_field(&mut dst, &to_hex(&hash.map_err(bad)?))?;
+            }
+            Operation::Search { pattern, limit } => {
+                put_field(&mut dst, value(pattern)?)?;
+                let limit = limit.map_err(|_| CodecError::EncodeTooLong(0))?;
+                put_field(&mut dst, &limit.to_string())?;
+            }
+            Operation::FindSources {
+                hash,
+                remote_user,
+                file,
+            } => {
+                let hash = hash.map_err(|_| CodecError::EncodeTooLong(0))?;
+                put_field(&mut dst, &hash.as_ref().map(to_hex).unwrap_or_default())?;
+                put_field(&mut dst, value(remote_user)?)?;
+                put_field(&mut dst, value(file)?)?;
+            }
         }
         Ok(dst)
     }
@@ -179,7 +237,9 @@ impl RequestParser {
         match op {
             OpKind::Register | OpKind::Unregister | OpKind::Disconnect | OpKind::ListUsers => true,
             OpKind::Delete | OpKind::ListContent => n == 1,
-            OpKind::Publish => n == 2,
+            OpKind::Publish | OpKind::Search => n == 2,
+            OpKind::FindSources => n == 3,
+            OpKind::PublishContent => n == 4,
             OpKind::Connect => n == 2 || (n == 1 && is_port_only(&self.extras[0])),
         }
     }
@@ -206,6 +266,27 @@ impl RequestParser {
             OpKind::Publish => Operation::Publish {
                 file: next(),
                 description: next(),
+            },
+            OpKind::PublishContent => Operation::PublishContent {
+                file: next(),
+                description: next(),
+                size: next().and_then(|s| parse_size(&s)),
+                hash: next().and_then(|h| parse_hash(&h)),
+            },
+            OpKind::Search => Operation::Search {
+                pattern: next(),
+                limit: next().and_then(|l| parse_limit(&l)),
+            },
+            OpKind::FindSources => Operation::FindSources {
+                hash: next().and_then(|h| {
+                    if h.is_empty() {
+                        Ok(None)
+                    } else {
+                        parse_hash(&h).map(Some)
+                    }
+                }),
+                remote_user: next(),
+                file: next(),
             },
             OpKind::Connect if port_only => Operation::Connect(ConnectAddr {
                 ip: Ok(None),
@@ -243,6 +324,34 @@ pub fn parse_port(text: &str) -> Checked<u16> {
     match text.parse::<u16>() {
         Ok(0) | Err(_) => Err(Malformed::Invalid("port out of range 1..65535")),
         Ok(port) => Ok(port),
+    }
+}
+
+/// Parses a SIZE field: ASCII digits that fit a u64.
+pub fn parse_size(text: &str) -> Checked<u64> {
+    if !is_digits(text) {
+        return Err(Malformed::Invalid("size is not a decimal number"));
+    }
+    text.parse()
+        .map_err(|_| Malformed::Invalid("size out of range"))
+}
+
+/// Parses a HASH field: 64 hex characters (either case).
+pub fn parse_hash(text: &str) -> Checked<Digest> {
+    from_hex(text).ok_or(Malformed::Invalid("hash is not 64 hex characters"))
+}
+
+/// Parses a SEARCH LIMIT: ASCII digits, at least 1; larger values than
+/// [`MAX_SEARCH_LIMIT`] are capped, not refused.
+pub fn parse_limit(text: &str) -> Checked<u32> {
+    if !is_digits(text) {
+        return Err(Malformed::Invalid("limit is not a decimal number"));
+    }
+    match text.parse::<u64>() {
+        Ok(0) => Err(Malformed::Invalid("limit must be at least 1")),
+        Ok(n) => Ok(n.min(u64::from(MAX_SEARCH_LIMIT)) as u32),
+        // Twenty-odd digits: still "as many as you allow".
+        Err(_) => Ok(MAX_SEARCH_LIMIT),
     }
 }
 
@@ -372,6 +481,63 @@ mod tests {
     }
 
     #[test]
+    fn extension_requests_parse() {
+        let hash = "ab".repeat(32);
+        let request = done(&[
+            "PUBLISH_CONTENT",
+            "01/01/2027 00:00:00",
+            "al",
+            "f",
+            "d e",
+            "42",
+            &hash,
+        ]);
+        assert_eq!(
+            request.operation,
+            Operation::PublishContent {
+                file: Ok("f".into()),
+                description: Ok("d e".into()),
+                size: Ok(42),
+                hash: Ok([0xab; 32]),
+            }
+        );
+        let bad = done(&["PUBLISH_CONTENT", "al", "f", "d", "-1", "xyz"]);
+        assert!(matches!(
+            bad.operation,
+            Operation::PublishContent {
+                size: Err(_),
+                hash: Err(_),
+                ..
+            }
+        ));
+        let search = done(&["SEARCH", "al", "so*ng", "5000"]);
+        assert_eq!(
+            search.operation,
+            Operation::Search {
+                pattern: Ok("so*ng".into()),
+                limit: Ok(MAX_SEARCH_LIMIT)
+            }
+        );
+        assert!(matches!(
+            done(&["SEARCH", "al", "x", "0"]).operation,
+            Operation::Search { limit: Err(_), .. }
+        ));
+        let by_name = done(&["FIND_SOURCES", "al", "", "bo", "f"]);
+        assert_eq!(
+            by_name.operation,
+            Operation::FindSources {
+                hash: Ok(None),
+                remote_user: Ok("bo".into()),
+                file: Ok("f".into())
+            }
+        );
+        let by_hash = done(&["FIND_SOURCES", "al", &hash.to_uppercase(), "", ""]);
+        assert!(
+            matches!(by_hash.operation, Operation::FindSources { hash: Ok(Some(h)), .. } if h == [0xab; 32])
+        );
+    }
+
+    #[test]
     fn encode_then_parse_round_trips() {
         let request = Request {
             datetime: Some("01/01/2027 00:00:00".into()),
@@ -387,5 +553,35 @@ mod tests {
             .split('\0')
             .collect();
         assert_eq!(done(&fields), request);
+    }
+
+    fn round_trip(request: Request) {
+        let bytes = request.encode("01/01/2027 00:00:00").unwrap();
+        let text = std::str::from_utf8(&bytes).unwrap();
+        let fields: Vec<&str> = text[..text.len() - 1].split('\0').collect();
+        assert_eq!(done(&fields), request);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn extension_ops_round_trip(
+            file in "[a-zA-Z0-9._-]{1,40}",
+            description in "[a-z ]{0,40}",
+            size in proptest::prelude::any::<u64>(),
+            hash in proptest::prelude::any::<[u8; 32]>(),
+            pattern in "[a-z*?.]{1,30}",
+            limit in 1u32..=MAX_SEARCH_LIMIT,
+            by_hash in proptest::prelude::any::<bool>(),
+        ) {
+            let datetime = Some("01/01/2027 00:00:00".to_string());
+            let user = Ok("carol".to_string());
+            round_trip(Request { datetime: datetime.clone(), user: user.clone(), operation: Operation::PublishContent {
+                file: Ok(file.clone()), description: Ok(description), size: Ok(size), hash: Ok(hash) } });
+            round_trip(Request { datetime: datetime.clone(), user: user.clone(), operation: Operation::Search {
+                pattern: Ok(pattern), limit: Ok(limit) } });
+            let (hash, remote) = if by_hash { (Some(hash), "") } else { (None, "dave") };
+            round_trip(Request { datetime, user, operation: Operation::FindSources {
+                hash: Ok(hash), remote_user: Ok(remote.to_string()), file: Ok(if by_hash { String::new() } else { file }) } });
+        }
     }
 }

@@ -8,7 +8,10 @@ use tokio_util::codec::FramedRead;
 
 use crate::field::{CodecError, Field, FieldCodec};
 use crate::op::{OpKind, Outcome};
-use crate::reply::{ContentEntry, Reply, UserEntry};
+use crate::peer_ext::from_hex;
+use crate::reply::{
+    ContentEntry, Reply, SearchEntry, SearchReply, SourceEntry, SourcesReply, UserEntry,
+};
 use crate::request::{Progress, Request, RequestParser};
 
 /// A socket read as a stream of fields.
@@ -127,6 +130,55 @@ pub async fn read_reply<R: AsyncRead + Unpin>(
             }
             Ok(Reply::Content(files))
         }
+        OpKind::Search => {
+            let total = read_count(reader).await? as u64;
+            let count = read_count(reader).await?;
+            let mut entries = Vec::with_capacity(count.min(PREALLOC_LIMIT));
+            for _ in 0..count {
+                let owner = next_text(reader).await?;
+                let file = next_text(reader).await?;
+                let description = next_text(reader).await?;
+                let size = optional_size(&next_text(reader).await?)?;
+                let hash = optional_hash(&next_text(reader).await?)?;
+                let connected = match next_text(reader).await?.as_str() {
+                    "1" => true,
+                    "0" => false,
+                    _ => return Err(ReplyError::Malformed("CONNECTED is not 0 or 1")),
+                };
+                entries.push(SearchEntry {
+                    owner,
+                    file,
+                    description,
+                    size,
+                    hash,
+                    connected,
+                });
+            }
+            Ok(Reply::Search(SearchReply { total, entries }))
+        }
+        OpKind::FindSources => {
+            let size = optional_size(&next_text(reader).await?)?;
+            let hash = optional_hash(&next_text(reader).await?)?;
+            let count = read_count(reader).await?;
+            let mut sources = Vec::with_capacity(count.min(PREALLOC_LIMIT));
+            for _ in 0..count {
+                let user = next_text(reader).await?;
+                let ip = next_text(reader).await?;
+                let port = next_text(reader).await?;
+                let file = next_text(reader).await?;
+                sources.push(SourceEntry {
+                    user,
+                    ip,
+                    port,
+                    file,
+                });
+            }
+            Ok(Reply::Sources(SourcesReply {
+                size,
+                hash,
+                sources,
+            }))
+        }
         _ => Ok(Reply::Status(Outcome::Ok)),
     }
 }
@@ -141,6 +193,26 @@ async fn read_count<R: AsyncRead + Unpin>(
         .map_err(|_| ReplyError::Malformed("count is not a number"))
 }
 
+/// A SIZE field: empty means unknown.
+fn optional_size(text: &str) -> Result<Option<u64>, ReplyError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    crate::request::parse_size(text)
+        .map(Some)
+        .map_err(|_| ReplyError::Malformed("SIZE is not a decimal number"))
+}
+
+/// A HASH field: empty means unknown.
+fn optional_hash(text: &str) -> Result<Option<crate::peer_ext::Digest>, ReplyError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    from_hex(text)
+        .map(Some)
+        .ok_or(ReplyError::Malformed("HASH is not 64 hex characters"))
+}
+
 /// Reads the next field as text, failing on close or malformed content.
 pub async fn next_text<R: AsyncRead + Unpin>(
     reader: &mut FieldReader<R>,
@@ -151,5 +223,80 @@ pub async fn next_text<R: AsyncRead + Unpin>(
         Some(Ok(Field::NotUtf8)) => Err(ReplyError::Malformed("field is not UTF-8")),
         Some(Err(err)) => Err(err.into()),
         None => Err(ReplyError::Closed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::*;
+    use crate::reply::{
+        put_code, put_count, put_hash, put_search_entry, put_size, put_source_entry,
+    };
+
+    fn read(op: OpKind, bytes: &[u8]) -> Result<Reply, ReplyError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(read_reply(&mut field_reader(bytes), op))
+    }
+
+    #[test]
+    fn search_reply_round_trips() {
+        let entries = vec![
+            SearchEntry {
+                owner: "al".into(),
+                file: "Song.mp3".into(),
+                description: "a song".into(),
+                size: Some(42),
+                hash: Some([7; 32]),
+                connected: true,
+            },
+            SearchEntry {
+                owner: "bo".into(),
+                file: "song.txt".into(),
+                description: String::new(),
+                size: None,
+                hash: None,
+                connected: false,
+            },
+        ];
+        let mut bytes = BytesMut::new();
+        put_code(&mut bytes, 0);
+        put_count(&mut bytes, 9);
+        put_count(&mut bytes, 2);
+        for entry in &entries {
+            put_search_entry(&mut bytes, entry).unwrap();
+        }
+        let reply = read(OpKind::Search, &bytes).unwrap();
+        assert_eq!(reply, Reply::Search(SearchReply { total: 9, entries }));
+        // Truncated: an error, never a short list.
+        assert!(read(OpKind::Search, &bytes[..bytes.len() - 3]).is_err());
+        assert_eq!(
+            read(OpKind::Search, b"2\0").unwrap(),
+            Reply::Status(Outcome::UserNotConnected)
+        );
+    }
+
+    #[test]
+    fn sources_reply_round_trips() {
+        let mut bytes = BytesMut::new();
+        put_code(&mut bytes, 0);
+        put_size(&mut bytes, Some(5));
+        put_hash(&mut bytes, Some(&[0xab; 32]));
+        put_count(&mut bytes, 1);
+        put_source_entry(&mut bytes, "al", "10.0.0.1".parse().unwrap(), 80, "f").unwrap();
+        let Reply::Sources(reply) = read(OpKind::FindSources, &bytes).unwrap() else {
+            panic!("not a sources reply")
+        };
+        assert_eq!((reply.size, reply.hash), (Some(5), Some([0xab; 32])));
+        assert_eq!(reply.sources[0].file, "f");
+        assert_eq!(reply.sources[0].ip, "10.0.0.1");
+        assert_eq!(
+            read(OpKind::FindSources, b"3\0").unwrap(),
+            Reply::Status(Outcome::ContentNotPublished)
+        );
+        assert!(read(OpKind::FindSources, b"0\0x\0").is_err());
     }
 }

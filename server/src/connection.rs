@@ -24,6 +24,7 @@ use tokio::time::timeout;
 use crate::commit::{Committer, Mutation};
 use crate::directory::{self, ListAnswer, Plan};
 use crate::log_sink::LogSink;
+use crate::query::{self, QueryAnswer};
 use crate::store::Store;
 
 /// Listing replies are flushed to the socket in chunks of about this size.
@@ -108,6 +109,17 @@ async fn serve<W: AsyncWrite + Unpin>(
             };
             shared.committer.submit(mutation).await
         }
+        Plan::Query { user } => match query::query(&shared.store, &user, &request.operation) {
+            Ok(QueryAnswer::Status(outcome)) => outcome,
+            Ok(QueryAnswer::Reply(reply)) => {
+                log_operation(shared, request, kind, Outcome::Ok);
+                return send(out, &reply, shared.request_timeout).await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, %kind, "cannot query the directory");
+                Outcome::Fail
+            }
+        },
         Plan::Read { user } => match directory::list(&shared.store, &user, &request.operation) {
             Ok(ListAnswer::Status(outcome)) => outcome,
             Ok(ListAnswer::Listing(listing)) => {
@@ -170,9 +182,9 @@ fn log_operation(shared: &Shared, request: &Request, kind: OpKind, outcome: Outc
         return;
     }
     let file = match &request.operation {
-        Operation::Publish { file, .. } | Operation::Delete { file } => {
-            Some(file.clone().unwrap_or_else(|_| "<malformed>".into()))
-        }
+        Operation::Publish { file, .. }
+        | Operation::PublishContent { file, .. }
+        | Operation::Delete { file } => Some(file.clone().unwrap_or_else(|_| "<malformed>".into())),
         _ => None,
     };
     shared.log.record(OpRecord {

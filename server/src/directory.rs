@@ -23,6 +23,9 @@ pub enum Plan {
     Mutate { user: String },
     /// A listing: answered from a read snapshot.
     Read { user: String },
+    /// SEARCH / FIND_SOURCES: answered from the in-memory indexes and a
+    /// read snapshot ([`crate::query`]).
+    Query { user: String },
 }
 
 /// Decides what a request needs, settling the failures that do not depend
@@ -38,6 +41,7 @@ pub fn plan(request: &Request) -> Plan {
         // cannot contradict the code order.
         Operation::Register if !is_valid_user(&user) => Plan::Answer(Outcome::Fail),
         Operation::ListUsers | Operation::ListContent { .. } => Plan::Read { user },
+        Operation::Search { .. } | Operation::FindSources { .. } => Plan::Query { user },
         _ => Plan::Mutate { user },
     }
 }
@@ -85,17 +89,21 @@ pub fn apply(
             tables.clear_address(user)?;
             Outcome::Ok
         }
-        Operation::Publish { file, description } => match file {
-            Err(_) => Outcome::Fail,
-            Ok(file) if tables.has_file(user, file)? => Outcome::ContentAlreadyPublished,
-            Ok(file) => match description {
-                Ok(description) if is_valid_file(file) && is_valid_description(description) => {
-                    tables.add_file(user, file, description)?;
-                    Outcome::Ok
-                }
-                _ => Outcome::Fail,
-            },
-        },
+        Operation::Publish { file, description } => publish(tables, user, file, description, None)?,
+        Operation::PublishContent {
+            file,
+            description,
+            size,
+            hash,
+        } => {
+            // Size and hash are checked after ALREADY PUBLISHED, like the
+            // description: codes stay in PUBLISH's order.
+            let content = match (size, hash) {
+                (Ok(size), Ok(hash)) => Ok((*size, *hash)),
+                _ => Err(()),
+            };
+            publish(tables, user, file, description, Some(content))?
+        }
         Operation::Delete { file } => match file {
             Err(_) => Outcome::Fail,
             Ok(file) if tables.remove_file(user, file)? => Outcome::Ok,
@@ -103,9 +111,44 @@ pub fn apply(
         },
         // Listings are not mutations: a misrouted one is a failure, never a
         // reply without its entries.
-        Operation::Register | Operation::ListUsers | Operation::ListContent { .. } => Outcome::Fail,
+        Operation::Register
+        | Operation::ListUsers
+        | Operation::ListContent { .. }
+        | Operation::Search { .. }
+        | Operation::FindSources { .. } => Outcome::Fail,
     };
     Ok(outcome)
+}
+
+/// PUBLISH and PUBLISH_CONTENT after the user checks. `content` is `None`
+/// for a classic PUBLISH, `Some(Err)` for a malformed size or hash.
+fn publish(
+    tables: &mut WriteTables<'_>,
+    user: &str,
+    file: &Checked<String>,
+    description: &Checked<String>,
+    content: Option<Result<(u64, [u8; 32]), ()>>,
+) -> Result<Outcome, StoreError> {
+    let file = match file {
+        Err(_) => return Ok(Outcome::Fail),
+        Ok(file) => file,
+    };
+    if tables.has_file(user, file)? {
+        return Ok(Outcome::ContentAlreadyPublished);
+    }
+    let description = match description {
+        Ok(description) if is_valid_file(file) && is_valid_description(description) => description,
+        _ => return Ok(Outcome::Fail),
+    };
+    match content {
+        None => tables.add_file(user, file, description)?,
+        Some(Err(())) => return Ok(Outcome::Fail),
+        Some(Ok((size, hash))) => {
+            tables.add_file(user, file, description)?;
+            tables.set_content(user, file, size, &hash)?;
+        }
+    }
+    Ok(Outcome::Ok)
 }
 
 /// A listing ready to stream: LIST_USERS or LIST_CONTENT after code 0.
@@ -221,6 +264,7 @@ mod tests {
                     .store
                     .write(|t| apply(t, &user, &request.operation, PEER))
                     .unwrap(),
+                Plan::Query { .. } => panic!("query ops are tested in tests/directory_ext.rs"),
                 Plan::Read { user } => {
                     match list(&self.store, &user, &request.operation).unwrap() {
                         ListAnswer::Status(outcome) => outcome,

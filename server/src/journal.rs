@@ -69,6 +69,14 @@ pub enum Effect {
         user: String,
         file: String,
     },
+    /// The size and BLAKE3 root of a published file (PUBLISH_CONTENT);
+    /// always journaled right after its `AddFile`.
+    SetContent {
+        user: String,
+        file: String,
+        size: u64,
+        hash: [u8; 32],
+    },
 }
 
 /// The open journal file.
@@ -271,6 +279,18 @@ fn encode(effect: &Effect, out: &mut Vec<u8>) {
             put_str(out, user);
             put_str(out, file);
         }
+        Effect::SetContent {
+            user,
+            file,
+            size,
+            hash,
+        } => {
+            out.push(6);
+            put_str(out, user);
+            put_str(out, file);
+            out.extend_from_slice(&size.to_le_bytes());
+            out.extend_from_slice(hash);
+        }
     }
 }
 
@@ -319,6 +339,12 @@ fn decode(cursor: &mut &[u8]) -> Option<Effect> {
             user: take_str(cursor)?,
             file: take_str(cursor)?,
         },
+        6 => Effect::SetContent {
+            user: take_str(cursor)?,
+            file: take_str(cursor)?,
+            size: u64::from_le_bytes(take(cursor, 8)?.try_into().ok()?),
+            hash: take(cursor, 32)?.try_into().ok()?,
+        },
         _ => return None,
     })
 }
@@ -336,6 +362,12 @@ mod tests {
                 user: "al".into(),
                 file: "f".into(),
                 description: "a b c".into(),
+            },
+            Effect::SetContent {
+                user: "al".into(),
+                file: "f".into(),
+                size: u64::MAX - 1,
+                hash: [0x5a; 32],
             },
             Effect::RemoveFile {
                 user: "al".into(),

@@ -11,7 +11,14 @@
 //!   and LIST_CONTENT counts them by walking that range (no per-user counter
 //!   table: every table a mutation touches costs redb copy-on-write pages
 //!   and a `pwrite` per commit, see docs/PERFORMANCE.md).
+//! - `file_content`: `(user, file)` -> size (u64 LE) and BLAKE3 root (32
+//!   bytes), only for files published with PUBLISH_CONTENT. A separate
+//!   table so that classic PUBLISH and LIST_CONTENT touch exactly what they
+//!   touched before.
 //! - `peerdex_meta`: `schema_version` -> version of this layout.
+//!
+//! Version 2 had no `file_content` table; opening it creates the table and
+//! sets version 3 (entries published before stay without size and hash).
 //!
 //! Version 1 stored the address as binary (`[4, a, b, c, d, port]`) and kept
 //! a `file_counts` table; [`Store::open`] migrates such a database in one
@@ -29,7 +36,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Bound;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use bytes::BytesMut;
 use peerdex_protocol::field::put_field;
@@ -42,19 +49,21 @@ use redb::{
 use thiserror::Error;
 
 use crate::addr_text::{IpText, PortText};
+use crate::index::Indexes;
 use crate::journal::{Effect, Journal, JournalError, CHECKPOINT_BYTES};
 
 /// Name of the database file inside the data directory.
 pub const DB_FILE_NAME: &str = "peerdex.redb";
 
 /// Version of the table layout described in the module doc.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("peerdex_meta");
 const SCHEMA_KEY: &str = "schema_version";
 const USERS: TableDefinition<&str, ()> = TableDefinition::new("users");
 const CONNECTED: TableDefinition<&str, &[u8]> = TableDefinition::new("connected");
 const FILES: TableDefinition<(&str, &str), &str> = TableDefinition::new("files");
+const CONTENT: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("file_content");
 /// Version 1 only: number of files per user.
 const FILE_COUNTS_V1: TableDefinition<&str, u64> = TableDefinition::new("file_counts");
 
@@ -118,6 +127,9 @@ pub struct Store {
     path: PathBuf,
     /// The write-ahead journal; taken by the one writer per transaction.
     journal: Mutex<JournalState>,
+    /// SEARCH / FIND_SOURCES indexes: built at open, updated by the writer
+    /// after each commit (see [`crate::index`]).
+    indexes: RwLock<Indexes>,
 }
 
 /// The journal and whether the database still matches it.
@@ -170,10 +182,47 @@ impl Store {
                 journal,
                 diverged: false,
             }),
+            indexes: RwLock::new(Indexes::default()),
         };
         store.check_schema()?;
         store.replay(&replay)?;
+        store.build_indexes()?;
         Ok(store)
+    }
+
+    /// Builds the in-memory indexes from the committed state.
+    fn build_indexes(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_read()?;
+        let mut indexes = Indexes::default();
+        for entry in txn.open_table(CONNECTED)?.iter()? {
+            let (name, _) = entry?;
+            indexes.names.set_connected(name.value(), true);
+        }
+        for entry in txn.open_table(FILES)?.iter()? {
+            let (key, _) = entry?;
+            let (user, file) = key.value();
+            indexes.names.add(user, file);
+        }
+        for entry in txn.open_table(CONTENT)?.iter()? {
+            let (key, value) = entry?;
+            let (user, file) = key.value();
+            if let (Some(id), Some((size, hash))) = (
+                indexes.names.find(user, file),
+                decode_content(value.value()),
+            ) {
+                indexes.content.set(id, size, hash);
+            }
+        }
+        tracing::info!(files = indexes.names.len(), "search index built");
+        *self.indexes.write().unwrap_or_else(|p| p.into_inner()) = indexes;
+        Ok(())
+    }
+
+    /// The SEARCH / FIND_SOURCES indexes, for reading.
+    pub fn indexes(&self) -> RwLockReadGuard<'_, Indexes> {
+        // A panic in an index update leaves the index usable (every
+        // update is a few field writes); serving it beats failing forever.
+        self.indexes.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The database file.
@@ -194,6 +243,11 @@ impl Store {
                 Some(1) => {
                     drop(meta);
                     migrate_from_v1(&txn)?;
+                    migrate_from_v2(&txn)?;
+                }
+                Some(2) => {
+                    drop(meta);
+                    migrate_from_v2(&txn)?;
                 }
                 Some(found) => {
                     return Err(StoreError::SchemaVersion {
@@ -213,6 +267,7 @@ impl Store {
         txn.open_table(USERS)?;
         txn.open_table(CONNECTED)?;
         txn.open_table(FILES)?;
+        txn.open_table(CONTENT)?;
         txn.commit()?;
         Ok(())
     }
@@ -262,10 +317,10 @@ impl Store {
                 if !tables.effects.is_empty() {
                     state.journal.append(&tables.effects)?;
                 }
-                Ok(value)
+                Ok((value, std::mem::take(&mut tables.effects)))
             })
         };
-        let value = match result {
+        let (value, effects) = match result {
             Ok(value) => value,
             Err(err) => {
                 // Abort errors hide nothing the caller does not already know.
@@ -277,6 +332,14 @@ impl Store {
             tracing::error!(error = %err, "journaled transaction failed to commit");
             state.diverged = true;
             return Err(StoreError::Diverged);
+        }
+        // Committed: only now may readers of the indexes see the change.
+        // Still under the journal lock, so index updates follow commit order.
+        if !effects.is_empty() {
+            self.indexes
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .apply(&effects);
         }
         if state.journal.len() >= CHECKPOINT_BYTES {
             // The change is already durable in the journal: a failed
@@ -304,6 +367,7 @@ impl Store {
             users: txn.open_table(USERS)?,
             connected: txn.open_table(CONNECTED)?,
             files: txn.open_table(FILES)?,
+            content: txn.open_table(CONTENT)?,
             _txn: txn,
         })
     }
@@ -338,9 +402,33 @@ fn migrate_from_v1(txn: &WriteTransaction) -> Result<(), StoreError> {
     }
     drop(connected);
     txn.delete_table(FILE_COUNTS_V1)?;
-    txn.open_table(META)?.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
-    tracing::info!("database migrated from schema version 1 to {SCHEMA_VERSION}");
+    txn.open_table(META)?.insert(SCHEMA_KEY, 2)?;
+    tracing::info!("database migrated from schema version 1 to 2");
     Ok(())
+}
+
+/// Rewrites a version-2 database as version 3 inside `txn`: adds the
+/// `file_content` table (empty: earlier entries have no size nor hash).
+fn migrate_from_v2(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(CONTENT)?;
+    txn.open_table(META)?.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
+    tracing::info!("database migrated from schema version 2 to {SCHEMA_VERSION}");
+    Ok(())
+}
+
+/// A `file_content` value: size (u64 LE) then the 32-byte root.
+fn encode_content(size: u64, hash: &[u8; 32]) -> [u8; 40] {
+    let mut out = [0u8; 40];
+    out[..8].copy_from_slice(&size.to_le_bytes());
+    out[8..].copy_from_slice(hash);
+    out
+}
+
+/// Decodes what [`encode_content`] wrote; `None` for a corrupt value.
+fn decode_content(bytes: &[u8]) -> Option<(u64, [u8; 32])> {
+    let size = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let hash = bytes.get(8..40)?.try_into().ok()?;
+    (bytes.len() == 40).then_some((size, hash))
 }
 
 /// Encodes an address as the IP and PORT fields of a LIST_USERS entry.
@@ -402,6 +490,8 @@ pub struct WriteTables<'txn> {
     connected: Table<'txn, &'static str, &'static [u8]>,
     /// Published files, by (user, file).
     files: Table<'txn, (&'static str, &'static str), &'static str>,
+    /// Size and hash of files published with them.
+    content: Table<'txn, (&'static str, &'static str), &'static [u8]>,
     /// What was written, in order: the journal record of this transaction.
     effects: Vec<Effect>,
 }
@@ -412,6 +502,7 @@ impl<'txn> WriteTables<'txn> {
             users: txn.open_table(USERS)?,
             connected: txn.open_table(CONNECTED)?,
             files: txn.open_table(FILES)?,
+            content: txn.open_table(CONTENT)?,
             effects: Vec::new(),
         })
     }
@@ -429,6 +520,12 @@ impl<'txn> WriteTables<'txn> {
                 description,
             } => self.add_file(user, file, description),
             Effect::RemoveFile { user, file } => self.remove_file(user, file).map(|_| ()),
+            Effect::SetContent {
+                user,
+                file,
+                size,
+                hash,
+            } => self.set_content(user, file, *size, hash),
         }
     }
 }
@@ -456,6 +553,7 @@ impl WriteTables<'_> {
         }
         for name in names {
             self.files.remove((user, name.as_str()))?;
+            self.content.remove((user, name.as_str()))?;
         }
         self.effects.push(Effect::RemoveUser(user.to_string()));
         Ok(())
@@ -507,10 +605,30 @@ impl WriteTables<'_> {
         Ok(())
     }
 
+    /// Records the size and hash of a file just added (PUBLISH_CONTENT).
+    pub fn set_content(
+        &mut self,
+        user: &str,
+        file: &str,
+        size: u64,
+        hash: &[u8; 32],
+    ) -> Result<(), StoreError> {
+        self.content
+            .insert((user, file), &encode_content(size, hash)[..])?;
+        self.effects.push(Effect::SetContent {
+            user: user.to_string(),
+            file: file.to_string(),
+            size,
+            hash: *hash,
+        });
+        Ok(())
+    }
+
     /// Removes a file; true when it was published.
     pub fn remove_file(&mut self, user: &str, file: &str) -> Result<bool, StoreError> {
         let removed = self.files.remove((user, file))?.is_some();
         if removed {
+            self.content.remove((user, file))?;
             self.effects.push(Effect::RemoveFile {
                 user: user.to_string(),
                 file: file.to_string(),
@@ -528,6 +646,8 @@ pub struct ReadView {
     connected: ReadOnlyTable<&'static str, &'static [u8]>,
     /// Published files, by (user, file).
     files: ReadOnlyTable<(&'static str, &'static str), &'static str>,
+    /// Size and hash of files published with them.
+    content: ReadOnlyTable<(&'static str, &'static str), &'static [u8]>,
     /// Keeps the snapshot alive as long as the tables are read.
     _txn: ReadTransaction,
 }
@@ -542,6 +662,29 @@ impl ReadView {
 
     pub fn is_connected(&self, user: &str) -> Result<bool, StoreError> {
         Ok(self.connected.get(user)?.is_some())
+    }
+
+    /// The address `user` is connected at.
+    pub fn address(&self, user: &str) -> Result<Option<SocketAddr>, StoreError> {
+        match self.connected.get(user)? {
+            None => Ok(None),
+            Some(bytes) => decode_addr(bytes.value())
+                .map(Some)
+                .ok_or_else(|| StoreError::CorruptAddress(user.to_string())),
+        }
+    }
+
+    /// The description of `user`'s `file`, `None` if not published.
+    pub fn description(&self, user: &str, file: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.files.get((user, file))?.map(|d| d.value().to_string()))
+    }
+
+    /// Size and hash of `user`'s `file`, when published with them.
+    pub fn content(&self, user: &str, file: &str) -> Result<Option<(u64, [u8; 32])>, StoreError> {
+        Ok(self
+            .content
+            .get((user, file))?
+            .and_then(|v| decode_content(v.value())))
     }
 
     /// How many users are connected in this snapshot.
@@ -698,7 +841,7 @@ mod tests {
         store.close().unwrap();
         assert!(matches!(
             Store::open(dir.path()),
-            Err(StoreError::SchemaVersion { found: 3, .. })
+            Err(StoreError::SchemaVersion { found, .. }) if found == SCHEMA_VERSION + 1
         ));
     }
 
@@ -767,6 +910,63 @@ mod tests {
             .unwrap()
             .value();
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn version_2_database_is_migrated() {
+        let dir = temp();
+        let db = Database::create(dir.path().join(DB_FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            txn.open_table(META).unwrap().insert(SCHEMA_KEY, 2).unwrap();
+            txn.open_table(USERS).unwrap().insert("al", ()).unwrap();
+            txn.open_table(CONNECTED)
+                .unwrap()
+                .insert(
+                    "al",
+                    &encode_addr("10.0.0.1:80".parse().unwrap()).unwrap()[..],
+                )
+                .unwrap();
+            txn.open_table(FILES)
+                .unwrap()
+                .insert(("al", "Song.mp3"), "d")
+                .unwrap();
+        }
+        txn.commit().unwrap();
+        drop(db);
+
+        let store = Store::open(dir.path()).unwrap();
+        let view = store.read().unwrap();
+        assert_eq!(
+            view.description("al", "Song.mp3").unwrap().as_deref(),
+            Some("d")
+        );
+        assert_eq!(view.content("al", "Song.mp3").unwrap(), None);
+        drop(view);
+        // The index was built from the migrated store.
+        let pattern = crate::index::Pattern::parse("song").unwrap();
+        assert_eq!(store.indexes().names.search(&pattern, 10).0, 1);
+        store
+            .write(|t| {
+                t.add_file("al", "g", "")?;
+                t.set_content("al", "g", 3, &[1; 32])
+            })
+            .unwrap();
+        store.close().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.read().unwrap().content("al", "g").unwrap(),
+            Some((3, [1; 32]))
+        );
+        let txn = store.db.begin_write().unwrap();
+        let version = txn
+            .open_table(META)
+            .unwrap()
+            .get(SCHEMA_KEY)
+            .unwrap()
+            .unwrap()
+            .value();
+        assert_eq!(version, 3);
     }
 
     #[test]

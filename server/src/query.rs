@@ -1,0 +1,186 @@
+//! SEARCH and FIND_SOURCES: read-only extension ops answered from the
+//! in-memory indexes ([`crate::index`]) plus one read snapshot of the store.
+//!
+//! The index lock is held only to copy the (bounded) hits out; descriptions,
+//! sizes, hashes and addresses then come from the snapshot. Codes are
+//! checked in the order of docs/PROTOCOL-EXTENSIONS.md (user exists, user
+//! connected, the op's own condition, catch-all).
+
+use bytes::BytesMut;
+use peerdex_protocol::reply::{
+    put_code, put_count, put_hash, put_search_entry, put_size, put_source_entry, SearchEntry,
+};
+use peerdex_protocol::request::MAX_SEARCH_LIMIT;
+use peerdex_protocol::{Operation, Outcome};
+
+use crate::index::{Digest, Pattern};
+use crate::store::{ReadView, Store, StoreError};
+
+/// Most sources in one FIND_SOURCES reply: bounds the reply; a downloader
+/// gains nothing from more peers than it can open connections to.
+pub const MAX_SOURCES: usize = 1000;
+
+/// The answer to a query op: an error code, or the whole reply.
+#[derive(Debug)]
+pub enum QueryAnswer {
+    Status(Outcome),
+    /// Code 0 and the body, ready to send (bounded by the result caps).
+    Reply(BytesMut),
+}
+
+/// Answers SEARCH or FIND_SOURCES for `user`.
+pub fn query(store: &Store, user: &str, operation: &Operation) -> Result<QueryAnswer, StoreError> {
+    let view = store.read()?;
+    if !view.user_exists(user)? {
+        return Ok(QueryAnswer::Status(Outcome::UserDoesNotExist));
+    }
+    if !view.is_connected(user)? {
+        return Ok(QueryAnswer::Status(Outcome::UserNotConnected));
+    }
+    match operation {
+        Operation::Search { pattern, limit } => {
+            let (Ok(pattern), Ok(limit)) = (pattern, limit) else {
+                return Ok(QueryAnswer::Status(Outcome::Fail));
+            };
+            let Ok(pattern) = Pattern::parse(pattern) else {
+                return Ok(QueryAnswer::Status(Outcome::Fail));
+            };
+            search(
+                store,
+                &view,
+                &pattern,
+                (*limit).min(MAX_SEARCH_LIMIT) as usize,
+            )
+        }
+        Operation::FindSources {
+            hash,
+            remote_user,
+            file,
+        } => match hash {
+            Err(_) => Ok(QueryAnswer::Status(Outcome::Fail)),
+            Ok(Some(hash)) => by_hash(store, &view, hash, None),
+            Ok(None) => match (remote_user, file) {
+                (Ok(remote), Ok(file)) if !remote.is_empty() && !file.is_empty() => {
+                    by_entry(store, &view, remote, file)
+                }
+                _ => Ok(QueryAnswer::Status(Outcome::Fail)),
+            },
+        },
+        _ => Ok(QueryAnswer::Status(Outcome::Fail)),
+    }
+}
+
+fn search(
+    store: &Store,
+    view: &ReadView,
+    pattern: &Pattern,
+    limit: usize,
+) -> Result<QueryAnswer, StoreError> {
+    let (total, hits) = {
+        let indexes = store.indexes();
+        let (total, hits) = indexes.names.search(pattern, limit);
+        let hits: Vec<(String, String, bool)> = hits
+            .into_iter()
+            .map(|h| (h.owner.to_string(), h.file.to_string(), h.connected))
+            .collect();
+        (total, hits)
+    };
+    let mut body = BytesMut::with_capacity(64 * hits.len());
+    let mut count = 0u64;
+    for (owner, file, connected) in hits {
+        // Gone from the snapshot since the index was read: leave it out.
+        let Some(description) = view.description(&owner, &file)? else {
+            continue;
+        };
+        let content = view.content(&owner, &file)?;
+        let entry = SearchEntry {
+            owner,
+            file,
+            description,
+            size: content.map(|c| c.0),
+            hash: content.map(|c| c.1),
+            connected,
+        };
+        put_search_entry(&mut body, &entry)?;
+        count += 1;
+    }
+    let mut reply = BytesMut::with_capacity(body.len() + 32);
+    put_code(&mut reply, 0);
+    put_count(&mut reply, total.max(count));
+    put_count(&mut reply, count);
+    reply.extend_from_slice(&body);
+    Ok(QueryAnswer::Reply(reply))
+}
+
+/// FIND_SOURCES naming REMOTE_USER's FILE.
+fn by_entry(
+    store: &Store,
+    view: &ReadView,
+    remote: &str,
+    file: &str,
+) -> Result<QueryAnswer, StoreError> {
+    if view.description(remote, file)?.is_none() {
+        return Ok(QueryAnswer::Status(Outcome::ContentNotPublished));
+    }
+    match view.content(remote, file)? {
+        Some((size, hash)) => by_hash(store, view, &hash, Some(size)),
+        None => {
+            // Published without a hash: nobody can be proven to hold the
+            // same bytes, so the owner alone is the source.
+            let mut reply = BytesMut::new();
+            put_code(&mut reply, 0);
+            put_size(&mut reply, None);
+            put_hash(&mut reply, None);
+            match view.address(remote)? {
+                Some(addr) => {
+                    put_count(&mut reply, 1);
+                    put_source_entry(&mut reply, remote, addr.ip(), addr.port(), file)?;
+                }
+                None => put_count(&mut reply, 0),
+            }
+            Ok(QueryAnswer::Reply(reply))
+        }
+    }
+}
+
+/// FIND_SOURCES for a hash: every connected owner of an entry with it
+/// (one source per user, its first such file by name), ordered by user.
+fn by_hash(
+    store: &Store,
+    view: &ReadView,
+    hash: &Digest,
+    size: Option<u64>,
+) -> Result<QueryAnswer, StoreError> {
+    let (known_size, mut owners) = {
+        let indexes = store.indexes();
+        let ids = indexes.content.entries(hash);
+        let known_size = ids.first().and_then(|id| indexes.content.content(*id));
+        let owners: Vec<(String, String)> = ids
+            .iter()
+            .filter_map(|id| indexes.names.hit(*id))
+            .filter(|hit| hit.connected)
+            .map(|hit| (hit.owner.to_string(), hit.file.to_string()))
+            .collect();
+        (known_size.map(|c| c.0), owners)
+    };
+    let Some(size) = size.or(known_size) else {
+        return Ok(QueryAnswer::Status(Outcome::ContentNotPublished));
+    };
+    owners.sort_unstable();
+    owners.dedup_by(|a, b| a.0 == b.0);
+    let mut body = BytesMut::new();
+    let mut count = 0u64;
+    for (owner, file) in owners.into_iter().take(MAX_SOURCES) {
+        if let Some(addr) = view.address(&owner)? {
+            put_source_entry(&mut body, &owner, addr.ip(), addr.port(), &file)?;
+            count += 1;
+        }
+    }
+    let mut reply = BytesMut::with_capacity(body.len() + 96);
+    put_code(&mut reply, 0);
+    put_size(&mut reply, Some(size));
+    put_hash(&mut reply, Some(hash));
+    put_count(&mut reply, count);
+    reply.extend_from_slice(&body);
+    Ok(QueryAnswer::Reply(reply))
+}

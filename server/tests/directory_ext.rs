@@ -1,0 +1,363 @@
+//! The directory extensions (PUBLISH_CONTENT, SEARCH, FIND_SOURCES) through
+//! the server's own rules, store and indexes, without sockets.
+
+use std::net::IpAddr;
+
+use peerdex_protocol::reply::{SearchEntry, SourcesReply};
+use peerdex_protocol::wire::{field_reader, read_reply};
+use peerdex_protocol::{ConnectAddr, OpKind, Operation, Outcome, Reply, Request};
+use peerdex_server::directory::{self, Plan};
+use peerdex_server::query::{query, QueryAnswer};
+use peerdex_server::store::Store;
+
+const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7));
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    store: Option<Store>,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Some(Store::open(dir.path()).unwrap());
+        Fixture { dir, store }
+    }
+
+    fn store(&self) -> &Store {
+        self.store.as_ref().unwrap()
+    }
+
+    fn restart(&mut self) {
+        self.store.take().unwrap().close().unwrap();
+        self.store = Some(Store::open(self.dir.path()).unwrap());
+    }
+
+    fn run(&self, user: &str, operation: Operation) -> Reply {
+        let kind = operation.kind();
+        let request = Request {
+            datetime: None,
+            user: Ok(user.to_string()),
+            operation,
+        };
+        let outcome = match directory::plan(&request) {
+            Plan::Answer(outcome) => outcome,
+            Plan::Mutate { user } => self
+                .store()
+                .write(|t| directory::apply(t, &user, &request.operation, PEER))
+                .unwrap(),
+            Plan::Read { .. } => panic!("listing"),
+            Plan::Query { user } => match query(self.store(), &user, &request.operation).unwrap() {
+                QueryAnswer::Status(outcome) => outcome,
+                QueryAnswer::Reply(bytes) => {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .unwrap();
+                    return runtime
+                        .block_on(read_reply(&mut field_reader(&bytes[..]), kind))
+                        .unwrap();
+                }
+            },
+        };
+        Reply::Status(outcome)
+    }
+
+    fn code(&self, user: &str, operation: Operation) -> u8 {
+        let kind = operation.kind();
+        kind.code(self.run(user, operation).outcome())
+    }
+
+    fn ok(&self, user: &str, operation: Operation) {
+        assert_eq!(self.code(user, operation), 0);
+    }
+
+    fn connected(&self, user: &str, port: u16) {
+        self.ok(user, Operation::Register);
+        self.ok(user, connect(port));
+    }
+
+    fn search(&self, user: &str, pattern: &str, limit: u32) -> (u64, Vec<SearchEntry>) {
+        match self.run(user, search(pattern, limit)) {
+            Reply::Search(reply) => (reply.total, reply.entries),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn sources(&self, user: &str, operation: Operation) -> SourcesReply {
+        match self.run(user, operation) {
+            Reply::Sources(reply) => reply,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+fn connect(port: u16) -> Operation {
+    Operation::Connect(ConnectAddr {
+        ip: Ok(Some("10.0.0.1".parse().unwrap())),
+        port: Ok(port),
+    })
+}
+
+fn publish(file: &str) -> Operation {
+    Operation::Publish {
+        file: Ok(file.into()),
+        description: Ok(format!("about {file}")),
+    }
+}
+
+fn publish_content(file: &str, size: u64, hash: u8) -> Operation {
+    Operation::PublishContent {
+        file: Ok(file.into()),
+        description: Ok(format!("about {file}")),
+        size: Ok(size),
+        hash: Ok([hash; 32]),
+    }
+}
+
+fn search(pattern: &str, limit: u32) -> Operation {
+    Operation::Search {
+        pattern: Ok(pattern.into()),
+        limit: Ok(limit),
+    }
+}
+
+fn by_hash(hash: u8) -> Operation {
+    Operation::FindSources {
+        hash: Ok(Some([hash; 32])),
+        remote_user: Ok(String::new()),
+        file: Ok(String::new()),
+    }
+}
+
+fn by_entry(user: &str, file: &str) -> Operation {
+    Operation::FindSources {
+        hash: Ok(None),
+        remote_user: Ok(user.into()),
+        file: Ok(file.into()),
+    }
+}
+
+fn listed(entries: &[SearchEntry]) -> Vec<String> {
+    entries
+        .iter()
+        .map(|e| {
+            format!(
+                "{}/{}{}",
+                e.owner,
+                e.file,
+                if e.connected { "+" } else { "" }
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn publish_content_codes() {
+    let f = Fixture::new();
+    assert_eq!(f.code("al", publish_content("f", 1, 1)), 1);
+    f.ok("al", Operation::Register);
+    assert_eq!(f.code("al", publish_content("f", 1, 1)), 2);
+    f.ok("al", connect(4000));
+    f.ok("al", publish_content("f", 1, 1));
+    assert_eq!(f.code("al", publish_content("f", 1, 1)), 3);
+    assert_eq!(f.code("al", publish("f")), 3);
+    let bad_size = Operation::PublishContent {
+        file: Ok("g".into()),
+        description: Ok(String::new()),
+        size: Err(peerdex_protocol::Malformed::Invalid("size")),
+        hash: Ok([0; 32]),
+    };
+    assert_eq!(f.code("al", bad_size), 4);
+    let bad_hash = Operation::PublishContent {
+        file: Ok("g".into()),
+        description: Ok(String::new()),
+        size: Ok(1),
+        hash: Err(peerdex_protocol::Malformed::Invalid("hash")),
+    };
+    assert_eq!(f.code("al", bad_hash), 4);
+    assert_eq!(f.code("al", publish_content("a b", 1, 1)), 4);
+    // The entry is an ordinary one for classic ops.
+    f.ok(
+        "al",
+        Operation::Delete {
+            file: Ok("f".into()),
+        },
+    );
+    f.ok("al", publish_content("f", 2, 2));
+}
+
+#[test]
+fn search_codes_order_cap_and_fields() {
+    let mut f = Fixture::new();
+    assert_eq!(f.code("al", search("x", 5)), 1);
+    f.ok("al", Operation::Register);
+    assert_eq!(f.code("al", search("x", 5)), 2);
+    f.ok("al", connect(4000));
+    assert_eq!(f.code("al", search("", 5)), 3);
+    let bad_limit = Operation::Search {
+        pattern: Ok("x".into()),
+        limit: Err(peerdex_protocol::Malformed::Invalid("limit")),
+    };
+    assert_eq!(f.code("al", bad_limit), 3);
+    f.connected("bo", 4001);
+    f.ok("bo", publish_content("Song.MP3", 42, 9));
+    f.ok("al", publish("my_song.txt"));
+    f.ok("bo", Operation::Disconnect);
+    f.connected("cy", 4002);
+    f.ok("cy", publish("xSONGx"));
+    f.ok("cy", publish("other"));
+    let (total, entries) = f.search("al", "song", 10);
+    assert_eq!(total, 3);
+    assert_eq!(
+        listed(&entries),
+        ["al/my_song.txt+", "cy/xSONGx+", "bo/Song.MP3"]
+    );
+    let bo = &entries[2];
+    assert_eq!(
+        (bo.size, bo.hash, bo.description.as_str()),
+        (Some(42), Some([9; 32]), "about Song.MP3")
+    );
+    assert_eq!((entries[0].size, entries[0].hash), (None, None));
+    let (total, entries) = f.search("al", "SONG", 1);
+    assert_eq!(
+        (total, listed(&entries)),
+        (3, vec!["al/my_song.txt+".to_string()])
+    );
+    assert_eq!(listed(&f.search("al", "s?ng.*3", 10).1), ["bo/Song.MP3"]);
+    assert_eq!(f.search("al", "o", 10).0, 4);
+    assert_eq!(f.search("al", "nothing", 10), (0, vec![]));
+    // Index follows DELETE, UNREGISTER, CONNECT, DISCONNECT.
+    f.ok(
+        "cy",
+        Operation::Delete {
+            file: Ok("xSONGx".into()),
+        },
+    );
+    f.ok("bo", connect(4001));
+    assert_eq!(
+        listed(&f.search("al", "song", 10).1),
+        ["al/my_song.txt+", "bo/Song.MP3+"]
+    );
+    f.ok("al", Operation::Disconnect);
+    f.ok("bo", Operation::Unregister);
+    assert_eq!(listed(&f.search("cy", "song", 10).1), ["al/my_song.txt"]);
+    // Rebuilt from the store after a restart.
+    f.ok("cy", publish_content("song2", 7, 7));
+    f.restart();
+    let (total, entries) = f.search("cy", "SONG", 10);
+    assert_eq!(total, 2);
+    assert_eq!(listed(&entries), ["cy/song2+", "al/my_song.txt"]);
+    assert_eq!(entries[0].hash, Some([7; 32]));
+}
+
+/// The index answers exactly what a brute-force scan answers.
+#[test]
+fn search_matches_brute_force_over_ten_thousand_entries() {
+    let f = Fixture::new();
+    let mut all = Vec::new();
+    f.store()
+        .write(|t| {
+            for i in 0..5_000u32 {
+                let user = format!("user{i:04}");
+                t.add_user(&user)?;
+                if i % 3 == 0 {
+                    t.set_address(&user, "10.0.0.1:9".parse().unwrap())?;
+                }
+                for (j, stem) in ["Report", "photo_ÄÖ"].iter().enumerate() {
+                    let file = format!(
+                        "{stem}-{}.{}",
+                        i * 7 % 1000,
+                        if j == 0 { "PDF" } else { "jpg" }
+                    );
+                    t.add_file(&user, &file, "d")?;
+                    all.push((i % 3 != 0, user.clone(), file));
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    f.connected("q", 1);
+    all.sort();
+    for pattern in [
+        "report-12",
+        "12",
+        "PHOTO_äö-99",
+        "r*t-1?.pdf",
+        "?",
+        "x",
+        ".jpg",
+        "t-99*pd",
+        "ö-1",
+    ] {
+        let parsed = peerdex_server::index::Pattern::parse(pattern).unwrap();
+        let expected: Vec<String> = all
+            .iter()
+            .filter(|(_, _, file)| parsed.matches(file))
+            .map(|(offline, user, file)| {
+                format!("{user}/{file}{}", if *offline { "" } else { "+" })
+            })
+            .collect();
+        let (total, entries) = f.search("q", pattern, 1000);
+        assert_eq!(total as usize, expected.len(), "{pattern}");
+        let shown = expected.len().min(1000);
+        assert_eq!(listed(&entries), expected[..shown], "{pattern}");
+        // A brute-force check of the matcher itself on one pattern.
+        if pattern == "report-12" {
+            let by_hand = all
+                .iter()
+                .filter(|(_, _, file)| file.to_lowercase().contains("report-12"))
+                .count();
+            assert_eq!(total as usize, by_hand);
+        }
+    }
+}
+
+#[test]
+fn find_sources_only_connected_owners_of_the_same_hash() {
+    let f = Fixture::new();
+    assert_eq!(f.code("al", by_hash(1)), 1);
+    f.connected("al", 4000);
+    assert_eq!(f.code("al", by_hash(1)), 3);
+    assert_eq!(f.code("al", by_entry("bo", "f")), 3);
+    assert_eq!(f.code("al", by_entry("", "")), 4);
+    f.connected("bo", 4001);
+    f.connected("cy", 4002);
+    f.connected("dd", 4003);
+    f.ok("bo", publish_content("f", 10, 1));
+    f.ok("cy", publish_content("copy-of-f", 10, 1));
+    f.ok("dd", publish_content("other", 10, 2));
+    f.ok("al", publish("plain"));
+    let reply = f.sources("al", by_entry("bo", "f"));
+    assert_eq!((reply.size, reply.hash), (Some(10), Some([1; 32])));
+    let names: Vec<_> = reply
+        .sources
+        .iter()
+        .map(|s| (s.user.as_str(), s.file.as_str(), s.port.as_str()))
+        .collect();
+    assert_eq!(names, [("bo", "f", "4001"), ("cy", "copy-of-f", "4002")]);
+    f.ok("cy", Operation::Disconnect);
+    assert_eq!(f.sources("al", by_hash(1)).sources.len(), 1);
+    // Owner offline: still published, no source.
+    f.ok("bo", Operation::Disconnect);
+    let reply = f.sources("al", by_hash(1));
+    assert_eq!((reply.size, reply.sources.len()), (Some(10), 0));
+    // An entry without a hash: its owner alone.
+    let reply = f.sources("dd", by_entry("al", "plain"));
+    assert_eq!(
+        (reply.size, reply.hash, reply.sources.len()),
+        (None, None, 1)
+    );
+    assert_eq!(reply.sources[0].user, "al");
+    // Deleted and unregistered entries are gone from the hash index.
+    f.ok(
+        "dd",
+        Operation::Delete {
+            file: Ok("other".into()),
+        },
+    );
+    assert_eq!(f.code("al", by_hash(2)), 3);
+    f.ok("cy", Operation::Unregister);
+    f.ok("bo", Operation::Unregister);
+    assert_eq!(f.code("al", by_hash(1)), 3);
+    assert_eq!(OpKind::FindSources.code(Outcome::ContentNotPublished), 3);
+}
