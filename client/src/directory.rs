@@ -5,12 +5,14 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use peerdex_protocol::wire::{field_reader, read_reply, ReplyError};
 use peerdex_protocol::{CodecError, Reply, Request};
 use thiserror::Error;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -34,6 +36,11 @@ pub enum DirectoryError {
         #[source]
         source: ReplyError,
     },
+    /// Closed or reset before the first reply byte: what a classic
+    /// directory does on an op it does not know (PROTOCOL.md), so the
+    /// extension client reads it as "no directory extensions".
+    #[error("directory {addr} closed the connection without a reply ({reason})")]
+    NoReply { addr: String, reason: String },
     #[error("cannot encode request: {0}")]
     Encode(#[from] CodecError),
 }
@@ -111,25 +118,92 @@ impl DirectoryClient {
         let op = request.operation.kind();
         let bytes = request.encode(datetime)?;
         let exchange = async {
-            stream
-                .write_all(&bytes)
-                .await
-                .map_err(|err| DirectoryError::Send {
-                    addr: addr.clone(),
-                    reason: describe_io(&err),
-                })?;
-            let mut reader = field_reader(&mut stream);
-            read_reply(&mut reader, op)
-                .await
-                .map_err(|source| DirectoryError::BadReply {
-                    addr: addr.clone(),
-                    source,
-                })
+            if let Err(err) = stream.write_all(&bytes).await {
+                let reason = describe_io(&err);
+                return Err(if is_closed_by_peer(&err) {
+                    DirectoryError::NoReply {
+                        addr: addr.clone(),
+                        reason,
+                    }
+                } else {
+                    DirectoryError::Send {
+                        addr: addr.clone(),
+                        reason,
+                    }
+                });
+            }
+            let mut counted = Counted::new(&mut stream);
+            let result = read_reply(&mut field_reader(&mut counted), op).await;
+            let replied = counted.seen_bytes();
+            result.map_err(|source| no_reply_or_bad(&addr, replied, source))
         };
         match timeout(self.reply_timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(DirectoryError::Timeout { addr: addr.clone() }),
         }
+    }
+}
+
+/// Sorts a reply error: nothing at all received and the connection closed
+/// or reset is [`DirectoryError::NoReply`], the rest a bad reply.
+fn no_reply_or_bad(addr: &str, replied: bool, source: ReplyError) -> DirectoryError {
+    let closed = match &source {
+        ReplyError::Closed | ReplyError::Codec(CodecError::Truncated) => Some("closed".into()),
+        ReplyError::Codec(CodecError::Io(err)) if is_closed_by_peer(err) => Some(describe_io(err)),
+        _ => None,
+    };
+    match closed {
+        Some(reason) if !replied => DirectoryError::NoReply {
+            addr: addr.to_string(),
+            reason,
+        },
+        _ => DirectoryError::BadReply {
+            addr: addr.to_string(),
+            source,
+        },
+    }
+}
+
+/// Errors that mean the other side closed or reset the connection.
+fn is_closed_by_peer(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof
+    )
+}
+
+/// An [`AsyncRead`] that remembers whether any byte came through, so that
+/// "closed before replying" can be told from "closed mid-reply".
+struct Counted<R> {
+    inner: R,
+    seen: bool,
+}
+
+impl<R> Counted<R> {
+    fn new(inner: R) -> Self {
+        Self { inner, seen: false }
+    }
+
+    fn seen_bytes(&self) -> bool {
+        self.seen
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.seen = true;
+        }
+        poll
     }
 }
 
@@ -281,17 +355,22 @@ mod tests {
 
     #[tokio::test]
     async fn close_without_reply_and_garbage_code_are_errors() {
-        for reply in [&b""[..], b"7\0", b"0\0x"] {
+        for reply in [&b""[..], b"7\0", b"0\0x", b"0"] {
             let reply: &'static [u8] = reply;
             let (port, _server) = fake_directory(3, reply).await;
             let client = DirectoryClient::new("127.0.0.1", port);
-            let op = if reply == b"0\0x" {
+            let op = if reply.starts_with(b"0") {
                 Operation::ListUsers
             } else {
                 Operation::Register
             };
             let err = client.call(&request("al", op), DT).await.unwrap_err();
-            assert!(matches!(err, DirectoryError::BadReply { .. }), "{err}");
+            if reply.is_empty() {
+                // Nothing at all: how a classic directory refuses an op.
+                assert!(matches!(err, DirectoryError::NoReply { .. }), "{err}");
+            } else {
+                assert!(matches!(err, DirectoryError::BadReply { .. }), "{err}");
+            }
         }
     }
 

@@ -8,7 +8,9 @@
 //!   [`shell::output`] (the exact result lines of the output contract).
 //! - [`session`]: the shell's state (current and connected user, known
 //!   peers) and the execution of each command.
-//! - [`directory`]: one TCP connection per directory operation.
+//! - [`directory`]: one TCP connection per directory operation;
+//!   [`directory_ext`]: the extension ops, remembering whether the directory
+//!   has them (a classic one closes without a reply).
 //! - [`time_source`]: the DATETIME of requests (RPC logger or local clock).
 //! - [`content`]: BLAKE3 piece hashing and the share's hash cache.
 //! - [`peer`]: peer-to-peer GET_FILE: [`peer::listener`] serves published
@@ -23,6 +25,7 @@
 pub mod cli;
 pub mod content;
 pub mod directory;
+pub mod directory_ext;
 pub mod peer;
 pub mod session;
 pub mod shell;

@@ -11,13 +11,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use peerdex_protocol::{ConnectAddr, OpKind, Operation, Outcome, Reply, Request, UserEntry};
 
+mod ext;
+
 use crate::content::cache::HashCache;
+use crate::content::pieces::Manifest;
 use crate::directory::{DirectoryClient, DirectoryError};
+use crate::directory_ext::ExtDirectory;
 use crate::peer::fetch::{fetch, FetchError, FetchOptions, Fetched};
 use crate::peer::listener::Listener;
 use crate::peer::published::DirectoryCheck;
 use crate::peer::share::ShareDir;
-use crate::peer::sources::Source;
 use crate::peer::PeerAddr;
 use crate::shell::command::{help_lines, Command};
 use crate::shell::output::{self, GetFileResult};
@@ -95,6 +98,8 @@ pub struct Session {
     known_users: Arc<Mutex<Vec<String>>>,
     /// Hashes of the share dir's files, shared with the listener.
     hashes: Arc<HashCache>,
+    /// The same directory for extension ops, remembering whether it has them.
+    ext: ExtDirectory,
 }
 
 impl Session {
@@ -102,6 +107,7 @@ impl Session {
         let hashes = Arc::new(HashCache::for_share(config.share.root()));
         Self {
             hashes,
+            ext: ExtDirectory::new(config.directory.clone()),
             config,
             last_named: String::new(),
             connected: None,
@@ -154,6 +160,7 @@ impl Session {
                     .await
             }
             Command::Share { dir, description } => self.share(&dir, description).await,
+            Command::Search(pattern) => self.search(pattern).await,
             Command::Help => Printed {
                 out: help_lines(),
                 err: Vec::new(),
@@ -314,21 +321,24 @@ impl Session {
 
     async fn publish(&mut self, file: String, description: String) -> Printed {
         let mut warning = None;
+        let mut identity = None;
         if let Err(err) = self.config.share.resolve(&file) {
             warning = Some(format!(
                 "warning: {file} is not servable from {} ({err}); peers will get FILE NOT EXIST",
                 self.config.share.root().display()
             ));
-        } else if let Err(err) = self.hash(&file).await {
-            // Served all the same; peers fall back or hash on request.
-            warning = Some(format!("warning: cannot hash {file}: {err}"));
+        } else {
+            match self.hash(&file).await {
+                Ok(manifest) => identity = Some((manifest.size, manifest.root)),
+                // Served all the same; peers fall back or hash on request.
+                Err(err) => warning = Some(format!("warning: cannot hash {file}: {err}")),
+            }
         }
         let user = self.current_user().to_string();
-        let operation = Operation::Publish {
-            file: Ok(file.clone()),
-            description: Ok(description),
-        };
-        let (mut printed, reply) = self.simple(OpKind::Publish, &user, operation).await;
+        let result = self
+            .send_publish(&user, &file, &description, identity)
+            .await;
+        let (mut printed, reply) = reply_printed(OpKind::Publish, result);
         if let Some(warning) = warning {
             printed.err.insert(0, format!("peerdex: {warning}"));
         }
@@ -412,7 +422,7 @@ impl Session {
 
     /// Computes (or finds in the cache) the hashes of a share dir file, so
     /// that peers get them at once. A bar on a terminal for big files.
-    async fn hash(&self, name: &str) -> std::io::Result<()> {
+    async fn hash(&self, name: &str) -> std::io::Result<Arc<Manifest>> {
         let share = self.config.share.clone();
         let hashes = Arc::clone(&self.hashes);
         let progress = self.config.progress;
@@ -421,8 +431,8 @@ impl Session {
             let (file, path) = share
                 .open_with_path(&name)
                 .map_err(|err| std::io::Error::other(err.to_string()))?;
-            if hashes.cached(&path, &file)?.is_some() {
-                return Ok(());
+            if let Some(manifest) = hashes.cached(&path, &file)? {
+                return Ok(manifest);
             }
             let bar = (progress && file.metadata()?.len() >= HASH_BAR_MIN).then(|| {
                 let bar = indicatif::ProgressBar::with_draw_target(
@@ -445,7 +455,7 @@ impl Session {
             if let Some(bar) = bar {
                 bar.finish_and_clear();
             }
-            result.map(|_| ())
+            result
         })
         .await
         .map_err(std::io::Error::other)?
@@ -486,16 +496,20 @@ impl Session {
                 skipped += 1;
                 continue;
             }
-            if let Err(err) = self.hash(&name).await {
-                printed
-                    .err
-                    .push(format!("peerdex: warning: cannot hash {name}: {err}"));
-            }
-            let operation = Operation::Publish {
-                file: Ok(name.clone()),
-                description: Ok(description.clone().unwrap_or_else(|| name.clone())),
+            let identity = match self.hash(&name).await {
+                Ok(manifest) => Some((manifest.size, manifest.root)),
+                Err(err) => {
+                    printed
+                        .err
+                        .push(format!("peerdex: warning: cannot hash {name}: {err}"));
+                    None
+                }
             };
-            match self.call(&user, operation).await {
+            let description = description.clone().unwrap_or_else(|| name.clone());
+            match self
+                .send_publish(&user, &name, &description, identity)
+                .await
+            {
                 Ok(reply) => match reply.outcome() {
                     outcome @ (Outcome::Ok | Outcome::ContentAlreadyPublished) => {
                         if let Some(connection) = &self.connected {
@@ -533,31 +547,48 @@ impl Session {
         let fail = |reason: String| {
             Printed::line(output::get_file_line(GetFileResult::Fail)).with_reason(reason)
         };
-        let (addr, cached) = match self.peers.get(user) {
-            Some(addr) => (addr.clone(), true),
-            None => match self.lookup(user).await {
-                Ok(addr) => (addr, false),
-                Err(reason) => return fail(reason),
+        // Every peer with identical content, and the root it must have,
+        // when the directory has the extension and knows the file's hash.
+        let plan = self.plan_sources(user, remote_file).await;
+        // The named user's address: fresh from FIND_SOURCES, else cached
+        // from LIST_USERS, else asked for. It stays a source even when
+        // FIND_SOURCES omitted it.
+        let (addr, cached) = match (plan.named.clone(), self.peers.get(user)) {
+            (Some(addr), _) => (Some(addr), false),
+            (None, Some(addr)) => (Some(addr.clone()), true),
+            (None, None) => match self.lookup(user).await {
+                Ok(addr) => (Some(addr), false),
+                Err(reason) if plan.others.is_empty() => return fail(reason),
+                Err(reason) => {
+                    tracing::debug!("{reason}; downloading from the other sources");
+                    (None, false)
+                }
             },
         };
         let options = FetchOptions {
             progress: self.config.progress,
+            expected_root: plan.expected_root,
             ..FetchOptions::default()
         };
-        // Today the one named peer; the directory's FIND_SOURCES adds the
-        // other peers with identical content (and the expected root) later.
-        let sources = |addr: PeerAddr| {
-            vec![Source {
-                addr,
-                file: remote_file.to_string(),
-            }]
+        let sources = |addr: Option<PeerAddr>| {
+            ext::sources_with(addr.map(|a| (a, remote_file)), &plan.others)
         };
-        let mut result = fetch(&sources(addr.clone()), local_file, &options).await;
+        let first = sources(addr.clone());
+        tracing::debug!(
+            "GET_FILE {user} {remote_file}: {} source(s): {}",
+            first.len(),
+            first
+                .iter()
+                .map(|s| format!("{} {}", s.addr, s.file))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut result = fetch(&first, local_file, &options).await;
         if cached && result.as_ref().is_err_and(FetchError::is_unreachable) {
             // The cached address may be stale: ask the directory once.
             match self.lookup(user).await {
-                Ok(fresh) if fresh != addr => {
-                    result = fetch(&sources(fresh), local_file, &options).await;
+                Ok(fresh) if Some(&fresh) != addr.as_ref() => {
+                    result = fetch(&sources(Some(fresh)), local_file, &options).await;
                 }
                 Ok(_) => {}
                 Err(reason) => tracing::debug!("refreshing {user}'s address: {reason}"),
@@ -915,7 +946,8 @@ mod tests {
                 OpKind::Connect,
                 OpKind::ListContent,
                 OpKind::Delete,
-                OpKind::Publish
+                // The file is in the share dir: published with its identity.
+                OpKind::PublishContent
             ]
         );
         alice.execute(Command::Quit).await;
@@ -963,6 +995,131 @@ mod tests {
         assert!(started.elapsed() < crate::peer::published::QUERY_TIMEOUT);
     }
 
+    /// A classic directory: closes the connection without a reply on the
+    /// extension ops, answers 0 to the rest.
+    async fn classic_directory() -> FakeDirectory {
+        FakeDirectory::start(|request, _| {
+            if request.operation.kind().is_extension() {
+                bytes::BytesMut::new()
+            } else {
+                code(0)
+            }
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn publish_sends_the_content_identity_when_the_directory_has_it() {
+        let directory = FakeDirectory::start(|_, _| code(0)).await;
+        let shared = tempfile::tempdir().unwrap();
+        fs::write(shared.path().join("a.txt"), b"hello").unwrap();
+        let mut al = directory.session(shared.path());
+        run(&mut al, "REGISTER al").await;
+        let printed = run(&mut al, "PUBLISH a.txt the a file").await;
+        assert_eq!(printed.out, ["c> PUBLISH OK"]);
+        // Not in the share dir: classic PUBLISH with its warning, as before.
+        let printed = run(&mut al, "PUBLISH ghost.txt g").await;
+        assert_eq!(printed.out, ["c> PUBLISH OK"]);
+        assert_eq!(printed.err.len(), 1);
+        let ops: Vec<Operation> = directory
+            .requests()
+            .into_iter()
+            .map(|r| r.operation)
+            .collect();
+        assert_eq!(
+            ops[1],
+            Operation::PublishContent {
+                file: Ok("a.txt".into()),
+                description: Ok("the a file".into()),
+                size: Ok(5),
+                hash: Ok(*blake3::hash(b"hello").as_bytes()),
+            }
+        );
+        assert_eq!(ops[2].kind(), OpKind::Publish);
+    }
+
+    #[tokio::test]
+    async fn a_classic_directory_gets_classic_ops_and_search_fails() {
+        let directory = classic_directory().await;
+        let shared = tempfile::tempdir().unwrap();
+        fs::write(shared.path().join("a.txt"), b"hello").unwrap();
+        fs::write(shared.path().join("b.txt"), b"bye").unwrap();
+        let mut al = directory.session(shared.path());
+        run(&mut al, "REGISTER al").await;
+        assert_eq!(run(&mut al, "PUBLISH a.txt a").await.out, ["c> PUBLISH OK"]);
+        assert_eq!(run(&mut al, "PUBLISH b.txt b").await.out, ["c> PUBLISH OK"]);
+        let searched = run(&mut al, "SEARCH a").await;
+        assert_eq!(searched.out, ["c> SEARCH FAIL"]);
+        assert_eq!(searched.err, ["peerdex: directory does not support SEARCH"]);
+        let ops: Vec<OpKind> = directory
+            .requests()
+            .iter()
+            .map(|r| r.operation.kind())
+            .collect();
+        // One PUBLISH_CONTENT refused, then never an extension op again.
+        assert_eq!(
+            ops,
+            [
+                OpKind::Register,
+                OpKind::PublishContent,
+                OpKind::Publish,
+                OpKind::Publish
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn search_prints_counts_and_codes_for_the_current_user() {
+        use peerdex_protocol::reply::{put_search_entry, SearchEntry};
+        let directory = FakeDirectory::start(|request, _| {
+            let mut out = bytes::BytesMut::new();
+            match request.user.as_deref() {
+                Ok("al") => {
+                    put_code(&mut out, 0);
+                    put_count(&mut out, 3);
+                    put_count(&mut out, 1);
+                    let entry = SearchEntry {
+                        owner: "bo".into(),
+                        file: "f12.bin".into(),
+                        description: "twelve".into(),
+                        size: Some(12),
+                        hash: None,
+                        connected: true,
+                    };
+                    put_search_entry(&mut out, &entry).unwrap();
+                }
+                Ok("") => put_code(&mut out, 1),
+                _ => put_code(&mut out, 2),
+            }
+            out
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut session = directory.session(dir.path());
+        assert_eq!(
+            run(&mut session, "SEARCH f12").await.out,
+            ["c> SEARCH FAIL, USER DOES NOT EXIST"]
+        );
+        run(&mut session, "REGISTER bo").await;
+        assert_eq!(
+            run(&mut session, "SEARCH f12").await.out,
+            ["c> SEARCH FAIL, USER NOT CONNECTED"]
+        );
+        run(&mut session, "REGISTER al").await;
+        assert_eq!(
+            run(&mut session, "SEARCH f12").await.out,
+            ["c> SEARCH OK 1 of 3", "\tbo f12.bin 12 - online twelve"]
+        );
+        let last = directory.requests().pop().unwrap();
+        assert_eq!(
+            last.operation,
+            Operation::Search {
+                pattern: Ok("f12".into()),
+                limit: Ok(crate::shell::command::SEARCH_LIMIT)
+            }
+        );
+    }
+
     #[tokio::test]
     async fn unreachable_directory_prints_plain_fail_lines() {
         let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -980,6 +1137,7 @@ mod tests {
             ("LIST_USERS", "c> LIST_USERS FAIL"),
             ("LIST_CONTENT a", "c> LIST_CONTENT FAIL"),
             ("GET_FILE a f out", "c> GET_FILE FAIL"),
+            ("SEARCH f", "c> SEARCH FAIL"),
         ] {
             let printed = run(&mut session, line).await;
             assert_eq!(printed.out, [expected], "{line}");

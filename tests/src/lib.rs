@@ -401,7 +401,20 @@ impl Shell {
         cwd: &Path,
         extra_args: &[&str],
     ) -> Result<Shell> {
+        Self::spawn_with_env(server_port, share_dir, cwd, extra_args, &[])
+    }
+
+    /// Like [`Shell::spawn`] with extra environment variables, e.g.
+    /// `PEERDEX_LOG=debug` to see on stderr which sources a download used.
+    pub fn spawn_with_env(
+        server_port: u16,
+        share_dir: &Path,
+        cwd: &Path,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Shell> {
         let mut cmd = Command::new(bin("peerdex"));
+        cmd.envs(env.iter().copied());
         cmd.args(["-s", "127.0.0.1", "-p", &server_port.to_string()])
             .arg("--share-dir")
             .arg(share_dir)

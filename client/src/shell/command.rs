@@ -45,7 +45,7 @@ const fn spec(
 }
 
 /// Every command of the shell, in PROTOCOL.md's order.
-pub const SPECS: [Spec; 12] = [
+pub const SPECS: [Spec; 13] = [
     spec("REGISTER", "<user>", true, "create a user in the directory"),
     spec(
         "UNREGISTER",
@@ -90,6 +90,12 @@ pub const SPECS: [Spec; 12] = [
         "<dir> [description...]",
         false,
         "publish every file under a directory of the share dir",
+    ),
+    spec(
+        "SEARCH",
+        "<pattern>",
+        false,
+        "find files of all users by name (substring, * and ?; first 100)",
     ),
     spec("QUIT", "", false, "disconnect and leave the shell"),
     spec("HELP", "", false, "show this list"),
@@ -138,9 +144,15 @@ pub enum Command {
         dir: String,
         description: Option<String>,
     },
+    /// peerdex: file names of all users containing `pattern`
+    /// ([`SEARCH_LIMIT`] results at most).
+    Search(String),
     Quit,
     Help,
 }
+
+/// Results SEARCH asks for; the directory reports the total beyond it.
+pub const SEARCH_LIMIT: u32 = 100;
 
 /// Why a line is not a command.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -180,6 +192,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
         "DISCONNECT" => Command::Disconnect(one(&args)?),
         "DELETE" => Command::Delete(one(&args)?),
         "LIST_CONTENT" => Command::ListContent(one(&args)?),
+        "SEARCH" => Command::Search(one(&args)?),
         "LIST_USERS" => none(&args).map(|()| Command::ListUsers)?,
         "QUIT" => none(&args).map(|()| Command::Quit)?,
         "HELP" => none(&args).map(|()| Command::Help)?,
@@ -292,6 +305,18 @@ mod tests {
             usage_line("PUBLISH"),
             "Syntax error. Usage: PUBLISH <file> <description...>"
         );
+    }
+
+    #[test]
+    fn search_takes_one_pattern() {
+        assert_eq!(
+            parse("search F1*2"),
+            Ok(Some(Command::Search("F1*2".into())))
+        );
+        let usage = "Syntax error. Usage: SEARCH <pattern>";
+        assert_eq!(usage_line("SEARCH"), usage);
+        assert_eq!(usage_line("SEARCH a b"), usage);
+        assert!(help_lines().iter().any(|l| l.contains("SEARCH <pattern>")));
     }
 
     #[test]

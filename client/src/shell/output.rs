@@ -3,6 +3,7 @@
 //! Nothing else in the crate spells a result line: the session decides the
 //! outcome, this module turns it into text.
 
+use peerdex_protocol::reply::SearchReply;
 use peerdex_protocol::{ContentEntry, OpKind, Outcome, UserEntry};
 
 /// The shell prompt, also the prefix of every result line.
@@ -60,6 +61,32 @@ pub fn content_lines(files: &[ContentEntry]) -> Vec<String> {
     files
         .iter()
         .map(|f| format!("\t{} {}", f.file, f.description))
+        .collect()
+}
+
+/// `c> SEARCH OK <shown> of <total>` then one line per result:
+/// `\t<owner> <file> <size or -> <first 12 hex of hash or -> <online|offline> <description>`.
+/// A peerdex command; the short hash is enough to tell contents apart by eye,
+/// FIND_SOURCES uses the full one.
+pub fn search_lines(reply: &SearchReply) -> Vec<String> {
+    let head = format!(
+        "{PROMPT}SEARCH OK {} of {}",
+        reply.entries.len(),
+        reply.total
+    );
+    std::iter::once(head)
+        .chain(reply.entries.iter().map(|e| {
+            let size = e.size.map_or_else(|| "-".to_string(), |s| s.to_string());
+            let hash = e.hash.map_or_else(
+                || "-".to_string(),
+                |h| peerdex_protocol::peer_ext::to_hex(&h)[..12].to_string(),
+            );
+            let state = if e.connected { "online" } else { "offline" };
+            format!(
+                "\t{} {} {size} {hash} {state} {}",
+                e.owner, e.file, e.description
+            )
+        }))
         .collect()
 }
 
@@ -194,6 +221,54 @@ mod tests {
             "c> GET_FILE FAIL, FILE NOT EXIST"
         );
         assert_eq!(get_file_line(GetFileResult::Fail), "c> GET_FILE FAIL");
+    }
+
+    #[test]
+    fn search_lines_show_counts_and_unknowns() {
+        use peerdex_protocol::reply::SearchEntry;
+        let reply = SearchReply {
+            total: 7,
+            entries: vec![
+                SearchEntry {
+                    owner: "al".into(),
+                    file: "f12.bin".into(),
+                    description: "a file".into(),
+                    size: Some(42),
+                    hash: Some([0xab; 32]),
+                    connected: true,
+                },
+                SearchEntry {
+                    owner: "bo".into(),
+                    file: "F12.txt".into(),
+                    description: String::new(),
+                    size: None,
+                    hash: None,
+                    connected: false,
+                },
+            ],
+        };
+        assert_eq!(
+            search_lines(&reply),
+            [
+                "c> SEARCH OK 2 of 7",
+                "\tal f12.bin 42 abababababab online a file",
+                "\tbo F12.txt - - offline ",
+            ]
+        );
+        let none = SearchReply {
+            total: 0,
+            entries: Vec::new(),
+        };
+        assert_eq!(search_lines(&none), ["c> SEARCH OK 0 of 0"]);
+        assert_eq!(
+            result_line(OpKind::Search, Outcome::UserDoesNotExist),
+            "c> SEARCH FAIL, USER DOES NOT EXIST"
+        );
+        assert_eq!(
+            result_line(OpKind::Search, Outcome::UserNotConnected),
+            "c> SEARCH FAIL, USER NOT CONNECTED"
+        );
+        assert_eq!(fail_line(OpKind::Search), "c> SEARCH FAIL");
     }
 
     #[test]

@@ -1,0 +1,353 @@
+//! The client side of the directory extensions through real shells:
+//! PUBLISH with the content's identity, GET_FILE from every peer with the
+//! same content (FIND_SOURCES), SEARCH, and a fake classic directory that
+//! refuses the extension ops by closing.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use peerdex_tests::{wait_until, ServerProcess, Shell};
+
+const LINE: Duration = Duration::from_secs(10);
+
+struct Setup {
+    /// Dropped first: the server dies before its data dir is removed.
+    port: u16,
+    _server: Option<ServerProcess>,
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let server = ServerProcess::start(&dir.path().join("data"), &[]).unwrap();
+        Setup {
+            port: server.port,
+            _server: Some(server),
+            dir,
+        }
+    }
+
+    fn against(port: u16) -> Setup {
+        Setup {
+            port,
+            _server: None,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn share(&self, shell: &str) -> PathBuf {
+        let share = self.dir.path().join(shell).join("share");
+        std::fs::create_dir_all(&share).unwrap();
+        share
+    }
+
+    fn spawn(&self, name: &str, env: &[(&str, &str)]) -> Shell {
+        let share = self.share(name);
+        let work = self.dir.path().join(name);
+        Shell::spawn_with_env(self.port, &share, &work, &[], env).unwrap()
+    }
+
+    fn connected(&self, name: &str, user: &str, env: &[(&str, &str)]) -> Shell {
+        let mut shell = self.spawn(name, env);
+        shell
+            .expect(&format!("REGISTER {user}"), "REGISTER OK")
+            .unwrap();
+        shell
+            .expect(&format!("CONNECT {user}"), "CONNECT OK")
+            .unwrap();
+        shell
+    }
+
+    fn path(&self, shell: &str, name: &str) -> PathBuf {
+        self.dir.path().join(shell).join(name)
+    }
+}
+
+/// Deterministic bytes that do not repeat within a piece.
+fn content(len: usize) -> Vec<u8> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// The rest of a listing (lines that start with a TAB), waiting briefly.
+fn listing(shell: &Shell) -> Vec<String> {
+    let mut lines = Vec::new();
+    while let Some(line) = shell.read_line(Duration::from_millis(500)) {
+        lines.push(line);
+    }
+    lines
+}
+
+#[test]
+fn get_file_downloads_from_every_peer_with_the_same_content() {
+    let setup = Setup::new();
+    let data = content(6 << 20);
+    std::fs::write(setup.share("a").join("big.bin"), &data).unwrap();
+    std::fs::write(setup.share("b").join("copy-of-big.bin"), &data).unwrap();
+    let mut alice = setup.connected("a", "alice", &[]);
+    let mut bob = setup.connected("b", "bob", &[]);
+    alice.expect("PUBLISH big.bin big", "PUBLISH OK").unwrap();
+    bob.expect("PUBLISH copy-of-big.bin same bytes", "PUBLISH OK")
+        .unwrap();
+    let debug = [("PEERDEX_LOG", "debug")];
+    let mut carol = setup.connected("c", "carol", &debug);
+
+    // Both peers are sources, each under its own file name.
+    carol
+        .expect("GET_FILE alice big.bin one.bin", "GET_FILE OK")
+        .unwrap();
+    assert!(std::fs::read(setup.path("c", "one.bin")).unwrap() == data);
+    let logged = || {
+        let log = carol.proc.stderr();
+        log.contains("2 source(s)") && log.contains("copy-of-big.bin")
+    };
+    assert!(wait_until(LINE, logged), "{}", carol.proc.stderr());
+
+    // alice dies without DISCONNECT: the directory still lists her, her
+    // address refuses. The download completes from bob's copy alone,
+    // checked against the root the directory gave.
+    alice.proc.kill9().unwrap();
+    carol
+        .expect("GET_FILE alice big.bin two.bin", "GET_FILE OK")
+        .unwrap();
+    assert!(std::fs::read(setup.path("c", "two.bin")).unwrap() == data);
+
+    // Published without a hash (not in the share dir): bob alone; not
+    // published at all (FIND_SOURCES code 3): bob alone, as before.
+    bob.expect("PUBLISH ghost.bin g", "PUBLISH OK").unwrap();
+    for name in ["ghost.bin", "never.bin"] {
+        carol
+            .expect(
+                &format!("GET_FILE bob {name} g.bin"),
+                "GET_FILE FAIL, FILE NOT EXIST",
+            )
+            .unwrap();
+    }
+    assert!(!setup.path("c", "g.bin").exists());
+    assert!(bob.quit().unwrap().success());
+    assert!(carol.quit().unwrap().success());
+}
+
+#[test]
+fn search_through_the_shell() {
+    let setup = Setup::new();
+    for (shell, names) in [("a", ["f1.txt", "F12.bin"]), ("b", ["f123.txt", "g1.txt"])] {
+        for name in names {
+            std::fs::write(setup.share(shell).join(name), name.as_bytes()).unwrap();
+        }
+    }
+    let mut alice = setup.connected("a", "alice", &[]);
+    let mut bob = setup.connected("b", "bob", &[]);
+    for name in ["f1.txt", "F12.bin"] {
+        alice
+            .expect(&format!("PUBLISH {name} file {name}"), "PUBLISH OK")
+            .unwrap();
+    }
+    for name in ["f123.txt", "g1.txt"] {
+        bob.expect(&format!("PUBLISH {name} file {name}"), "PUBLISH OK")
+            .unwrap();
+    }
+    bob.expect("PUBLISH f1-old.txt classic", "PUBLISH OK")
+        .unwrap();
+    bob.expect("DISCONNECT bob", "DISCONNECT OK").unwrap();
+
+    alice.expect("SEARCH f1", "SEARCH OK 4 of 4").unwrap();
+    let lines = listing(&alice);
+    let hash = |name: &str| blake3::hash(name.as_bytes()).to_hex()[..12].to_string();
+    assert_eq!(
+        lines,
+        [
+            format!("\talice F12.bin 7 {} online file F12.bin", hash("F12.bin")),
+            format!("\talice f1.txt 6 {} online file f1.txt", hash("f1.txt")),
+            "\tbob f1-old.txt - - offline classic".to_string(),
+            format!(
+                "\tbob f123.txt 8 {} offline file f123.txt",
+                hash("f123.txt")
+            ),
+        ]
+    );
+    alice.expect("SEARCH f1?3*", "SEARCH OK 1 of 1").unwrap();
+    assert_eq!(listing(&alice).len(), 1);
+    alice.expect("SEARCH nothing", "SEARCH OK 0 of 0").unwrap();
+
+    // The current-user rule: bob is the last named in b, not connected.
+    bob.expect("SEARCH f1", "SEARCH FAIL, USER NOT CONNECTED")
+        .unwrap();
+    let mut nobody = setup.spawn("d", &[]);
+    nobody
+        .expect("SEARCH f1", "SEARCH FAIL, USER DOES NOT EXIST")
+        .unwrap();
+    for mut shell in [alice, bob, nobody] {
+        assert!(shell.quit().unwrap().success());
+    }
+}
+
+/// A classic directory in a thread: the classic ops with their codes, and
+/// a close without reply on any other op (PROTOCOL.md). Records the ops.
+struct ClassicDirectory {
+    port: u16,
+    ops: Arc<Mutex<Vec<String>>>,
+}
+
+#[derive(Default)]
+struct ClassicState {
+    /// user -> listening address when connected.
+    users: HashMap<String, Option<(String, String)>>,
+    /// user -> (file, description).
+    files: HashMap<String, Vec<(String, String)>>,
+}
+
+impl ClassicDirectory {
+    fn start() -> ClassicDirectory {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let ops = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&ops);
+        std::thread::spawn(move || {
+            let mut state = ClassicState::default();
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                if let Some(op) = serve(&mut stream, &mut state) {
+                    seen.lock().unwrap().push(op);
+                }
+            }
+        });
+        ClassicDirectory { port, ops }
+    }
+
+    fn ops(&self) -> Vec<String> {
+        self.ops.lock().unwrap().clone()
+    }
+}
+
+fn read_field(stream: &mut TcpStream) -> Option<String> {
+    let mut field = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        stream.read_exact(&mut byte).ok()?;
+        if byte[0] == 0 {
+            return String::from_utf8(field).ok();
+        }
+        field.push(byte[0]);
+    }
+}
+
+/// Handles one connection; returns the op name.
+fn serve(stream: &mut TcpStream, state: &mut ClassicState) -> Option<String> {
+    let op = read_field(stream)?.trim().to_string();
+    let extra = match op.as_str() {
+        "REGISTER" | "UNREGISTER" | "DISCONNECT" | "LIST_USERS" => 0,
+        "DELETE" | "LIST_CONTENT" => 1,
+        "CONNECT" | "PUBLISH" => 2,
+        // Unknown op: close without a reply, unread bytes and all.
+        _ => return Some(op),
+    };
+    let _datetime = read_field(stream)?;
+    let user = read_field(stream)?;
+    let args: Vec<String> = (0..extra).filter_map(|_| read_field(stream)).collect();
+    let mut reply: Vec<String> = Vec::new();
+    let known = state.users.contains_key(&user);
+    let connected = state.users.get(&user).is_some_and(|a| a.is_some());
+    match op.as_str() {
+        "REGISTER" if known => reply.push("1".into()),
+        "REGISTER" => {
+            state.users.insert(user, None);
+            reply.push("0".into());
+        }
+        "CONNECT" if !known => reply.push("1".into()),
+        "CONNECT" => {
+            state
+                .users
+                .insert(user, Some((args[0].clone(), args[1].clone())));
+            reply.push("0".into());
+        }
+        "DISCONNECT" => {
+            state.users.insert(user, None);
+            reply.push("0".into());
+        }
+        "PUBLISH" if !connected => reply.push("2".into()),
+        "PUBLISH" => {
+            let files = state.files.entry(user).or_default();
+            files.push((args[0].clone(), args[1].clone()));
+            reply.push("0".into());
+        }
+        "LIST_USERS" => {
+            reply.push("0".into());
+            let online: Vec<_> = state
+                .users
+                .iter()
+                .filter_map(|(name, addr)| addr.as_ref().map(|a| (name, a)))
+                .collect();
+            reply.push(online.len().to_string());
+            for (name, (ip, port)) in online {
+                reply.extend([name.clone(), ip.clone(), port.clone()]);
+            }
+        }
+        "LIST_CONTENT" => {
+            let files = state.files.get(&args[0]).cloned().unwrap_or_default();
+            reply.extend(["0".to_string(), files.len().to_string()]);
+            for (file, description) in files {
+                reply.extend([file, description]);
+            }
+        }
+        _ => reply.push("4".into()),
+    }
+    let mut bytes = Vec::new();
+    for field in reply {
+        bytes.extend_from_slice(field.as_bytes());
+        bytes.push(0);
+    }
+    let _ = stream.write_all(&bytes);
+    Some(op)
+}
+
+#[test]
+fn a_classic_directory_gets_classic_publish_and_get_file() {
+    let directory = ClassicDirectory::start();
+    let setup = Setup::against(directory.port);
+    let data = content(300_000);
+    std::fs::write(setup.share("a").join("song.bin"), &data).unwrap();
+    let mut alice = setup.connected("a", "alice", &[]);
+    let mut bob = setup.connected("b", "bob", &[]);
+    alice
+        .expect("PUBLISH song.bin a song", "PUBLISH OK")
+        .unwrap();
+    alice.expect("SEARCH song", "SEARCH FAIL").unwrap();
+    // stderr is read by its own thread: it may come a moment later.
+    assert!(
+        wait_until(LINE, || alice
+            .proc
+            .stderr()
+            .contains("directory does not support SEARCH")),
+        "{}",
+        alice.proc.stderr()
+    );
+    bob.expect("GET_FILE alice song.bin local.bin", "GET_FILE OK")
+        .unwrap();
+    assert!(std::fs::read(setup.path("b", "local.bin")).unwrap() == data);
+    bob.expect("SEARCH song", "SEARCH FAIL").unwrap();
+    assert!(alice.quit().unwrap().success());
+    assert!(bob.quit().unwrap().success());
+
+    // Each shell tried one extension op, learnt, and stayed classic.
+    let ops = directory.ops();
+    let count = |name: &str| ops.iter().filter(|op| *op == name).count();
+    assert_eq!(count("PUBLISH_CONTENT"), 1, "{ops:?}");
+    assert_eq!(count("PUBLISH"), 1, "{ops:?}");
+    assert_eq!(count("FIND_SOURCES"), 1, "{ops:?}");
+    assert_eq!(count("SEARCH"), 0, "known classic: not sent: {ops:?}");
+    assert_eq!(count("LIST_USERS"), 1, "GET_FILE asked for alice: {ops:?}");
+}
