@@ -28,6 +28,13 @@ pub enum Command {
     /// Alternate load runs against the null server and our server (A B A B)
     /// and report medians and the ratio ours/null.
     Compare(CompareArgs),
+    /// Issue 4: a file over loopback, a plain TCP copy against our verified
+    /// download (and the classic GET_FILE), alternated, with medians.
+    Transfer(crate::transfer::TransferArgs),
+    /// Internal (spawned by `transfer`): one download through the client
+    /// library in a process of its own, so its memory is measurable.
+    #[command(hide = true)]
+    FetchWorker(crate::fetch_worker::FetchWorkerArgs),
 }
 
 #[derive(Debug, Args)]

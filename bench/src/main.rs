@@ -3,6 +3,8 @@
 //! - `null-server`: the stateless ceiling (see [`null_server`]).
 //! - `load`: populate, then a timed, fully checked mixed workload.
 //! - `compare`: alternated null/ours runs, medians and the ratio.
+//! - `transfer`: issue 4's downloads against a plain TCP copy (see
+//!   [`transfer`]).
 //!
 //! The process exits 1 when any operation failed, 2 when the benchmark
 //! itself could not run: a benchmark that hides errors measures nothing.
@@ -10,14 +12,20 @@
 mod cli;
 mod client;
 mod compare;
+mod fetch_worker;
 mod list_reader;
 mod mix;
 mod model;
 mod null_server;
+mod part_progress;
+mod peer_procs;
+mod plain_copy;
 mod populate;
 mod proc_stats;
 mod report;
 mod stats;
+mod transfer;
+mod transfer_report;
 mod workload;
 
 use std::net::SocketAddr;
@@ -68,6 +76,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             let base = load_config(&args.workload, SocketAddr::from(([127, 0, 0, 1], 0)))?;
             compare::run(args, base).await
         }
+        Command::Transfer(args) => transfer::run(args).await,
+        Command::FetchWorker(args) => fetch_worker::run(args).await,
     }
 }
 
