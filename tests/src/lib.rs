@@ -27,6 +27,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 pub mod raw;
+pub mod scene;
 
 /// Default bound on any single wait (a line, an exit, a start-up).
 pub const TIMEOUT: Duration = Duration::from_secs(15);

@@ -6,67 +6,13 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use peerdex_tests::{wait_until, ServerProcess, Shell};
+use peerdex_tests::scene::Scene;
+use peerdex_tests::{wait_until, Shell};
 
 const LINE: Duration = Duration::from_secs(10);
-
-struct Setup {
-    /// Dropped first: the server dies before its data dir is removed.
-    port: u16,
-    _server: Option<ServerProcess>,
-    dir: tempfile::TempDir,
-}
-
-impl Setup {
-    fn new() -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let server = ServerProcess::start(&dir.path().join("data"), &[]).unwrap();
-        Setup {
-            port: server.port,
-            _server: Some(server),
-            dir,
-        }
-    }
-
-    fn against(port: u16) -> Setup {
-        Setup {
-            port,
-            _server: None,
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn share(&self, shell: &str) -> PathBuf {
-        let share = self.dir.path().join(shell).join("share");
-        std::fs::create_dir_all(&share).unwrap();
-        share
-    }
-
-    fn spawn(&self, name: &str, env: &[(&str, &str)]) -> Shell {
-        let share = self.share(name);
-        let work = self.dir.path().join(name);
-        Shell::spawn_with_env(self.port, &share, &work, &[], env).unwrap()
-    }
-
-    fn connected(&self, name: &str, user: &str, env: &[(&str, &str)]) -> Shell {
-        let mut shell = self.spawn(name, env);
-        shell
-            .expect(&format!("REGISTER {user}"), "REGISTER OK")
-            .unwrap();
-        shell
-            .expect(&format!("CONNECT {user}"), "CONNECT OK")
-            .unwrap();
-        shell
-    }
-
-    fn path(&self, shell: &str, name: &str) -> PathBuf {
-        self.dir.path().join(shell).join(name)
-    }
-}
 
 /// Deterministic bytes that do not repeat within a piece.
 fn content(len: usize) -> Vec<u8> {
@@ -92,17 +38,17 @@ fn listing(shell: &Shell) -> Vec<String> {
 
 #[test]
 fn get_file_downloads_from_every_peer_with_the_same_content() {
-    let setup = Setup::new();
+    let setup = Scene::new();
     let data = content(6 << 20);
     std::fs::write(setup.share("a").join("big.bin"), &data).unwrap();
     std::fs::write(setup.share("b").join("copy-of-big.bin"), &data).unwrap();
-    let mut alice = setup.connected("a", "alice", &[]);
-    let mut bob = setup.connected("b", "bob", &[]);
+    let mut alice = setup.shell("a", "alice");
+    let mut bob = setup.shell("b", "bob");
     alice.expect("PUBLISH big.bin big", "PUBLISH OK").unwrap();
     bob.expect("PUBLISH copy-of-big.bin same bytes", "PUBLISH OK")
         .unwrap();
     let debug = [("PEERDEX_LOG", "debug")];
-    let mut carol = setup.connected("c", "carol", &debug);
+    let mut carol = setup.shell_env("c", "carol", &debug);
 
     // Both peers are sources, each under its own file name.
     carol
@@ -142,14 +88,14 @@ fn get_file_downloads_from_every_peer_with_the_same_content() {
 
 #[test]
 fn search_through_the_shell() {
-    let setup = Setup::new();
+    let setup = Scene::new();
     for (shell, names) in [("a", ["f1.txt", "F12.bin"]), ("b", ["f123.txt", "g1.txt"])] {
         for name in names {
             std::fs::write(setup.share(shell).join(name), name.as_bytes()).unwrap();
         }
     }
-    let mut alice = setup.connected("a", "alice", &[]);
-    let mut bob = setup.connected("b", "bob", &[]);
+    let mut alice = setup.shell("a", "alice");
+    let mut bob = setup.shell("b", "bob");
     for name in ["f1.txt", "F12.bin"] {
         alice
             .expect(&format!("PUBLISH {name} file {name}"), "PUBLISH OK")
@@ -185,7 +131,7 @@ fn search_through_the_shell() {
     // The current-user rule: bob is the last named in b, not connected.
     bob.expect("SEARCH f1", "SEARCH FAIL, USER NOT CONNECTED")
         .unwrap();
-    let mut nobody = setup.spawn("d", &[]);
+    let mut nobody = setup.spawn("d");
     nobody
         .expect("SEARCH f1", "SEARCH FAIL, USER DOES NOT EXIST")
         .unwrap();
@@ -317,11 +263,11 @@ fn serve(stream: &mut TcpStream, state: &mut ClassicState) -> Option<String> {
 #[test]
 fn a_classic_directory_gets_classic_publish_and_get_file() {
     let directory = ClassicDirectory::start();
-    let setup = Setup::against(directory.port);
+    let setup = Scene::against(directory.port);
     let data = content(300_000);
     std::fs::write(setup.share("a").join("song.bin"), &data).unwrap();
-    let mut alice = setup.connected("a", "alice", &[]);
-    let mut bob = setup.connected("b", "bob", &[]);
+    let mut alice = setup.shell("a", "alice");
+    let mut bob = setup.shell("b", "bob");
     alice
         .expect("PUBLISH song.bin a song", "PUBLISH OK")
         .unwrap();

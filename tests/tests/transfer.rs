@@ -2,88 +2,14 @@
 //! intact, traversal refused, an interrupted download leaves nothing behind.
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use peerdex_tests::raw::{self, encode, read_to_close};
-use peerdex_tests::{ServerProcess, Shell};
-
-/// A server and the working dirs of two shells `a` (downloader) and `b`
-/// (publisher, share dir `b/share`).
-struct Setup {
-    /// Dropped first: the server dies before its data dir is removed.
-    server: ServerProcess,
-    dir: tempfile::TempDir,
-}
-
-impl Setup {
-    fn new() -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let server = ServerProcess::start(&dir.path().join("data"), &[]).unwrap();
-        for shell in ["a", "b"] {
-            std::fs::create_dir_all(dir.path().join(shell).join("share")).unwrap();
-        }
-        Setup { dir, server }
-    }
-
-    fn workdir(&self, shell: &str) -> PathBuf {
-        self.dir.path().join(shell)
-    }
-
-    fn share(&self, shell: &str) -> PathBuf {
-        self.workdir(shell).join("share")
-    }
-
-    /// Starts shell `name`, registers and connects `user` through it.
-    fn shell(&self, name: &str, user: &str) -> Shell {
-        let mut shell = Shell::spawn(
-            self.server.port,
-            &self.share(name),
-            &self.workdir(name),
-            &[],
-        )
-        .unwrap();
-        shell
-            .expect(&format!("REGISTER {user}"), "REGISTER OK")
-            .unwrap();
-        shell
-            .expect(&format!("CONNECT {user}"), "CONNECT OK")
-            .unwrap();
-        shell
-    }
-}
-
-/// Writes `len` random bytes to `path`; returns their blake3 hash.
-fn random_file(path: &Path, len: usize) -> blake3::Hash {
-    let mut out = BufWriter::new(File::create(path).unwrap());
-    let mut hasher = blake3::Hasher::new();
-    let mut chunk = vec![0u8; 1 << 20];
-    let mut left = len;
-    while left > 0 {
-        let n = left.min(chunk.len());
-        rand::fill(&mut chunk[..n]);
-        hasher.update(&chunk[..n]);
-        out.write_all(&chunk[..n]).unwrap();
-        left -= n;
-    }
-    out.flush().unwrap();
-    hasher.finalize()
-}
-
-fn hash_file(path: &Path) -> blake3::Hash {
-    let mut file = File::open(path).unwrap();
-    let mut hasher = blake3::Hasher::new();
-    let mut chunk = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut chunk).unwrap();
-        if n == 0 {
-            return hasher.finalize();
-        }
-        hasher.update(&chunk[..n]);
-    }
-}
+use peerdex_tests::scene::{hash_file, random_file, Scene};
+use peerdex_tests::Shell;
 
 /// Entries of `dir` other than the share dir and the history file.
 fn stray_files(dir: &Path) -> Vec<String> {
@@ -98,7 +24,7 @@ fn stray_files(dir: &Path) -> Vec<String> {
 
 #[test]
 fn a_200_mib_random_file_arrives_intact() {
-    let setup = Setup::new();
+    let setup = Scene::new();
     const LEN: usize = 200 << 20;
     let hash = random_file(&setup.share("b").join("big.bin"), LEN);
     let mut b = setup.shell("b", "bob");
@@ -132,7 +58,7 @@ fn listener_port(shell: &mut Shell, user: &str) -> u16 {
 
 #[test]
 fn the_peer_listener_refuses_paths_outside_its_share_dir() {
-    let setup = Setup::new();
+    let setup = Scene::new();
     // A secret next to the share dir, and one link inside it pointing out.
     std::fs::write(setup.workdir("b").join("secret.txt"), "top secret").unwrap();
     std::os::unix::fs::symlink(
@@ -199,7 +125,7 @@ fn the_peer_listener_refuses_paths_outside_its_share_dir() {
 
 #[test]
 fn a_peer_killed_mid_transfer_leaves_no_temporary_file() {
-    let setup = Setup::new();
+    let setup = Scene::new();
     // 1 GiB: 16 MiB of random bytes, the rest a hole (cheap to make, long
     // enough to transfer that the kill lands mid-way).
     let path = setup.share("b").join("huge.bin");
@@ -298,8 +224,8 @@ fn one_read(stream: &mut TcpStream) -> Vec<u8> {
 
 #[test]
 fn a_reset_mid_transfer_is_a_failure_and_leaves_nothing() {
-    let setup = Setup::new();
-    let peer = fake_peer(setup.server.port, "faker", 1, |_, mut stream| {
+    let setup = Scene::new();
+    let peer = fake_peer(setup.port(), "faker", 1, |_, mut stream| {
         // Never read the request: closing with it unread sends a RST.
         let _ = stream.write_all(b"0\0");
         let _ = stream.write_all(&vec![7u8; 4 << 20]);
@@ -319,12 +245,12 @@ fn a_reset_mid_transfer_is_a_failure_and_leaves_nothing() {
 
 #[test]
 fn the_request_fits_one_read_and_code_2_gets_one_exact_retry() {
-    let setup = Setup::new();
+    let setup = Scene::new();
     let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = requests.clone();
     // A peerdex client first asks for the piece list (GET_HASHES, an
     // extension): the old peer answers 2 and the classic exchange follows.
-    let peer = fake_peer(setup.server.port, "oldpeer", 3, move |i, mut stream| {
+    let peer = fake_peer(setup.port(), "oldpeer", 3, move |i, mut stream| {
         let request = one_read(&mut stream);
         seen.lock().unwrap().push(request.clone());
         if i <= 1 {
@@ -363,8 +289,8 @@ fn the_request_fits_one_read_and_code_2_gets_one_exact_retry() {
 
 #[test]
 fn code_1_from_the_peer_is_file_not_exist() {
-    let setup = Setup::new();
-    let peer = fake_peer(setup.server.port, "nofile", 1, |_, mut stream| {
+    let setup = Scene::new();
+    let peer = fake_peer(setup.port(), "nofile", 1, |_, mut stream| {
         let _ = one_read(&mut stream);
         let _ = stream.write_all(b"1\0");
     });

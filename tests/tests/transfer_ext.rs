@@ -1,86 +1,16 @@
 //! The peerdex transfer extensions through real binaries: SHARE, resume
 //! after SIGKILL of the downloader, classic and peerdex peers side by side.
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use peerdex_tests::raw;
-use peerdex_tests::{ServerProcess, Shell};
-
-struct Setup {
-    /// Dropped first: the server dies before its data dir is removed.
-    server: ServerProcess,
-    dir: tempfile::TempDir,
-}
-
-impl Setup {
-    fn new() -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let server = ServerProcess::start(&dir.path().join("data"), &[]).unwrap();
-        for shell in ["a", "b"] {
-            std::fs::create_dir_all(dir.path().join(shell).join("share")).unwrap();
-        }
-        Setup { dir, server }
-    }
-
-    fn workdir(&self, shell: &str) -> PathBuf {
-        self.dir.path().join(shell)
-    }
-
-    fn share(&self, shell: &str) -> PathBuf {
-        self.workdir(shell).join("share")
-    }
-
-    fn spawn(&self, name: &str) -> Shell {
-        Shell::spawn(
-            self.server.port,
-            &self.share(name),
-            &self.workdir(name),
-            &[],
-        )
-        .unwrap()
-    }
-
-    fn shell(&self, name: &str, user: &str) -> Shell {
-        let mut shell = self.spawn(name);
-        shell
-            .expect(&format!("REGISTER {user}"), "REGISTER OK")
-            .unwrap();
-        shell
-            .expect(&format!("CONNECT {user}"), "CONNECT OK")
-            .unwrap();
-        shell
-    }
-}
-
-fn pseudo_random_file(path: &Path, len: usize) -> blake3::Hash {
-    let mut out = std::io::BufWriter::new(File::create(path).unwrap());
-    let mut hasher = blake3::Hasher::new();
-    let mut chunk = vec![0u8; 1 << 20];
-    let mut left = len;
-    while left > 0 {
-        let n = left.min(chunk.len());
-        rand::fill(&mut chunk[..n]);
-        hasher.update(&chunk[..n]);
-        out.write_all(&chunk[..n]).unwrap();
-        left -= n;
-    }
-    out.flush().unwrap();
-    hasher.finalize()
-}
-
-fn hash_file(path: &Path) -> blake3::Hash {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update_reader(File::open(path).unwrap()).unwrap();
-    hasher.finalize()
-}
+use peerdex_tests::scene::{hash_file, random_file, Scene};
 
 #[test]
 fn share_dot_publishes_the_expected_files() {
-    let setup = Setup::new();
+    let setup = Scene::new();
     let share = setup.share("b");
     for dir in ["music/rock", ".secret"] {
         std::fs::create_dir_all(share.join(dir)).unwrap();
@@ -134,9 +64,9 @@ fn share_dot_publishes_the_expected_files() {
 
 #[test]
 fn a_download_killed_with_sigkill_resumes_when_run_again() {
-    let setup = Setup::new();
+    let setup = Scene::new();
     let size = 256 << 20;
-    let expected = pseudo_random_file(&setup.share("b").join("big.bin"), size);
+    let expected = random_file(&setup.share("b").join("big.bin"), size);
     let mut b = setup.shell("b", "bob");
     b.expect("PUBLISH big.bin big", "PUBLISH OK").unwrap();
     let mut a = setup.shell("a", "alice");
@@ -179,20 +109,20 @@ fn a_download_killed_with_sigkill_resumes_when_run_again() {
 
 #[test]
 fn classic_and_peerdex_peers_in_one_session() {
-    let setup = Setup::new();
+    let setup = Scene::new();
     // A classic peer: answers 2 to anything but GET_FILE, serves GET_FILE.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
     assert_eq!(
-        raw::code(setup.server.port, "REGISTER", "old", &[]).unwrap(),
+        raw::code(setup.port(), "REGISTER", "old", &[]).unwrap(),
         "0"
     );
     assert_eq!(
-        raw::code(setup.server.port, "CONNECT", "old", &["127.0.0.1", &port]).unwrap(),
+        raw::code(setup.port(), "CONNECT", "old", &["127.0.0.1", &port]).unwrap(),
         "0"
     );
     assert_eq!(
-        raw::code(setup.server.port, "PUBLISH", "old", &["old.txt", "classic"]).unwrap(),
+        raw::code(setup.port(), "PUBLISH", "old", &["old.txt", "classic"]).unwrap(),
         "0"
     );
     let classic = std::thread::spawn(move || {
