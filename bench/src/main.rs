@@ -23,6 +23,7 @@ mod plain_copy;
 mod populate;
 mod proc_stats;
 mod report;
+mod search;
 mod stats;
 mod transfer;
 mod transfer_report;

@@ -17,6 +17,8 @@ pub enum MixKind {
     NoListUsers,
     /// Only LIST_USERS: target 3 (its latency grows with N).
     ListUsersOnly,
+    /// Only SEARCH for a substring hitting a few files (issue 4).
+    SearchOnly,
 }
 
 impl MixKind {
@@ -25,6 +27,7 @@ impl MixKind {
             MixKind::Default => "default",
             MixKind::NoListUsers => "no-list-users",
             MixKind::ListUsersOnly => "list-users-only",
+            MixKind::SearchOnly => "search-only",
         }
     }
 }
@@ -45,6 +48,8 @@ pub enum Action {
     /// Disconnect a user, then connect it again.
     DisconnectConnect,
     ListUsers,
+    /// SEARCH for a pattern hitting a few files (see [`crate::search`]).
+    Search,
 }
 
 /// Integer weights of the actions of one mix.
@@ -69,6 +74,7 @@ impl Mix {
                 (Action::DisconnectConnect, 25),
             ],
             MixKind::ListUsersOnly => vec![(Action::ListUsers, 1)],
+            MixKind::SearchOnly => vec![(Action::Search, 1)],
         };
         let total = weights.iter().map(|(_, w)| w).sum();
         Mix { weights, total }
@@ -131,6 +137,7 @@ mod tests {
             MixKind::Default,
             MixKind::NoListUsers,
             MixKind::ListUsersOnly,
+            MixKind::SearchOnly,
         ] {
             let mix = Mix::new(kind);
             for action in [
@@ -138,6 +145,7 @@ mod tests {
                 Action::PublishDelete,
                 Action::DisconnectConnect,
                 Action::ListUsers,
+                Action::Search,
             ] {
                 let hits = (0..mix.total()).filter(|&r| mix.pick(r) == action).count();
                 let expected = mix.share(action) * f64::from(mix.total());
@@ -169,6 +177,14 @@ mod tests {
         assert_eq!(mix.total(), 1);
         assert_eq!(mix.pick(0), Action::ListUsers);
         assert_eq!(mix.pick(7), Action::ListUsers);
+    }
+
+    #[test]
+    fn search_only_picks_only_search() {
+        let mix = Mix::new(MixKind::SearchOnly);
+        assert_eq!(mix.pick(0), Action::Search);
+        assert_eq!(mix.share(Action::Search), 1.0);
+        assert_eq!(Mix::new(MixKind::Default).share(Action::Search), 0.0);
     }
 
     #[test]

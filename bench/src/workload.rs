@@ -20,6 +20,7 @@ use crate::client::{call, call_list, CallError, ErrorLog, ListBuffers};
 use crate::mix::{Action, Mix, MixKind};
 use crate::model::{self, ContentCheck, DateCache, Ignore, UsersCheck};
 use crate::proc_stats::{self, ProcWindow};
+use crate::search;
 use crate::stats::{Samples, Summary};
 
 #[derive(Debug, Clone)]
@@ -50,16 +51,18 @@ pub enum Row {
     Disconnect,
     Connect,
     ListUsers,
+    Search,
 }
 
 impl Row {
-    pub const ALL: [Row; 6] = [
+    pub const ALL: [Row; 7] = [
         Row::ListContent,
         Row::Publish,
         Row::Delete,
         Row::Disconnect,
         Row::Connect,
         Row::ListUsers,
+        Row::Search,
     ];
 
     pub fn op(self) -> OpKind {
@@ -70,6 +73,7 @@ impl Row {
             Row::Disconnect => OpKind::Disconnect,
             Row::Connect => OpKind::Connect,
             Row::ListUsers => OpKind::ListUsers,
+            Row::Search => OpKind::Search,
         }
     }
 
@@ -109,8 +113,8 @@ pub struct LoadReport {
 /// What a loop gathered.
 #[derive(Debug, Default)]
 struct LoopStats {
-    samples: [Samples; 6],
-    errors: [u64; 6],
+    samples: [Samples; 7],
+    errors: [u64; 7],
     classes: BTreeMap<String, u64>,
     addr_exhaustion: u64,
 }
@@ -129,6 +133,7 @@ enum Expect {
     Ok,
     Content(usize),
     Users,
+    Search(search::Query),
 }
 
 /// Why an operation counts as an error.
@@ -210,6 +215,7 @@ fn row_in_mix(mix: &Mix, row: Row) -> bool {
         Row::Publish | Row::Delete => Action::PublishDelete,
         Row::Disconnect | Row::Connect => Action::DisconnectConnect,
         Row::ListUsers => Action::ListUsers,
+        Row::Search => Action::Search,
     };
     mix.share(action) > 0.0
 }
@@ -295,6 +301,17 @@ impl Worker {
                     self.op(Row::ListUsers, me, Operation::ListUsers, Expect::Users)
                         .await;
                 }
+                Action::Search => {
+                    let users = self.ctx.config.users;
+                    let query =
+                        search::query(self.rng.random_range(search::pick_range(users)), users);
+                    let operation = Operation::Search {
+                        pattern: Ok(query.pattern.clone()),
+                        limit: Ok(search::LIMIT),
+                    };
+                    self.op(Row::Search, me, operation, Expect::Search(query))
+                        .await;
+                }
                 Action::PublishDelete => self.publish_delete(me).await,
                 Action::DisconnectConnect => self.disconnect_connect(me).await,
             }
@@ -368,7 +385,7 @@ impl Worker {
     ) -> Result<(), Failure> {
         let config = &self.ctx.config;
         let (addr, timeout, verify) = (config.addr, config.op_timeout, config.verify_content);
-        if config.protocol_reader || matches!(expect, Expect::Ok) {
+        if config.protocol_reader || matches!(expect, Expect::Ok | Expect::Search(_)) {
             let reply = call(addr, request, op, timeout)
                 .await
                 .map_err(Failure::Call)?;
@@ -410,6 +427,11 @@ impl Worker {
                 model::check_users(&users, self.ctx.config.users, self.ctx.config.clients)
             }
             (Expect::Users, Reply::Users(_)) => Ok(()),
+            // Counts and patterns are always checked (they need no model of
+            // the directory); TOTAL and owners only with --verify-content.
+            (Expect::Search(query), Reply::Search(reply)) => {
+                search::check(&query, search::LIMIT, &reply, verify)
+            }
             (_, reply) => Err(format!("expected OK, got {:?}", reply.outcome())),
         }
     }
