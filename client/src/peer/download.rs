@@ -7,6 +7,8 @@
 //! never leaves a partial file and never clobbers an existing one.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -27,8 +29,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// A transfer with no byte received for this long is abandoned.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Copy buffer: memory stays flat whatever the file size.
-const BUFFER_SIZE: usize = 256 * 1024;
+/// Write buffer: filled from the socket, then written in one call. Memory
+/// stays flat whatever the file size.
+const BUFFER_SIZE: usize = 1024 * 1024;
+/// Buffers per download: one being filled, one queued, one being written.
+const WRITE_BUFFERS: usize = 3;
 
 /// Why a download failed.
 #[derive(Debug, Error)]
@@ -149,33 +154,36 @@ async fn save(
     // `temp_path` removes the file when dropped: every early return below
     // cleans up.
     let (file, temp_path) = temp.into_parts();
-    let mut file = tokio::fs::File::from_std(file);
-    file.write_all(leftover).await.map_err(local)?;
-    let mut total = leftover.len() as u64;
-    let mut buf = vec![0u8; BUFFER_SIZE];
-    loop {
-        let n = match timeout(IDLE_TIMEOUT, stream.read(&mut buf)).await {
-            Ok(Ok(0)) => break,
-            Ok(Ok(n)) => n,
-            Ok(Err(err)) => {
-                return Err(DownloadError::Transfer {
-                    addr: addr.to_string(),
-                    reason: describe_io(&err),
-                })
-            }
-            Err(_) => {
-                return Err(DownloadError::Transfer {
-                    addr: addr.to_string(),
-                    reason: format!("no data for {IDLE_TIMEOUT:?}"),
-                })
-            }
-        };
-        file.write_all(&buf[..n]).await.map_err(local)?;
-        total += n as u64;
-    }
-    file.flush().await.map_err(local)?;
-    file.sync_all().await.map_err(local)?;
-    let file = file.into_std().await;
+    // A blocking task writes with `std::fs::File` while the next buffer is
+    // received; at most WRITE_BUFFERS buffers exist, recycled through
+    // `empty`.
+    let (full_tx, mut full_rx) = tokio::sync::mpsc::channel::<(Vec<u8>, usize)>(1);
+    let (empty_tx, mut empty_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    // Set once everything was received: only then is the file synced.
+    let complete = Arc::new(AtomicBool::new(false));
+    let synced = Arc::clone(&complete);
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+        use std::io::Write;
+        let mut file = file;
+        while let Some((buf, len)) = full_rx.blocking_recv() {
+            file.write_all(&buf[..len])?;
+            let _ = empty_tx.send(buf);
+        }
+        if synced.load(Ordering::Acquire) {
+            file.sync_all()?;
+        }
+        Ok(file)
+    });
+    let received = receive(stream, leftover, addr, &full_tx, &mut empty_rx).await;
+    // A transfer error first (the temporary file is removed on return; the
+    // writer ends on its own). A writer error shows below.
+    let total = received?;
+    complete.store(true, Ordering::Release);
+    drop(full_tx);
+    let file = writer
+        .await
+        .map_err(|err| local(std::io::Error::other(err)))?
+        .map_err(local)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -187,6 +195,69 @@ async fn save(
         .persist(local_file)
         .map_err(|err| local(err.error))?;
     Ok(total)
+}
+
+/// Receives the content until the peer closes, handing full buffers to the
+/// writer. Returns the bytes received; stops early (with the count so far)
+/// when the writer is gone, whose error then tells why.
+async fn receive(
+    stream: &mut TcpStream,
+    leftover: &[u8],
+    addr: &PeerAddr,
+    full: &tokio::sync::mpsc::Sender<(Vec<u8>, usize)>,
+    empty: &mut tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+) -> Result<u64, DownloadError> {
+    let transfer = |reason: String| DownloadError::Transfer {
+        addr: addr.to_string(),
+        reason,
+    };
+    let mut total = 0u64;
+    if !leftover.is_empty() {
+        if full
+            .send((leftover.to_vec(), leftover.len()))
+            .await
+            .is_err()
+        {
+            return Ok(total);
+        }
+        total += leftover.len() as u64;
+    }
+    let mut allocated = 0;
+    loop {
+        let mut buf = match empty.try_recv() {
+            Ok(buf) => buf,
+            Err(_) if allocated < WRITE_BUFFERS => {
+                allocated += 1;
+                vec![0u8; BUFFER_SIZE]
+            }
+            Err(_) => match empty.recv().await {
+                Some(buf) => buf,
+                None => return Ok(total),
+            },
+        };
+        let mut filled = 0;
+        let mut eof = false;
+        while filled < buf.len() {
+            match timeout(IDLE_TIMEOUT, stream.read(&mut buf[filled..])).await {
+                Ok(Ok(0)) => {
+                    eof = true;
+                    break;
+                }
+                Ok(Ok(n)) => filled += n,
+                Ok(Err(err)) => return Err(transfer(describe_io(&err))),
+                Err(_) => return Err(transfer(format!("no data for {IDLE_TIMEOUT:?}"))),
+            }
+        }
+        if filled > 0 {
+            if full.send((buf, filled)).await.is_err() {
+                return Ok(total);
+            }
+            total += filled as u64;
+        }
+        if eof {
+            return Ok(total);
+        }
+    }
 }
 
 #[cfg(test)]

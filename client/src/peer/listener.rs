@@ -33,8 +33,10 @@ use super::share::ShareDir;
 use crate::content::cache::HashCache;
 use crate::content::pieces::Manifest;
 
-/// Bytes read from disk per write to the socket in `GET_RANGE`.
-const RANGE_CHUNK: usize = 256 * 1024;
+/// Bytes read from disk per write to the socket (`GET_FILE`, `GET_RANGE`).
+const SEND_CHUNK: usize = 256 * 1024;
+/// Chunk buffers per transfer: one being read, one queued, one being sent.
+const SEND_BUFFERS: usize = 3;
 
 /// Bound on receiving a complete request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -325,10 +327,9 @@ async fn send_file(
     let Some((file, _)) = open_served(name, shared, out).await? else {
         return Ok(());
     };
-    let mut file = tokio::fs::File::from_std(file);
     out.write_all(format!("{}\0", PeerCode::Ok.as_field()).as_bytes())
         .await?;
-    let sent = tokio::io::copy(&mut file, out).await?;
+    let sent = send_from(file, 0, None, out).await?;
     tracing::debug!("served {name:?} ({sent} bytes)");
     Ok(())
 }
@@ -416,31 +417,76 @@ async fn send_range(
     }
     .encode(&mut header);
     out.write_all(&header).await?;
-    let file = Arc::new(file);
-    let mut sent = 0u64;
-    let mut buf = vec![0u8; RANGE_CHUNK.min(length as usize)];
-    while sent < length {
-        let want = ((length - sent) as usize).min(RANGE_CHUNK);
-        let reader = Arc::clone(&file);
-        let at = offset + sent;
-        let (returned, read) = tokio::task::spawn_blocking(move || {
-            let mut buf = buf;
-            let read = read_full_at(&reader, &mut buf[..want], at);
-            (buf, read)
-        })
-        .await
-        .map_err(io::Error::other)?;
-        buf = returned;
-        let n = read?;
-        if n == 0 {
-            // The file shrank: end short, the downloader sees a truncation.
-            break;
-        }
-        out.write_all(&buf[..n]).await?;
-        sent += n as u64;
-    }
+    // A file that shrank ends the reply short: the downloader sees a
+    // truncation.
+    let sent = send_from(file, offset, Some(length), out).await?;
     tracing::debug!("served {name:?} [{offset}, +{sent})");
     Ok(())
+}
+
+/// Sends the bytes of `file` from `offset` to `out`: `limit` bytes at most,
+/// else up to the end of the file. Returns the number sent.
+///
+/// A blocking task reads with `pread` into [`SEND_CHUNK`] buffers while the
+/// previous one is being written to the socket (one blocking hop per chunk,
+/// not per 8 KiB as `tokio::io::copy` from a `tokio::fs::File` did). At
+/// most [`SEND_BUFFERS`] buffers exist per transfer, recycled.
+async fn send_from(
+    file: std::fs::File,
+    offset: u64,
+    limit: Option<u64>,
+    out: &mut (impl tokio::io::AsyncWrite + Unpin),
+) -> io::Result<u64> {
+    let (full_tx, mut full_rx) = tokio::sync::mpsc::channel::<io::Result<Vec<u8>>>(1);
+    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    tokio::task::spawn_blocking(move || {
+        let mut at = offset;
+        let mut left = limit.unwrap_or(u64::MAX);
+        let mut allocated = 0;
+        while left > 0 {
+            let mut buf = match empty_rx.try_recv() {
+                Ok(buf) => buf,
+                Err(_) if allocated < SEND_BUFFERS => {
+                    allocated += 1;
+                    vec![0u8; SEND_CHUNK]
+                }
+                // The sender is gone: the transfer ended.
+                Err(_) => match empty_rx.recv() {
+                    Ok(buf) => buf,
+                    Err(_) => return,
+                },
+            };
+            buf.resize(SEND_CHUNK, 0);
+            let want = left.min(SEND_CHUNK as u64) as usize;
+            let n = match read_full_at(&file, &mut buf[..want], at) {
+                Ok(n) => n,
+                Err(err) => {
+                    let _ = full_tx.blocking_send(Err(err));
+                    return;
+                }
+            };
+            if n == 0 {
+                return;
+            }
+            buf.truncate(n);
+            if full_tx.blocking_send(Ok(buf)).is_err() {
+                return;
+            }
+            at += n as u64;
+            left -= n as u64;
+            if n < want {
+                return;
+            }
+        }
+    });
+    let mut sent = 0u64;
+    while let Some(chunk) = full_rx.recv().await {
+        let chunk = chunk?;
+        out.write_all(&chunk).await?;
+        sent += chunk.len() as u64;
+        let _ = empty_tx.send(chunk);
+    }
+    Ok(sent)
 }
 
 /// Reads as much of `buf` as the file has at `offset` (short only at EOF).

@@ -162,6 +162,11 @@ pub fn state_path(local: &Path) -> PathBuf {
 pub struct PartFile {
     /// The `.part` file, preallocated to the size.
     file: File,
+    /// Serializes piece writes. ext4 takes the inode lock exclusively for a
+    /// buffered write anyway; waiting here sleeps, while waiting for the
+    /// inode lock spins on a CPU (`rwsem_spin_on_owner`: up to 15% of the
+    /// downloader's CPU with 4 pieces in flight on 2 vCPUs).
+    writing: std::sync::Mutex<()>,
     /// Where it is.
     part: PathBuf,
     /// Where its state is.
@@ -194,6 +199,7 @@ impl PartFile {
                     let done = recheck(&file, manifest, previous.done)?;
                     let part_file = PartFile {
                         file,
+                        writing: Default::default(),
                         part,
                         state,
                         template,
@@ -212,6 +218,7 @@ impl PartFile {
             preallocate(&file, manifest.size)?;
             let part_file = PartFile {
                 file,
+                writing: Default::default(),
                 part: part.clone(),
                 state: state.clone(),
                 template,
@@ -232,6 +239,10 @@ impl PartFile {
 
     /// Writes piece data at its offset. Blocking.
     pub fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        let _one = self
+            .writing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.file.write_all_at(data, offset)
     }
 
