@@ -358,16 +358,27 @@ async fn manifest_of(
     }
 }
 
+/// Opens a served file and its piece manifest, as GET_HASHES and GET_RANGE
+/// both need; `None` when the reply (1 or 2) was already written.
+async fn served_manifest(
+    name: &str,
+    shared: &Shared,
+    out: &mut (impl tokio::io::AsyncWrite + Unpin),
+) -> io::Result<Option<(std::fs::File, Arc<Manifest>)>> {
+    let Some((file, path)) = open_served(name, shared, out).await? else {
+        return Ok(None);
+    };
+    let manifest = manifest_of(&file, path, shared, out).await?;
+    Ok(manifest.map(|manifest| (file, manifest)))
+}
+
 /// `GET_HASHES`: size, piece size, root and the piece digests.
 async fn send_hashes(
     name: &str,
     shared: &Shared,
     out: &mut (impl tokio::io::AsyncWrite + Unpin),
 ) -> io::Result<()> {
-    let Some((file, path)) = open_served(name, shared, out).await? else {
-        return Ok(());
-    };
-    let Some(manifest) = manifest_of(&file, path, shared, out).await? else {
+    let Some((_file, manifest)) = served_manifest(name, shared, out).await? else {
         return Ok(());
     };
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -399,10 +410,7 @@ async fn send_range(
     shared: &Shared,
     out: &mut (impl tokio::io::AsyncWrite + Unpin),
 ) -> io::Result<()> {
-    let Some((file, path)) = open_served(name, shared, out).await? else {
-        return Ok(());
-    };
-    let Some(manifest) = manifest_of(&file, path, shared, out).await? else {
+    let Some((file, manifest)) = served_manifest(name, shared, out).await? else {
         return Ok(());
     };
     if offset > manifest.size {
