@@ -89,6 +89,16 @@ pub fn code(port: u16, op: &str, user: &str, extra: &[&str]) -> Result<String> {
         .with_context(|| format!("{op} {user}: no reply"))
 }
 
+/// Registers `user` and connects it at 127.0.0.1:`peer_port` through raw
+/// requests, asserting both answer 0.
+pub fn register_and_connect(port: u16, user: &str, peer_port: &str) {
+    assert_eq!(code(port, "REGISTER", user, &[]).unwrap(), "0");
+    assert_eq!(
+        code(port, "CONNECT", user, &["127.0.0.1", peer_port]).unwrap(),
+        "0"
+    );
+}
+
 /// Writes `bytes` in pieces of `chunk` bytes with a pause between them.
 pub fn write_slowly(
     stream: &mut TcpStream,

@@ -2,18 +2,10 @@
 //! bytes against the real `peerdex-server` binary, including a restart
 //! (indexes rebuilt from the store) and the classic view of the entries.
 
-use peerdex_tests::raw::{code, request};
+use peerdex_tests::raw::{code, register_and_connect, request};
 use peerdex_tests::ServerProcess;
 
 const DT: &str = "21/11/2026 09:05:07";
-
-fn register_and_connect(port: u16, user: &str, peer_port: &str) {
-    assert_eq!(code(port, "REGISTER", user, &[]).unwrap(), "0");
-    assert_eq!(
-        code(port, "CONNECT", user, &["127.0.0.1", peer_port]).unwrap(),
-        "0"
-    );
-}
 
 #[test]
 fn publish_content_search_find_sources_over_the_wire() {

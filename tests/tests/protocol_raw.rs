@@ -6,7 +6,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use peerdex_tests::raw::{self, code, encode, read_to_close, request};
+use peerdex_tests::raw::{self, code, encode, read_to_close, register_and_connect, request};
 use peerdex_tests::ServerProcess;
 
 const DT: &str = "21/11/2026 09:05:07";
@@ -15,15 +15,6 @@ fn server() -> (tempfile::TempDir, ServerProcess) {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(&dir.path().join("data"), &[]).unwrap();
     (dir, server)
-}
-
-/// Registers and connects `user` at 127.0.0.1:`port` through raw requests.
-fn register_and_connect(port: u16, user: &str, peer_port: &str) {
-    assert_eq!(code(port, "REGISTER", user, &[]).unwrap(), "0");
-    assert_eq!(
-        code(port, "CONNECT", user, &["127.0.0.1", peer_port]).unwrap(),
-        "0"
-    );
 }
 
 #[test]
