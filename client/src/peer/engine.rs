@@ -27,6 +27,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::direct_io::AlignedBuf;
 use super::resume::{Bitmap, PartFile};
 use super::sources::{backoff, fetch_range, Source, SourceError};
 use crate::content::pieces::Manifest;
@@ -163,8 +164,10 @@ struct Shared {
     options: Options,
     progress: Option<ProgressBar>,
     fetched: AtomicU64,
-    /// Recycled piece buffers.
-    pool: Mutex<Vec<Vec<u8>>>,
+    /// Recycled piece buffers, aligned so that verified pieces go to
+    /// `.part` with direct I/O straight from the buffer they were received
+    /// into.
+    pool: Mutex<Vec<AlignedBuf>>,
     /// Serializes checkpoints. The guard travels into the blocking write,
     /// so a checkpoint of an aborted request still holds it until written:
     /// the run's last checkpoint (and the rename after it) waits for it.
@@ -189,16 +192,21 @@ impl Shared {
             .push(note);
     }
 
-    fn buffer(&self) -> Vec<u8> {
+    /// A piece buffer: recycled, or a new one (at most `in_flight` per
+    /// source exist at once).
+    fn buffer(&self) -> std::io::Result<AlignedBuf> {
         let recycled = self
             .pool
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
-        recycled.unwrap_or_else(|| vec![0u8; self.manifest.piece_size as usize])
+        match recycled {
+            Some(buf) => Ok(buf),
+            None => AlignedBuf::zeroed(self.manifest.piece_size as usize),
+        }
     }
 
-    fn recycle(&self, buf: Vec<u8>) {
+    fn recycle(&self, buf: AlignedBuf) {
         self.pool
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -239,7 +247,10 @@ impl Shared {
 /// Fetches, verifies and writes one piece.
 async fn fetch_piece(shared: Arc<Shared>, source: Arc<Source>, piece: u64) -> PieceOutcome {
     let (offset, len) = shared.manifest.piece_range(piece);
-    let mut buf = shared.buffer();
+    let mut buf = match shared.buffer() {
+        Ok(buf) => buf,
+        Err(err) => return PieceOutcome::Local(err),
+    };
     let fetched = fetch_range(&source, &shared.manifest, offset, &mut buf[..len as usize]).await;
     if let Err(err) = fetched {
         shared.recycle(buf);

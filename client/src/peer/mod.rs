@@ -3,6 +3,7 @@
 //! [`engine`] (over [`sources`], resumable through [`resume`]) and the
 //! classic transfer of [`download`].
 
+pub mod direct_io;
 pub mod download;
 pub mod engine;
 pub mod fetch;
