@@ -1,39 +1,25 @@
 //! Group commit: every mutation goes through one writer thread.
 //!
-//! The writer takes everything queued (up to [`MAX_BATCH`] operations),
-//! applies it in arrival order inside one redb write transaction (each
-//! operation sees the previous one's effect), makes it durable through
-//! [`Store::write`] (one journal record and one `fdatasync` for the whole
-//! batch, see [`crate::journal`]), and only then answers each operation. A
-//! reply of 0 therefore always means "on disk". If the batch cannot be made
-//! durable every operation in it fails.
+//! The writer takes everything queued (up to [`MAX_BATCH`] operations) and
+//! commits it as one batch through [`Engine::commit`]: applied in arrival
+//! order (each operation sees the previous one's effect), made durable with
+//! one journal write and one `fdatasync`, published to readers, and only
+//! then answered. A reply of 0 therefore always means "on disk". If the
+//! batch cannot be made durable every operation in it fails.
 
-use std::net::IpAddr;
-use std::sync::Arc;
 use std::thread;
 
-use peerdex_protocol::{Operation, Outcome};
+use peerdex_protocol::Outcome;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::directory;
-use crate::store::Store;
+use crate::engine::Engine;
+pub use crate::engine::Mutation;
 
-/// Most operations applied in one transaction.
+/// Most operations applied in one batch.
 pub const MAX_BATCH: usize = 1024;
 
 /// Queued mutations before submitters wait (backpressure).
 const QUEUE_CAPACITY: usize = 16 * 1024;
-
-/// One mutation to apply.
-#[derive(Debug, Clone)]
-pub struct Mutation {
-    /// The user the operation acts for (well-formed; may not exist).
-    pub user: String,
-    /// The operation and its fields.
-    pub operation: Operation,
-    /// The TCP source IP, recorded by CONNECT when the client sent no IP.
-    pub peer_ip: IpAddr,
-}
 
 /// A queued mutation and where its outcome goes.
 struct Job {
@@ -51,26 +37,27 @@ pub struct Committer {
     queue: mpsc::Sender<Job>,
 }
 
-/// The writer thread; join it after every [`Committer`] is dropped.
+/// The writer thread; join it after every [`Committer`] is dropped to get
+/// the engine back (and close it).
 pub struct Writer {
-    /// The running thread, which returns when the queue closes.
-    thread: thread::JoinHandle<()>,
+    /// The running thread, which returns the engine when the queue closes.
+    thread: thread::JoinHandle<Engine>,
 }
 
 impl Writer {
     /// Waits for the writer to apply what is queued and stop.
-    pub fn join(self) -> thread::Result<()> {
+    pub fn join(self) -> thread::Result<Engine> {
         self.thread.join()
     }
 }
 
 impl Committer {
-    /// Starts the writer thread over `store`.
-    pub fn start(store: Arc<Store>) -> std::io::Result<(Committer, Writer)> {
+    /// Starts the writer thread, which owns `engine` until it stops.
+    pub fn start(engine: Engine) -> std::io::Result<(Committer, Writer)> {
         let (queue, jobs) = mpsc::channel(QUEUE_CAPACITY);
         let thread = thread::Builder::new()
             .name("peerdex-commit".into())
-            .spawn(move || write_loop(&store, jobs))?;
+            .spawn(move || write_loop(engine, jobs))?;
         Ok((Committer { queue }, Writer { thread }))
     }
 
@@ -86,7 +73,7 @@ impl Committer {
     }
 }
 
-fn write_loop(store: &Store, mut jobs: mpsc::Receiver<Job>) {
+fn write_loop(mut engine: Engine, mut jobs: mpsc::Receiver<Job>) -> Engine {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = jobs.blocking_recv() {
         batch.push(first);
@@ -96,47 +83,26 @@ fn write_loop(store: &Store, mut jobs: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        commit_batch(store, &mut batch);
+        let outcomes = engine.commit(batch.iter().map(|job| &job.mutation));
+        tracing::trace!(ops = outcomes.len(), "batch committed");
+        for (job, outcome) in batch.drain(..).zip(outcomes) {
+            // The connection may have gone away; nothing to tell it then.
+            let _ = job.done.send(outcome);
+        }
     }
     tracing::debug!("commit writer stopped");
-}
-
-/// Applies and commits one batch, then answers every job in it.
-fn commit_batch(store: &Store, batch: &mut Vec<Job>) {
-    let result = store.write(|tables| {
-        batch
-            .iter()
-            .map(|job| {
-                let m = &job.mutation;
-                directory::apply(tables, &m.user, &m.operation, m.peer_ip)
-            })
-            .collect::<Result<Vec<_>, _>>()
-    });
-    let outcomes = match result {
-        Ok(outcomes) => {
-            tracing::trace!(ops = outcomes.len(), "batch committed");
-            outcomes
-        }
-        Err(err) => {
-            tracing::error!(error = %err, ops = batch.len(), "group commit failed");
-            vec![Outcome::Fail; batch.len()]
-        }
-    };
-    for (job, outcome) in batch.drain(..).zip(outcomes) {
-        // The connection may have gone away; nothing to tell it then.
-        let _ = job.done.send(outcome);
-    }
+    engine
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use peerdex_protocol::ConnectAddr;
+    use peerdex_protocol::{ConnectAddr, Operation};
 
     fn start() -> (tempfile::TempDir, Committer, Writer) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path()).unwrap());
-        let (committer, writer) = Committer::start(store).unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        let (committer, writer) = Committer::start(engine).unwrap();
         (dir, committer, writer)
     }
 

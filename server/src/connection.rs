@@ -25,7 +25,7 @@ use crate::commit::{Committer, Mutation};
 use crate::directory::{self, ListAnswer, Plan};
 use crate::log_sink::LogSink;
 use crate::query::{self, QueryAnswer};
-use crate::store::Store;
+use crate::state::State;
 
 /// Listing replies are flushed to the socket in chunks of about this size.
 pub const CHUNK: usize = 64 * 1024;
@@ -36,8 +36,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What every connection handler shares.
 pub struct Shared {
-    /// Read snapshots for LIST_USERS and LIST_CONTENT.
-    pub store: Arc<Store>,
+    /// The committed state: listings and queries read it.
+    pub state: Arc<State>,
     /// The group-commit writer, for every mutation.
     pub committer: Committer,
     /// Where one record per handled operation goes.
@@ -109,7 +109,7 @@ async fn serve<W: AsyncWrite + Unpin>(
             };
             shared.committer.submit(mutation).await
         }
-        Plan::Query { user } => match query::query(&shared.store, &user, &request.operation) {
+        Plan::Query { user } => match query::query(&shared.state, &user, &request.operation) {
             Ok(QueryAnswer::Status(outcome)) => outcome,
             Ok(QueryAnswer::Reply(reply)) => {
                 log_operation(shared, request, kind, Outcome::Ok);
@@ -120,15 +120,11 @@ async fn serve<W: AsyncWrite + Unpin>(
                 Outcome::Fail
             }
         },
-        Plan::Read { user } => match directory::list(&shared.store, &user, &request.operation) {
-            Ok(ListAnswer::Status(outcome)) => outcome,
-            Ok(ListAnswer::Listing(listing)) => {
+        Plan::Read { user } => match directory::list(&shared.state, &user, &request.operation) {
+            ListAnswer::Status(outcome) => outcome,
+            ListAnswer::Listing(listing) => {
                 log_operation(shared, request, kind, Outcome::Ok);
-                return stream_listing(kind, listing, shared.request_timeout, out).await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, %kind, "cannot read the directory");
-                Outcome::Fail
+                return stream_listing(listing, shared.request_timeout, out).await;
             }
         },
     };
@@ -139,34 +135,20 @@ async fn serve<W: AsyncWrite + Unpin>(
 }
 
 /// Writes code 0, the count and the entries, flushing every [`CHUNK`] bytes
-/// so that a huge listing never sits in memory.
+/// so that a huge listing never sits in memory (the entries themselves are
+/// a shared snapshot).
 async fn stream_listing<W: AsyncWrite + Unpin>(
-    kind: OpKind,
     mut listing: Box<directory::Listing>,
     chunk_timeout: Duration,
     out: &mut W,
 ) -> io::Result<()> {
-    let mut buf = BytesMut::with_capacity(CHUNK + 1024);
+    let mut buf = BytesMut::with_capacity(CHUNK + 16 * 1024);
     put_code(&mut buf, 0);
     put_count(&mut buf, listing.count());
-    let mut first = true;
     loop {
-        let more = match listing.fill(&mut buf, CHUNK) {
-            Ok(more) => more,
-            Err(err) if first => {
-                // Nothing sent yet: the catch-all code can still go out.
-                tracing::error!(error = %err, "cannot read listing");
-                buf.clear();
-                put_code(&mut buf, kind.fail_code());
-                return send(out, &buf, chunk_timeout).await;
-            }
-            Err(err) => {
-                return Err(io::Error::other(format!("listing aborted: {err}")));
-            }
-        };
+        let more = listing.fill(&mut buf, CHUNK);
         send(out, &buf, chunk_timeout).await?;
         buf.clear();
-        first = false;
         if !more {
             return Ok(());
         }

@@ -2,8 +2,9 @@
 //!
 //! Reply codes are checked strictly in PROTOCOL.md's order (user exists,
 //! user connected, the op's own condition, then the catch-all). Mutations run
-//! inside the group-commit writer's transaction ([`apply`]); listings read a
-//! snapshot ([`list`]) and stream from it ([`Listing`]).
+//! inside the group-commit writer's batch ([`apply`] over a [`Batch`]);
+//! listings take a snapshot of the committed state ([`list`]) and stream
+//! from it ([`Listing`]).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -11,7 +12,9 @@ use bytes::BytesMut;
 use peerdex_protocol::names::{is_valid_description, is_valid_file, is_valid_user};
 use peerdex_protocol::{Checked, Operation, Outcome, Request};
 
-use crate::store::{Cursor, ReadView, Store, StoreError, WriteTables};
+use crate::state::entries::Part;
+use crate::state::tables::listed_file;
+use crate::state::{Batch, State};
 
 /// What a request needs from the server.
 #[derive(Debug)]
@@ -21,10 +24,10 @@ pub enum Plan {
     Answer(Outcome),
     /// A mutation: goes through the group-commit writer.
     Mutate { user: String },
-    /// A listing: answered from a read snapshot.
+    /// A listing: answered from a snapshot of the committed state.
     Read { user: String },
-    /// SEARCH / FIND_SOURCES: answered from the in-memory indexes and a
-    /// read snapshot ([`crate::query`]).
+    /// SEARCH / FIND_SOURCES: answered from the in-memory indexes and
+    /// tables ([`crate::query`]).
     Query { user: String },
 }
 
@@ -46,39 +49,34 @@ pub fn plan(request: &Request) -> Plan {
     }
 }
 
-/// Applies one mutation for `user` inside a write transaction. `peer_ip` is
-/// the TCP source address, recorded by CONNECT when the client sent no IP.
-pub fn apply(
-    tables: &mut WriteTables<'_>,
-    user: &str,
-    operation: &Operation,
-    peer_ip: IpAddr,
-) -> Result<Outcome, StoreError> {
-    let exists = tables.user_exists(user)?;
+/// Applies one mutation for `user` to a batch. `peer_ip` is the TCP source
+/// address, recorded by CONNECT when the client sent no IP.
+pub fn apply(batch: &mut Batch<'_>, user: &str, operation: &Operation, peer_ip: IpAddr) -> Outcome {
+    let exists = batch.user_exists(user);
     if let Operation::Register = operation {
-        return Ok(if !is_valid_user(user) {
+        return if !is_valid_user(user) {
             Outcome::Fail
         } else if exists {
             Outcome::UsernameInUse
         } else {
-            tables.add_user(user)?;
+            batch.add_user(user);
             Outcome::Ok
-        });
+        };
     }
     if !exists {
-        return Ok(Outcome::UserDoesNotExist);
+        return Outcome::UserDoesNotExist;
     }
-    let connected = tables.is_connected(user)?;
-    let outcome = match operation {
+    let connected = batch.is_connected(user);
+    match operation {
         Operation::Unregister => {
-            tables.remove_user(user)?;
+            batch.remove_user(user);
             Outcome::Ok
         }
         Operation::Connect(_) if connected => Outcome::UserAlreadyConnected,
         Operation::Connect(addr) => match (addr.ip, addr.port) {
             (Ok(ip), Ok(port)) => {
                 let ip = ip.unwrap_or(peer_ip).to_canonical();
-                tables.set_address(user, SocketAddr::new(ip, port))?;
+                batch.set_address(user, SocketAddr::new(ip, port));
                 Outcome::Ok
             }
             _ => Outcome::Fail,
@@ -86,10 +84,10 @@ pub fn apply(
         // Every other operation needs a connected user.
         _ if !connected => Outcome::UserNotConnected,
         Operation::Disconnect => {
-            tables.clear_address(user)?;
+            batch.clear_address(user);
             Outcome::Ok
         }
-        Operation::Publish { file, description } => publish(tables, user, file, description, None)?,
+        Operation::Publish { file, description } => publish(batch, user, file, description, None),
         Operation::PublishContent {
             file,
             description,
@@ -102,11 +100,11 @@ pub fn apply(
                 (Ok(size), Ok(hash)) => Ok((*size, *hash)),
                 _ => Err(()),
             };
-            publish(tables, user, file, description, Some(content))?
+            publish(batch, user, file, description, Some(content))
         }
         Operation::Delete { file } => match file {
             Err(_) => Outcome::Fail,
-            Ok(file) if tables.remove_file(user, file)? => Outcome::Ok,
+            Ok(file) if batch.remove_file(user, file) => Outcome::Ok,
             Ok(_) => Outcome::ContentNotPublished,
         },
         // Listings are not mutations: a misrouted one is a failure, never a
@@ -116,53 +114,60 @@ pub fn apply(
         | Operation::ListContent { .. }
         | Operation::Search { .. }
         | Operation::FindSources { .. } => Outcome::Fail,
-    };
-    Ok(outcome)
+    }
 }
 
 /// PUBLISH and PUBLISH_CONTENT after the user checks. `content` is `None`
 /// for a classic PUBLISH, `Some(Err)` for a malformed size or hash.
 fn publish(
-    tables: &mut WriteTables<'_>,
+    batch: &mut Batch<'_>,
     user: &str,
     file: &Checked<String>,
     description: &Checked<String>,
     content: Option<Result<(u64, [u8; 32]), ()>>,
-) -> Result<Outcome, StoreError> {
+) -> Outcome {
     let file = match file {
-        Err(_) => return Ok(Outcome::Fail),
+        Err(_) => return Outcome::Fail,
         Ok(file) => file,
     };
-    if tables.has_file(user, file)? {
-        return Ok(Outcome::ContentAlreadyPublished);
+    if batch.has_file(user, file) {
+        return Outcome::ContentAlreadyPublished;
     }
     let description = match description {
         Ok(description) if is_valid_file(file) && is_valid_description(description) => description,
-        _ => return Ok(Outcome::Fail),
+        _ => return Outcome::Fail,
     };
     match content {
-        None => tables.add_file(user, file, description)?,
-        Some(Err(())) => return Ok(Outcome::Fail),
+        None => batch.add_file(user, file, description),
+        Some(Err(())) => return Outcome::Fail,
         Some(Ok((size, hash))) => {
-            tables.add_file(user, file, description)?;
-            tables.set_content(user, file, size, &hash)?;
+            batch.add_file(user, file, description);
+            batch.set_content(user, file, size, &hash);
         }
     }
-    Ok(Outcome::Ok)
+    Outcome::Ok
 }
 
-/// A listing ready to stream: LIST_USERS or LIST_CONTENT after code 0.
+/// Which listing, and so how stored entries become reply entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ListingKind {
+    /// LIST_USERS: `connected` entries are sent as stored.
+    Users,
+    /// LIST_CONTENT: `files` entries without the owner and content fields.
+    Files,
+}
+
+/// A listing ready to stream: LIST_USERS or LIST_CONTENT after code 0. It
+/// owns a snapshot (shared chunks), so later changes do not affect it and
+/// no lock is held while it is written.
 pub struct Listing {
-    /// The snapshot the count was taken from; entries come from the same one.
-    view: ReadView,
-    /// Whose files, for LIST_CONTENT; `None` for LIST_USERS.
-    content_of: Option<String>,
-    /// Where the previous chunk stopped.
-    cursor: Cursor,
+    kind: ListingKind,
+    /// The snapshot's entries.
+    parts: Vec<Part>,
+    /// The next part to write, and the next entry in it.
+    next: (usize, usize),
     /// Number of entries, written right after the code.
     count: u64,
-    /// True once the last entry was written.
-    done: bool,
 }
 
 impl Listing {
@@ -173,16 +178,31 @@ impl Listing {
 
     /// Appends entries until `out` holds at least `limit` bytes. Returns
     /// false once the listing is complete.
-    pub fn fill(&mut self, out: &mut BytesMut, limit: usize) -> Result<bool, StoreError> {
-        if self.done {
-            return Ok(false);
+    pub fn fill(&mut self, out: &mut BytesMut, limit: usize) -> bool {
+        while let Some(part) = self.parts.get(self.next.0) {
+            match self.kind {
+                ListingKind::Users => {
+                    out.extend_from_slice(part.bytes());
+                    self.next = (self.next.0 + 1, 0);
+                }
+                ListingKind::Files => {
+                    // At least one entry per call, so that a caller whose
+                    // buffer is already full still makes progress.
+                    let start = self.next.1;
+                    while self.next.1 < part.len() && (self.next.1 == start || out.len() < limit) {
+                        out.extend_from_slice(listed_file(part.entry(self.next.1)));
+                        self.next.1 += 1;
+                    }
+                    if self.next.1 == part.len() {
+                        self.next = (self.next.0 + 1, 0);
+                    }
+                }
+            }
+            if out.len() >= limit {
+                break;
+            }
         }
-        let more = match &self.content_of {
-            None => self.view.users_chunk(&mut self.cursor, out, limit)?,
-            Some(user) => self.view.files_chunk(user, &mut self.cursor, out, limit)?,
-        };
-        self.done = !more;
-        Ok(more)
+        self.next.0 < self.parts.len()
     }
 }
 
@@ -193,35 +213,35 @@ pub enum ListAnswer {
     Listing(Box<Listing>),
 }
 
-/// Checks a listing request against a fresh snapshot.
-pub fn list(store: &Store, user: &str, operation: &Operation) -> Result<ListAnswer, StoreError> {
-    let view = store.read()?;
-    if !view.user_exists(user)? {
-        return Ok(ListAnswer::Status(Outcome::UserDoesNotExist));
+/// Checks a listing request against the committed state and snapshots the
+/// entries it lists.
+pub fn list(state: &State, user: &str, operation: &Operation) -> ListAnswer {
+    let tables = state.tables();
+    if !tables.user_exists(user) {
+        return ListAnswer::Status(Outcome::UserDoesNotExist);
     }
-    if !view.is_connected(user)? {
-        return Ok(ListAnswer::Status(Outcome::UserNotConnected));
+    if !tables.is_connected(user) {
+        return ListAnswer::Status(Outcome::UserNotConnected);
     }
-    let content_of = match operation {
-        Operation::ListUsers => None,
+    let (kind, slice) = match operation {
+        Operation::ListUsers => (ListingKind::Users, tables.connected_entries()),
         Operation::ListContent { remote_user } => match remote_user {
-            Ok(remote) if view.user_exists(remote)? => Some(remote.clone()),
-            Ok(_) => return Ok(ListAnswer::Status(Outcome::RemoteUserDoesNotExist)),
-            Err(_) => return Ok(ListAnswer::Status(Outcome::Fail)),
+            Ok(remote) if tables.user_exists(remote) => {
+                (ListingKind::Files, tables.file_entries(remote))
+            }
+            Ok(_) => return ListAnswer::Status(Outcome::RemoteUserDoesNotExist),
+            Err(_) => return ListAnswer::Status(Outcome::Fail),
         },
-        _ => return Ok(ListAnswer::Status(Outcome::Fail)),
+        _ => return ListAnswer::Status(Outcome::Fail),
     };
-    let count = match &content_of {
-        None => view.connected_count()?,
-        Some(remote) => view.file_count(remote)?,
-    };
-    Ok(ListAnswer::Listing(Box::new(Listing {
-        view,
-        content_of,
-        cursor: None,
+    drop(tables);
+    let count = slice.len() as u64;
+    ListAnswer::Listing(Box::new(Listing {
+        kind,
+        parts: slice.into_parts(),
+        next: (0, 0),
         count,
-        done: false,
-    })))
+    }))
 }
 
 /// The user field as text for logs: the name, or a marker when malformed.
@@ -235,19 +255,21 @@ pub fn user_label(user: &Checked<String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::{Engine, Mutation};
     use peerdex_protocol::{ConnectAddr, Malformed, OpKind};
+    use std::cell::RefCell;
     const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7));
 
     struct Fixture {
         _dir: tempfile::TempDir,
-        store: Store,
+        engine: RefCell<Engine>,
     }
 
     impl Fixture {
         fn new() -> Self {
             let dir = tempfile::tempdir().unwrap();
-            let store = Store::open(dir.path()).unwrap();
-            Fixture { _dir: dir, store }
+            let engine = RefCell::new(Engine::open(dir.path()).unwrap());
+            Fixture { _dir: dir, engine }
         }
 
         /// Runs a request the way the server does; returns its reply code.
@@ -260,13 +282,17 @@ mod tests {
             };
             let outcome = match plan(&request) {
                 Plan::Answer(outcome) => outcome,
-                Plan::Mutate { user } => self
-                    .store
-                    .write(|t| apply(t, &user, &request.operation, PEER))
-                    .unwrap(),
+                Plan::Mutate { user } => {
+                    let mutation = Mutation {
+                        user,
+                        operation: request.operation.clone(),
+                        peer_ip: PEER,
+                    };
+                    self.engine.borrow_mut().commit([&mutation])[0]
+                }
                 Plan::Query { .. } => panic!("query ops are tested in tests/directory_ext.rs"),
                 Plan::Read { user } => {
-                    match list(&self.store, &user, &request.operation).unwrap() {
+                    match list(self.engine.borrow().state(), &user, &request.operation) {
                         ListAnswer::Status(outcome) => outcome,
                         ListAnswer::Listing(_) => Outcome::Ok,
                     }
@@ -285,12 +311,13 @@ mod tests {
         }
 
         fn listing(&self, user: &str, operation: Operation) -> (u64, Vec<String>) {
-            let ListAnswer::Listing(mut listing) = list(&self.store, user, &operation).unwrap()
+            let ListAnswer::Listing(mut listing) =
+                list(self.engine.borrow().state(), user, &operation)
             else {
                 panic!("no listing")
             };
             let mut out = BytesMut::new();
-            while listing.fill(&mut out, 7).unwrap() {}
+            while listing.fill(&mut out, 7) {}
             let text = String::from_utf8(out.to_vec()).unwrap();
             let fields = text
                 .split_terminator('\0')

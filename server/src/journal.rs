@@ -2,24 +2,29 @@
 //! sequential write and one `fdatasync`.
 //!
 //! Why: a durable redb commit writes every copy-on-write page of every
-//! B-tree it touched, one `pwrite` each; with random users that was ~40
-//! pages per batch and the writer thread was the server's bottleneck (see
-//! docs/PERFORMANCE.md). Instead, each batch appends the effects it wrote
-//! (absolute assignments such as "file f of u is d", never "do PUBLISH") to
-//! this file, syncs it, and only then commits the redb transaction without
-//! durability (visible to readers, held in memory). Every
-//! [`CHECKPOINT_BYTES`] the store makes one durable redb commit and empties
-//! the journal. At start-up the journal is replayed over the database.
+//! B-tree it touched, one `pwrite` each, and even a non-durable one costs
+//! the writer the in-memory page work; with random users that was the
+//! server's bottleneck (see docs/PERFORMANCE.md). Instead, each batch
+//! appends the effects it wrote (absolute assignments such as "file f of u
+//! is d", never "do PUBLISH") to the current journal segment and syncs it;
+//! that is the commit. The in-memory state is then updated
+//! ([`crate::state`]), and redb catches up later, one whole segment per
+//! transaction, in the background ([`crate::checkpoint`]), which then
+//! deletes the segment. At start-up every remaining segment is replayed
+//! over the database, in order.
 //!
 //! Replaying is idempotent: every effect sets a key to a value or removes
-//! it, so replaying the whole journal over a state that already contains a
-//! prefix of it (a checkpoint that was durable before the truncation was)
-//! gives the same state.
+//! it, so replaying a segment over a state that already contains it (a
+//! checkpoint that was durable before the segment was deleted) gives the
+//! same state.
 //!
-//! Format: the magic [`MAGIC`], then records `len: u32 LE, hash: u64 LE
-//! (FNV-1a of the payload), payload`. A record that is cut short or fails
-//! its hash ends the journal: only the batch being written when the process
-//! died can be torn, and nobody was answered for it.
+//! Files: `peerdex.journal.<n>` with `n` increasing (zero-padded, so names
+//! sort by number); `peerdex.journal` is the single journal of older
+//! versions and is replayed first. Format of each: the magic [`MAGIC`], then
+//! records `len: u32 LE, hash: u64 LE (FNV-1a of the payload), payload`. A
+//! record that is cut short or fails its hash ends the segment: only the
+//! batch being written when the process died can be torn, and nobody was
+//! answered for it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -29,15 +34,19 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-/// Name of the journal file inside the data directory.
-pub const JOURNAL_FILE_NAME: &str = "peerdex.journal";
+/// Name of the single journal of versions before segments.
+pub const LEGACY_JOURNAL_NAME: &str = "peerdex.journal";
+
+/// Segment file names are this prefix and the segment number.
+pub const SEGMENT_PREFIX: &str = "peerdex.journal.";
 
 /// First bytes of every journal: a foreign or garbage file is refused.
 pub const MAGIC: &[u8; 8] = b"PDXJRNL1";
 
-/// Journal size after which the store checkpoints: bounds both replay time
-/// and the redb pages held in memory between durable commits.
-pub const CHECKPOINT_BYTES: u64 = 512 * 1024;
+/// Segment size after which the writer starts a new segment and hands the
+/// full one to the checkpointer: bounds replay time and the redb pages one
+/// checkpoint transaction holds in memory.
+pub const SEGMENT_BYTES: u64 = 1024 * 1024;
 
 /// Why the journal could not be read or written.
 #[derive(Debug, Error)]
@@ -79,9 +88,74 @@ pub enum Effect {
     },
 }
 
-/// The open journal file.
+/// A journal file found in the data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentFile {
+    /// Its number; 0 for the legacy single journal.
+    pub number: u64,
+    pub path: PathBuf,
+}
+
+/// The path of segment `number` in `dir`.
+pub fn segment_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{SEGMENT_PREFIX}{number:012}"))
+}
+
+/// The journal files in `dir`, oldest first.
+pub fn segments(dir: &Path) -> Result<Vec<SegmentFile>, JournalError> {
+    let io_err = |source| JournalError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_err)? {
+        let entry = entry.map_err(io_err)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let number = if name == LEGACY_JOURNAL_NAME {
+            0
+        } else if let Some(n) = name.strip_prefix(SEGMENT_PREFIX) {
+            match n.parse::<u64>() {
+                Ok(n) if n > 0 => n,
+                _ => continue,
+            }
+        } else {
+            continue;
+        };
+        found.push(SegmentFile {
+            number,
+            path: entry.path(),
+        });
+    }
+    found.sort_by_key(|s| s.number);
+    Ok(found)
+}
+
+/// The effects of every whole record of the journal file at `path`, in
+/// order. An empty file (created, never written) holds nothing.
+pub fn read_segment(path: &Path) -> Result<Vec<Effect>, JournalError> {
+    let bytes = read_checked(path)?;
+    Ok(parse_records(bytes.get(MAGIC.len()..).unwrap_or_default()))
+}
+
+/// Syncs the directory itself, so that a created or renamed file's name
+/// survives a power cut.
+pub fn sync_dir(dir: &Path) -> Result<(), JournalError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| JournalError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// The segment being appended to.
 #[derive(Debug)]
 pub struct Journal {
+    /// The data directory, where the next segment goes.
+    dir: PathBuf,
+    /// The segment's number.
+    number: u64,
     /// The file, written at explicit offsets.
     file: File,
     /// Its path, for errors.
@@ -93,52 +167,53 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Opens (or creates) the journal in `dir` and returns it with the
-    /// effects it still holds, in order.
-    pub fn open(dir: &Path) -> Result<(Journal, Vec<Effect>), JournalError> {
-        let path = dir.join(JOURNAL_FILE_NAME);
+    /// Creates segment `number` in `dir` (magic written and synced, the
+    /// directory entry synced) and opens it for appending.
+    pub fn create(dir: &Path, number: u64) -> Result<Journal, JournalError> {
+        let path = segment_path(dir, number);
         let io_err = |source| JournalError::Io {
             path: path.clone(),
             source,
         };
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
-            .truncate(false)
+            .truncate(true)
             .open(&path)
             .map_err(io_err)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io_err)?;
-        let effects = if bytes.is_empty() {
-            // Brand new: write the magic now so that the file is never a
-            // bare record stream.
-            file.write_all_at(MAGIC, 0).map_err(io_err)?;
-            file.sync_data().map_err(io_err)?;
-            Vec::new()
-        } else if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-            return Err(JournalError::Foreign { path });
-        } else {
-            parse_records(&bytes[MAGIC.len()..])
-        };
-        let journal = Journal {
+        file.write_all_at(MAGIC, 0).map_err(io_err)?;
+        file.sync_data().map_err(io_err)?;
+        sync_dir(dir)?;
+        Ok(Journal {
+            dir: dir.to_path_buf(),
+            number,
             file,
             path,
             end: MAGIC.len() as u64,
             buf: Vec::new(),
-        };
-        // `end` stays at the magic: the caller replays the effects, makes
-        // them durable in the database, then calls `reset`; until then
-        // nothing is appended.
-        Ok((journal, effects))
+        })
     }
 
-    /// Bytes of records since the last reset.
+    /// This segment's number.
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+
+    /// Starts the next segment; returns the number of the finished one.
+    /// The finished file is complete: every record in it was synced.
+    pub fn rotate(&mut self) -> Result<u64, JournalError> {
+        let next = Journal::create(&self.dir, self.number + 1)?;
+        let finished = std::mem::replace(self, next);
+        Ok(finished.number)
+    }
+
+    /// Bytes of records in this segment.
     pub fn len(&self) -> u64 {
         self.end - MAGIC.len() as u64
     }
 
-    /// True when no record was appended since the last reset.
+    /// True when no record was appended to this segment.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -168,20 +243,6 @@ impl Journal {
         Ok(())
     }
 
-    /// Forgets every record: call only after they are durable in the
-    /// database. Not synced on purpose: if the old records reappear after
-    /// a crash, replaying them is idempotent.
-    pub fn reset(&mut self) -> Result<(), JournalError> {
-        self.file
-            .set_len(MAGIC.len() as u64)
-            .map_err(|source| JournalError::Io {
-                path: self.path.clone(),
-                source,
-            })?;
-        self.end = MAGIC.len() as u64;
-        Ok(())
-    }
-
     fn io(&self, kind: io::ErrorKind) -> JournalError {
         JournalError::Io {
             path: self.path.clone(),
@@ -201,8 +262,26 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// The effects of every whole record, stopping at the first torn one.
-fn parse_records(mut bytes: &[u8]) -> Vec<Effect> {
+fn parse_records(bytes: &[u8]) -> Vec<Effect> {
     let mut effects = Vec::new();
+    each_record(bytes, |record| {
+        effects.extend_from_slice(record);
+        Ok::<(), ()>(())
+    })
+    .unwrap_or(0);
+    effects
+}
+
+/// Calls `apply` with the effects of each whole record in order, stopping
+/// at the first torn one or at `apply`'s first error. Returns how many
+/// effects were applied. Only one record is decoded at a time, so the
+/// checkpointer's memory does not grow with the segment.
+fn each_record<E>(
+    mut bytes: &[u8],
+    mut apply: impl FnMut(&[Effect]) -> Result<(), E>,
+) -> Result<usize, E> {
+    let mut applied = 0;
+    let mut record = Vec::new();
     while bytes.len() >= 12 {
         let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
         let mut hash = [0u8; 8];
@@ -214,17 +293,47 @@ fn parse_records(mut bytes: &[u8]) -> Vec<Effect> {
             break;
         }
         let mut cursor = payload;
-        let mut record = Vec::new();
+        record.clear();
         while !cursor.is_empty() {
             match decode(&mut cursor) {
                 Some(effect) => record.push(effect),
-                None => return effects,
+                None => return Ok(applied),
             }
         }
-        effects.extend(record);
+        apply(&record)?;
+        applied += record.len();
         bytes = &bytes[12 + len..];
     }
-    effects
+    Ok(applied)
+}
+
+/// Calls `apply` with each whole record of the journal file at `path`, in
+/// order (see [`read_segment`] for what counts as whole). Returns the
+/// number of effects.
+pub fn for_each_record<E: From<JournalError>>(
+    path: &Path,
+    apply: impl FnMut(&[Effect]) -> Result<(), E>,
+) -> Result<usize, E> {
+    let bytes = read_checked(path)?;
+    each_record(bytes.get(MAGIC.len()..).unwrap_or_default(), apply)
+}
+
+/// The bytes of a journal file whose magic was checked; an empty file
+/// gives an empty vector.
+fn read_checked(path: &Path) -> Result<Vec<u8>, JournalError> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|source| JournalError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if !bytes.is_empty() && (bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC) {
+        return Err(JournalError::Foreign {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(bytes)
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -379,46 +488,59 @@ mod tests {
     }
 
     #[test]
-    fn records_round_trip_and_reset_empties() {
+    fn records_round_trip_across_rotation() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut journal, replay) = Journal::open(dir.path()).unwrap();
-        assert!(replay.is_empty());
+        let mut journal = Journal::create(dir.path(), 1).unwrap();
         let effects = sample();
         journal.append(&effects[..3]).unwrap();
+        assert_eq!(journal.rotate().unwrap(), 1);
+        assert_eq!(journal.number(), 2);
         journal.append(&effects[3..]).unwrap();
         drop(journal);
-        let (mut journal, replay) = Journal::open(dir.path()).unwrap();
-        assert_eq!(replay, effects);
-        journal.reset().unwrap();
-        drop(journal);
-        assert!(Journal::open(dir.path()).unwrap().1.is_empty());
+        let found = segments(dir.path()).unwrap();
+        assert_eq!(found.iter().map(|s| s.number).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(read_segment(&found[0].path).unwrap(), effects[..3]);
+        assert_eq!(read_segment(&found[1].path).unwrap(), effects[3..]);
+    }
+
+    #[test]
+    fn legacy_journal_comes_first_and_strays_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Journal::create(dir.path(), 7).unwrap());
+        let legacy = MAGIC.to_vec();
+        std::fs::write(dir.path().join(LEGACY_JOURNAL_NAME), &legacy).unwrap();
+        std::fs::write(dir.path().join("peerdex.journal.tmp"), b"x").unwrap();
+        let found = segments(dir.path()).unwrap();
+        assert_eq!(found.iter().map(|s| s.number).collect::<Vec<_>>(), [0, 7]);
+        assert!(read_segment(&found[0].path).unwrap().is_empty());
     }
 
     #[test]
     fn torn_tail_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut journal, _) = Journal::open(dir.path()).unwrap();
+        let mut journal = Journal::create(dir.path(), 1).unwrap();
         let effects = sample();
         journal.append(&effects[..2]).unwrap();
         journal.append(&effects[2..]).unwrap();
         drop(journal);
-        let path = dir.path().join(JOURNAL_FILE_NAME);
+        let path = segment_path(dir.path(), 1);
         let len = std::fs::metadata(&path).unwrap().len();
         let file = OpenOptions::new().write(true).open(&path).unwrap();
         file.set_len(len - 3).unwrap();
-        assert_eq!(Journal::open(dir.path()).unwrap().1, effects[..2]);
+        assert_eq!(read_segment(&path).unwrap(), effects[..2]);
         // A flipped byte in the last record: the same.
         file.set_len(len).unwrap();
         file.write_all_at(b"\xff", len - 1).unwrap();
-        assert_eq!(Journal::open(dir.path()).unwrap().1, effects[..2]);
+        assert_eq!(read_segment(&path).unwrap(), effects[..2]);
     }
 
     #[test]
     fn garbage_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(JOURNAL_FILE_NAME), b"not a journal").unwrap();
+        let path = segment_path(dir.path(), 3);
+        std::fs::write(&path, b"not a journal").unwrap();
         assert!(matches!(
-            Journal::open(dir.path()),
+            read_segment(&path),
             Err(JournalError::Foreign { .. })
         ));
     }

@@ -10,11 +10,19 @@
 //!   dispatch, write the whole reply, close cleanly.
 //! - [`directory`]: the rules: where a command is applied to state, reply
 //!   codes checked in PROTOCOL.md's order.
-//! - [`commit`]: group commit: one writer thread applies queued mutations in
-//!   one durable transaction and only then answers.
-//! - [`store`]: where state is stored: the redb database and its tables.
-//! - [`journal`]: the write-ahead journal that makes a batch durable with
-//!   one write and one fdatasync; redb is checkpointed from it.
+//! - [`commit`]: group commit: one writer thread takes queued mutations as
+//!   one batch and only answers once it is durable.
+//! - [`engine`]: start-up recovery, the commit of one batch (journal, then
+//!   memory), close.
+//! - [`state`]: the committed directory in memory, which every request
+//!   reads ([`state::tables`], on [`state::entries`]).
+//! - [`journal`]: the write-ahead journal segments that make a batch
+//!   durable with one write and one fdatasync.
+//! - [`checkpoint`]: the background thread that applies full segments to
+//!   the database.
+//! - [`store`]: where state is stored on disk: the redb database, loaded at
+//!   start-up.
+//! - [`index`], [`query`]: SEARCH / FIND_SOURCES.
 //! - [`addr_text`]: IP and port text for LIST_USERS without heap strings.
 //! - [`log_sink`]: records for the RPC logger, off the critical path.
 //! - [`shutdown`]: the signals that stop the server.
@@ -34,16 +42,19 @@
 //! ```
 
 pub mod addr_text;
+pub mod checkpoint;
 pub mod cli;
 pub mod commit;
 pub mod connection;
 pub mod directory;
+pub mod engine;
 pub mod index;
 pub mod journal;
 pub mod log_sink;
 pub mod query;
 pub mod server;
 pub mod shutdown;
+pub mod state;
 pub mod store;
 
 pub use server::{run, Config, Server, ServerError};

@@ -1,8 +1,8 @@
 //! SEARCH and FIND_SOURCES: read-only extension ops answered from the
-//! in-memory indexes ([`crate::index`]) plus one read snapshot of the store.
+//! in-memory indexes ([`crate::index`]) and tables ([`crate::state`]).
 //!
 //! The index lock is held only to copy the (bounded) hits out; descriptions,
-//! sizes, hashes and addresses then come from the snapshot. Codes are
+//! sizes, hashes and addresses then come from the tables. Codes are
 //! checked in the order of docs/PROTOCOL-EXTENSIONS.md (user exists, user
 //! connected, the op's own condition, catch-all).
 
@@ -13,8 +13,10 @@ use peerdex_protocol::reply::{
 use peerdex_protocol::request::MAX_SEARCH_LIMIT;
 use peerdex_protocol::{Operation, Outcome};
 
+use peerdex_protocol::CodecError;
+
 use crate::index::{Digest, Pattern};
-use crate::store::{ReadView, Store, StoreError};
+use crate::state::{State, Tables};
 
 /// Most sources in one FIND_SOURCES reply: bounds the reply; a downloader
 /// gains nothing from more peers than it can open connections to.
@@ -29,13 +31,15 @@ pub enum QueryAnswer {
 }
 
 /// Answers SEARCH or FIND_SOURCES for `user`.
-pub fn query(store: &Store, user: &str, operation: &Operation) -> Result<QueryAnswer, StoreError> {
-    let view = store.read()?;
-    if !view.user_exists(user)? {
-        return Ok(QueryAnswer::Status(Outcome::UserDoesNotExist));
-    }
-    if !view.is_connected(user)? {
-        return Ok(QueryAnswer::Status(Outcome::UserNotConnected));
+pub fn query(state: &State, user: &str, operation: &Operation) -> Result<QueryAnswer, CodecError> {
+    {
+        let view = state.tables();
+        if !view.user_exists(user) {
+            return Ok(QueryAnswer::Status(Outcome::UserDoesNotExist));
+        }
+        if !view.is_connected(user) {
+            return Ok(QueryAnswer::Status(Outcome::UserNotConnected));
+        }
     }
     match operation {
         Operation::Search { pattern, limit } => {
@@ -45,12 +49,7 @@ pub fn query(store: &Store, user: &str, operation: &Operation) -> Result<QueryAn
             let Ok(pattern) = Pattern::parse(pattern) else {
                 return Ok(QueryAnswer::Status(Outcome::Fail));
             };
-            search(
-                store,
-                &view,
-                &pattern,
-                (*limit).min(MAX_SEARCH_LIMIT) as usize,
-            )
+            search(state, &pattern, (*limit).min(MAX_SEARCH_LIMIT) as usize)
         }
         Operation::FindSources {
             hash,
@@ -58,10 +57,10 @@ pub fn query(store: &Store, user: &str, operation: &Operation) -> Result<QueryAn
             file,
         } => match hash {
             Err(_) => Ok(QueryAnswer::Status(Outcome::Fail)),
-            Ok(Some(hash)) => by_hash(store, &view, hash, None),
+            Ok(Some(hash)) => by_hash(state, hash, None),
             Ok(None) => match (remote_user, file) {
                 (Ok(remote), Ok(file)) if !remote.is_empty() && !file.is_empty() => {
-                    by_entry(store, &view, remote, file)
+                    by_entry(state, remote, file)
                 }
                 _ => Ok(QueryAnswer::Status(Outcome::Fail)),
             },
@@ -70,14 +69,9 @@ pub fn query(store: &Store, user: &str, operation: &Operation) -> Result<QueryAn
     }
 }
 
-fn search(
-    store: &Store,
-    view: &ReadView,
-    pattern: &Pattern,
-    limit: usize,
-) -> Result<QueryAnswer, StoreError> {
+fn search(state: &State, pattern: &Pattern, limit: usize) -> Result<QueryAnswer, CodecError> {
     let (total, hits) = {
-        let indexes = store.indexes();
+        let indexes = state.indexes();
         let (total, hits) = indexes.names.search(pattern, limit);
         let hits: Vec<(String, String, bool)> = hits
             .into_iter()
@@ -87,18 +81,18 @@ fn search(
     };
     let mut body = BytesMut::with_capacity(64 * hits.len());
     let mut count = 0u64;
+    let view = state.tables();
     for (owner, file, connected) in hits {
-        // Gone from the snapshot since the index was read: leave it out.
-        let Some(description) = view.description(&owner, &file)? else {
+        // Gone since the index was read: leave it out.
+        let Some(info) = view.file(&owner, &file) else {
             continue;
         };
-        let content = view.content(&owner, &file)?;
         let entry = SearchEntry {
+            description: info.description.to_string(),
+            size: info.content.map(|c| c.0),
+            hash: info.content.map(|c| c.1),
             owner,
             file,
-            description,
-            size: content.map(|c| c.0),
-            hash: content.map(|c| c.1),
             connected,
         };
         put_search_entry(&mut body, &entry)?;
@@ -113,17 +107,16 @@ fn search(
 }
 
 /// FIND_SOURCES naming REMOTE_USER's FILE.
-fn by_entry(
-    store: &Store,
-    view: &ReadView,
-    remote: &str,
-    file: &str,
-) -> Result<QueryAnswer, StoreError> {
-    if view.description(remote, file)?.is_none() {
-        return Ok(QueryAnswer::Status(Outcome::ContentNotPublished));
-    }
-    match view.content(remote, file)? {
-        Some((size, hash)) => by_hash(store, view, &hash, Some(size)),
+fn by_entry(state: &State, remote: &str, file: &str) -> Result<QueryAnswer, CodecError> {
+    let (content, address) = {
+        let view = state.tables();
+        let Some(info) = view.file(remote, file) else {
+            return Ok(QueryAnswer::Status(Outcome::ContentNotPublished));
+        };
+        (info.content, view.address(remote))
+    };
+    match content {
+        Some((size, hash)) => by_hash(state, &hash, Some(size)),
         None => {
             // Published without a hash: nobody can be proven to hold the
             // same bytes, so the owner alone is the source.
@@ -131,7 +124,7 @@ fn by_entry(
             put_code(&mut reply, 0);
             put_size(&mut reply, None);
             put_hash(&mut reply, None);
-            match view.address(remote)? {
+            match address {
                 Some(addr) => {
                     put_count(&mut reply, 1);
                     put_source_entry(&mut reply, remote, addr.ip(), addr.port(), file)?;
@@ -145,14 +138,9 @@ fn by_entry(
 
 /// FIND_SOURCES for a hash: every connected owner of an entry with it
 /// (one source per user, its first such file by name), ordered by user.
-fn by_hash(
-    store: &Store,
-    view: &ReadView,
-    hash: &Digest,
-    size: Option<u64>,
-) -> Result<QueryAnswer, StoreError> {
+fn by_hash(state: &State, hash: &Digest, size: Option<u64>) -> Result<QueryAnswer, CodecError> {
     let (known_size, mut owners) = {
-        let indexes = store.indexes();
+        let indexes = state.indexes();
         let ids = indexes.content.entries(hash);
         let known_size = ids.first().and_then(|id| indexes.content.content(*id));
         let owners: Vec<(String, String)> = ids
@@ -170,8 +158,9 @@ fn by_hash(
     owners.dedup_by(|a, b| a.0 == b.0);
     let mut body = BytesMut::new();
     let mut count = 0u64;
+    let view: &Tables = &state.tables();
     for (owner, file) in owners.into_iter().take(MAX_SOURCES) {
-        if let Some(addr) = view.address(&owner)? {
+        if let Some(addr) = view.address(&owner) {
             put_source_entry(&mut body, &owner, addr.ip(), addr.port(), &file)?;
             count += 1;
         }

@@ -18,8 +18,9 @@ use tokio::sync::Semaphore;
 
 use crate::commit::Committer;
 use crate::connection::{self, Shared};
+use crate::engine::Engine;
 use crate::log_sink::LogSink;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 /// Extra time, beyond the request deadline, that shutdown waits for
 /// in-flight connections.
@@ -65,8 +66,8 @@ pub enum ServerError {
 pub struct Server {
     /// The listening socket.
     listener: TcpListener,
-    /// The open database.
-    store: Arc<Store>,
+    /// The open directory (state, journal, database).
+    engine: Engine,
     /// The configuration it was bound with.
     config: Config,
 }
@@ -77,14 +78,14 @@ impl Server {
     /// accepted.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let dir = config.data_dir.clone();
-        let store = tokio::task::spawn_blocking(move || Store::open(&dir)).await??;
+        let engine = tokio::task::spawn_blocking(move || Engine::open(&dir)).await??;
         let addr = SocketAddr::new(config.bind, config.port);
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;
         Ok(Server {
             listener,
-            store: Arc::new(store),
+            engine,
             config,
         })
     }
@@ -98,10 +99,11 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let Server {
             listener,
-            store,
+            engine,
             config,
         } = self;
-        let (committer, writer) = Committer::start(store.clone()).map_err(ServerError::Writer)?;
+        let state = engine.state().clone();
+        let (committer, writer) = Committer::start(engine).map_err(ServerError::Writer)?;
         let (log, log_task) = match config.logger.clone() {
             Some(addr) => {
                 let (sink, task) = LogSink::start(addr);
@@ -110,7 +112,7 @@ impl Server {
             None => (LogSink::disabled(), None),
         };
         let shared = Arc::new(Shared {
-            store: store.clone(),
+            state,
             committer,
             log,
             request_timeout: config.request_timeout,
@@ -149,19 +151,18 @@ impl Server {
             tokio::task::spawn_blocking(move || writer.join()),
         )
         .await;
-        match joined {
-            Ok(Ok(Ok(()))) => {}
+        let engine = match joined {
+            Ok(Ok(Ok(engine))) => engine,
             Ok(Ok(Err(_))) => return Err(ServerError::WriterPanicked),
             Ok(Err(err)) => return Err(err.into()),
             Err(_) => {
                 tracing::warn!("commit writer still busy; committed data is durable");
                 return Ok(());
             }
-        }
-        match Arc::try_unwrap(store) {
-            Ok(store) => store.close()?,
-            Err(_) => tracing::warn!("store still in use by abandoned connections"),
-        }
+        };
+        // Checkpoints the journal into the database, so that the next start
+        // has nothing to replay.
+        tokio::task::spawn_blocking(move || engine.close()).await??;
         tracing::info!("server stopped");
         Ok(())
     }

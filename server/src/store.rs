@@ -24,33 +24,30 @@
 //! a `file_counts` table; [`Store::open`] migrates such a database in one
 //! transaction.
 //!
-//! Writes only happen through [`Store::write`], which the group-commit writer
-//! ([`crate::commit`]) calls: the transaction's effects are appended to the
-//! write-ahead [`Journal`] and synced, and only then is the redb transaction
-//! committed, without its own fsync; every [`CHECKPOINT_BYTES`] of journal
-//! one durable redb commit empties it. Reads go through a [`ReadView`], one
-//! consistent snapshot, which never sees a change before it is durable in
-//! the journal.
+//! The database is the checkpoint behind the journal, not what requests
+//! read: at start-up it is loaded into memory ([`Store::load`]) after the
+//! journal segments left by the previous run were applied to it
+//! ([`Store::apply_durably`]); while the server runs, the checkpointer
+//! ([`crate::checkpoint`]) applies each full journal segment in one durable
+//! transaction. Nothing else writes it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::ops::Bound;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use bytes::BytesMut;
 use peerdex_protocol::field::put_field;
-use peerdex_protocol::reply::put_content_entry;
 use peerdex_protocol::CodecError;
 use redb::{
-    Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, Table, TableDefinition, TableHandle, WriteTransaction,
+    Database, ReadableDatabase, ReadableTable, Table, TableDefinition, TableHandle,
+    WriteTransaction,
 };
 use thiserror::Error;
 
 use crate::addr_text::{IpText, PortText};
 use crate::index::Indexes;
-use crate::journal::{Effect, Journal, JournalError, CHECKPOINT_BYTES};
+use crate::journal::{Effect, JournalError};
+use crate::state::Tables;
 
 /// Name of the database file inside the data directory.
 pub const DB_FILE_NAME: &str = "peerdex.redb";
@@ -96,8 +93,10 @@ pub enum StoreError {
     Encode(#[from] CodecError),
     #[error(transparent)]
     Journal(#[from] JournalError),
-    #[error("a journaled change could not be applied to the database; restart the server to replay the journal")]
-    Diverged,
+    #[error("the checkpointer thread panicked; the journal is replayed at the next start")]
+    CheckpointerPanicked,
+    #[error("stored entry of user {0:?} cannot be loaded: {1}")]
+    CorruptEntry(String, CodecError),
 }
 
 macro_rules! from_redb {
@@ -120,26 +119,10 @@ from_redb!(
 
 /// The directory's database.
 pub struct Store {
-    /// The open redb database; `Database` is `Sync`, readers and the writer
-    /// share it.
+    /// The open redb database.
     db: Database,
     /// The database file, for error messages.
     path: PathBuf,
-    /// The write-ahead journal; taken by the one writer per transaction.
-    journal: Mutex<JournalState>,
-    /// SEARCH / FIND_SOURCES indexes: built at open, updated by the writer
-    /// after each commit (see [`crate::index`]).
-    indexes: RwLock<Indexes>,
-}
-
-/// The journal and whether the database still matches it.
-#[derive(Debug)]
-struct JournalState {
-    journal: Journal,
-    /// Set when a change was journaled but its redb commit failed: the
-    /// database no longer holds what the journal says, so every later write
-    /// fails until a restart replays the journal.
-    diverged: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -147,6 +130,11 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store").field("path", &self.path).finish()
     }
 }
+
+/// redb's page cache. Requests never read redb; only checkpoints do, one
+/// segment's worth of keys at a time, so a small cache bounds the server's
+/// memory (issue 3's RSS target) and misses come from the OS page cache.
+const CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 impl Store {
     /// Opens (or creates) the database in `dir`, creating `dir` if missing.
@@ -166,7 +154,7 @@ impl Store {
         // behind its back: turn that into an error too.
         let opened = catch_unwind(AssertUnwindSafe(|| {
             redb::Builder::new()
-                .set_cache_size(256 * 1024 * 1024)
+                .set_cache_size(CACHE_BYTES)
                 .create(&path)
         }));
         let db = match opened {
@@ -174,55 +162,75 @@ impl Store {
             Ok(Err(err)) => return Err(open_err(err.into())),
             Err(_) => return Err(StoreError::OpenPanicked { path }),
         };
-        let (journal, replay) = Journal::open(dir)?;
-        let store = Store {
-            db,
-            path,
-            journal: Mutex::new(JournalState {
-                journal,
-                diverged: false,
-            }),
-            indexes: RwLock::new(Indexes::default()),
-        };
+        let store = Store { db, path };
         store.check_schema()?;
-        store.replay(&replay)?;
-        store.build_indexes()?;
         Ok(store)
     }
 
-    /// Builds the in-memory indexes from the committed state.
-    fn build_indexes(&self) -> Result<(), StoreError> {
+    /// Loads the whole committed state: the tables and the search indexes.
+    pub fn load(&self) -> Result<(Tables, Indexes), StoreError> {
         let txn = self.db.begin_read()?;
+        let mut tables = Tables::default();
         let mut indexes = Indexes::default();
-        for entry in txn.open_table(CONNECTED)?.iter()? {
+        let mut effects = Vec::with_capacity(1);
+        let mut load = |effect: Effect, tables: &mut Tables, indexes: &mut Indexes| {
+            let user = match &effect {
+                Effect::AddUser(u) | Effect::SetAddress(u, _) => u.clone(),
+                Effect::AddFile { user, .. } | Effect::SetContent { user, .. } => user.clone(),
+                _ => String::new(),
+            };
+            tables
+                .apply(&effect)
+                .map_err(|err| StoreError::CorruptEntry(user, err))?;
+            effects.clear();
+            effects.push(effect);
+            indexes.apply(&effects);
+            Ok::<(), StoreError>(())
+        };
+        for entry in txn.open_table(USERS)?.iter()? {
             let (name, _) = entry?;
-            indexes.names.set_connected(name.value(), true);
+            load(
+                Effect::AddUser(name.value().to_string()),
+                &mut tables,
+                &mut indexes,
+            )?;
+        }
+        for entry in txn.open_table(CONNECTED)?.iter()? {
+            let (name, value) = entry?;
+            let name = name.value().to_string();
+            let addr = decode_addr(value.value())
+                .ok_or_else(|| StoreError::CorruptAddress(name.clone()))?;
+            load(Effect::SetAddress(name, addr), &mut tables, &mut indexes)?;
         }
         for entry in txn.open_table(FILES)?.iter()? {
-            let (key, _) = entry?;
+            let (key, description) = entry?;
             let (user, file) = key.value();
-            indexes.names.add(user, file);
+            let effect = Effect::AddFile {
+                user: user.to_string(),
+                file: file.to_string(),
+                description: description.value().to_string(),
+            };
+            load(effect, &mut tables, &mut indexes)?;
         }
         for entry in txn.open_table(CONTENT)?.iter()? {
             let (key, value) = entry?;
             let (user, file) = key.value();
-            if let (Some(id), Some((size, hash))) = (
-                indexes.names.find(user, file),
-                decode_content(value.value()),
-            ) {
-                indexes.content.set(id, size, hash);
+            if let Some((size, hash)) = decode_content(value.value()) {
+                let effect = Effect::SetContent {
+                    user: user.to_string(),
+                    file: file.to_string(),
+                    size,
+                    hash,
+                };
+                load(effect, &mut tables, &mut indexes)?;
             }
         }
-        tracing::info!(files = indexes.names.len(), "search index built");
-        *self.indexes.write().unwrap_or_else(|p| p.into_inner()) = indexes;
-        Ok(())
-    }
-
-    /// The SEARCH / FIND_SOURCES indexes, for reading.
-    pub fn indexes(&self) -> RwLockReadGuard<'_, Indexes> {
-        // A panic in an index update leaves the index usable (every
-        // update is a few field writes); serving it beats failing forever.
-        self.indexes.read().unwrap_or_else(|p| p.into_inner())
+        tracing::info!(
+            users = tables.user_count(),
+            files = indexes.names.len(),
+            "directory loaded"
+        );
+        Ok((tables, indexes))
     }
 
     /// The database file.
@@ -272,114 +280,38 @@ impl Store {
         Ok(())
     }
 
-    /// Applies journal `effects` left by a previous run in one durable
-    /// transaction, then empties the journal.
-    fn replay(&self, effects: &[Effect]) -> Result<(), StoreError> {
-        let mut state = self.lock_journal()?;
-        if !effects.is_empty() {
-            let txn = self.db.begin_write()?;
-            {
-                let mut tables = WriteTables::open(&txn)?;
-                for effect in effects {
-                    tables.apply_effect(effect)?;
-                }
-            }
-            txn.commit()?;
-            tracing::info!(effects = effects.len(), "journal replayed");
-        }
-        state.journal.reset()?;
-        Ok(())
-    }
-
-    fn lock_journal(&self) -> Result<MutexGuard<'_, JournalState>, StoreError> {
-        // A panic while holding the lock left no half-written record that
-        // `append` would not detect; the flag below still guards the data.
-        Ok(self.journal.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    /// Runs `apply` inside one write transaction and makes it durable if it
-    /// succeeded: its effects are appended to the journal and synced, then
-    /// the transaction is committed (visible to readers) without a redb
-    /// fsync. On error nothing is committed.
-    pub fn write<T>(
-        &self,
-        apply: impl FnOnce(&mut WriteTables<'_>) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let mut state = self.lock_journal()?;
-        if state.diverged {
-            return Err(StoreError::Diverged);
-        }
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::None)?;
-        let result = {
-            let mut tables = WriteTables::open(&txn)?;
-            apply(&mut tables).and_then(|value| {
-                if !tables.effects.is_empty() {
-                    state.journal.append(&tables.effects)?;
-                }
-                Ok((value, std::mem::take(&mut tables.effects)))
-            })
-        };
-        let (value, effects) = match result {
-            Ok(value) => value,
-            Err(err) => {
-                // Abort errors hide nothing the caller does not already know.
-                let _ = txn.abort();
-                return Err(err);
-            }
-        };
-        if let Err(err) = txn.commit() {
-            tracing::error!(error = %err, "journaled transaction failed to commit");
-            state.diverged = true;
-            return Err(StoreError::Diverged);
-        }
-        // Committed: only now may readers of the indexes see the change.
-        // Still under the journal lock, so index updates follow commit order.
-        if !effects.is_empty() {
-            self.indexes
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .apply(&effects);
-        }
-        if state.journal.len() >= CHECKPOINT_BYTES {
-            // The change is already durable in the journal: a failed
-            // checkpoint is retried after the next write.
-            if let Err(err) = self.checkpoint(&mut state) {
-                tracing::warn!(error = %err, "checkpoint failed, keeping the journal");
-            }
-        }
-        Ok(value)
-    }
-
-    /// One durable redb commit (which persists every earlier non-durable
-    /// one), then the journal is emptied.
-    fn checkpoint(&self, state: &mut JournalState) -> Result<(), StoreError> {
+    /// Applies `effects` in order in one durable transaction: when this
+    /// returns Ok they are on disk in the database.
+    pub fn apply_durably(&self, effects: &[Effect]) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
+        {
+            let mut tables = WriteTables::open(&txn)?;
+            for effect in effects {
+                tables.apply_effect(effect)?;
+            }
+        }
         txn.commit()?;
-        state.journal.reset()?;
         Ok(())
     }
 
-    /// A consistent snapshot of the committed state.
-    pub fn read(&self) -> Result<ReadView, StoreError> {
-        let txn = self.db.begin_read()?;
-        Ok(ReadView {
-            users: txn.open_table(USERS)?,
-            connected: txn.open_table(CONNECTED)?,
-            files: txn.open_table(FILES)?,
-            content: txn.open_table(CONTENT)?,
-            _txn: txn,
-        })
+    /// Applies the journal segment at `path` in one durable transaction,
+    /// one record at a time; returns the number of effects.
+    pub fn apply_segment(&self, path: &Path) -> Result<usize, StoreError> {
+        let txn = self.db.begin_write()?;
+        let applied = {
+            let mut tables = WriteTables::open(&txn)?;
+            crate::journal::for_each_record(path, |effects| {
+                effects
+                    .iter()
+                    .try_for_each(|effect| tables.apply_effect(effect))
+            })?
+        };
+        txn.commit()?;
+        Ok(applied)
     }
 
     /// Closes the database, reporting what dropping it would hide.
     pub fn close(self) -> Result<(), StoreError> {
-        {
-            let mut state = self.lock_journal()?;
-            if !state.diverged {
-                self.checkpoint(&mut state)?;
-            }
-        }
         self.db.close()?;
         Ok(())
     }
@@ -483,7 +415,7 @@ fn after(user: &str) -> String {
 }
 
 /// The tables of one write transaction.
-pub struct WriteTables<'txn> {
+struct WriteTables<'txn> {
     /// Registered users.
     users: Table<'txn, &'static str, ()>,
     /// Connected users and their listening address.
@@ -492,8 +424,6 @@ pub struct WriteTables<'txn> {
     files: Table<'txn, (&'static str, &'static str), &'static str>,
     /// Size and hash of files published with them.
     content: Table<'txn, (&'static str, &'static str), &'static [u8]>,
-    /// What was written, in order: the journal record of this transaction.
-    effects: Vec<Effect>,
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -503,7 +433,6 @@ impl<'txn> WriteTables<'txn> {
             connected: txn.open_table(CONNECTED)?,
             files: txn.open_table(FILES)?,
             content: txn.open_table(CONTENT)?,
-            effects: Vec::new(),
         })
     }
 
@@ -531,13 +460,8 @@ impl<'txn> WriteTables<'txn> {
 }
 
 impl WriteTables<'_> {
-    pub fn user_exists(&self, user: &str) -> Result<bool, StoreError> {
-        Ok(self.users.get(user)?.is_some())
-    }
-
     pub fn add_user(&mut self, user: &str) -> Result<(), StoreError> {
         self.users.insert(user, ())?;
-        self.effects.push(Effect::AddUser(user.to_string()));
         Ok(())
     }
 
@@ -555,38 +479,17 @@ impl WriteTables<'_> {
             self.files.remove((user, name.as_str()))?;
             self.content.remove((user, name.as_str()))?;
         }
-        self.effects.push(Effect::RemoveUser(user.to_string()));
         Ok(())
-    }
-
-    pub fn address(&self, user: &str) -> Result<Option<SocketAddr>, StoreError> {
-        match self.connected.get(user)? {
-            None => Ok(None),
-            Some(bytes) => decode_addr(bytes.value())
-                .map(Some)
-                .ok_or_else(|| StoreError::CorruptAddress(user.to_string())),
-        }
-    }
-
-    pub fn is_connected(&self, user: &str) -> Result<bool, StoreError> {
-        Ok(self.connected.get(user)?.is_some())
     }
 
     pub fn set_address(&mut self, user: &str, addr: SocketAddr) -> Result<(), StoreError> {
         self.connected.insert(user, &encode_addr(addr)?[..])?;
-        self.effects
-            .push(Effect::SetAddress(user.to_string(), addr));
         Ok(())
     }
 
     pub fn clear_address(&mut self, user: &str) -> Result<(), StoreError> {
         self.connected.remove(user)?;
-        self.effects.push(Effect::ClearAddress(user.to_string()));
         Ok(())
-    }
-
-    pub fn has_file(&self, user: &str, file: &str) -> Result<bool, StoreError> {
-        Ok(self.files.get((user, file))?.is_some())
     }
 
     /// Adds a file the caller checked is not yet published.
@@ -597,11 +500,6 @@ impl WriteTables<'_> {
         description: &str,
     ) -> Result<(), StoreError> {
         self.files.insert((user, file), description)?;
-        self.effects.push(Effect::AddFile {
-            user: user.to_string(),
-            file: file.to_string(),
-            description: description.to_string(),
-        });
         Ok(())
     }
 
@@ -615,12 +513,6 @@ impl WriteTables<'_> {
     ) -> Result<(), StoreError> {
         self.content
             .insert((user, file), &encode_content(size, hash)[..])?;
-        self.effects.push(Effect::SetContent {
-            user: user.to_string(),
-            file: file.to_string(),
-            size,
-            hash: *hash,
-        });
         Ok(())
     }
 
@@ -629,139 +521,8 @@ impl WriteTables<'_> {
         let removed = self.files.remove((user, file))?.is_some();
         if removed {
             self.content.remove((user, file))?;
-            self.effects.push(Effect::RemoveFile {
-                user: user.to_string(),
-                file: file.to_string(),
-            });
         }
         Ok(removed)
-    }
-}
-
-/// One read snapshot: what LIST_USERS and LIST_CONTENT stream from.
-pub struct ReadView {
-    /// Registered users.
-    users: ReadOnlyTable<&'static str, ()>,
-    /// Connected users and their address.
-    connected: ReadOnlyTable<&'static str, &'static [u8]>,
-    /// Published files, by (user, file).
-    files: ReadOnlyTable<(&'static str, &'static str), &'static str>,
-    /// Size and hash of files published with them.
-    content: ReadOnlyTable<(&'static str, &'static str), &'static [u8]>,
-    /// Keeps the snapshot alive as long as the tables are read.
-    _txn: ReadTransaction,
-}
-
-/// Where a chunked listing stopped: the last key written.
-pub type Cursor = Option<String>;
-
-impl ReadView {
-    pub fn user_exists(&self, user: &str) -> Result<bool, StoreError> {
-        Ok(self.users.get(user)?.is_some())
-    }
-
-    pub fn is_connected(&self, user: &str) -> Result<bool, StoreError> {
-        Ok(self.connected.get(user)?.is_some())
-    }
-
-    /// The address `user` is connected at.
-    pub fn address(&self, user: &str) -> Result<Option<SocketAddr>, StoreError> {
-        match self.connected.get(user)? {
-            None => Ok(None),
-            Some(bytes) => decode_addr(bytes.value())
-                .map(Some)
-                .ok_or_else(|| StoreError::CorruptAddress(user.to_string())),
-        }
-    }
-
-    /// The description of `user`'s `file`, `None` if not published.
-    pub fn description(&self, user: &str, file: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.files.get((user, file))?.map(|d| d.value().to_string()))
-    }
-
-    /// Size and hash of `user`'s `file`, when published with them.
-    pub fn content(&self, user: &str, file: &str) -> Result<Option<(u64, [u8; 32])>, StoreError> {
-        Ok(self
-            .content
-            .get((user, file))?
-            .and_then(|v| decode_content(v.value())))
-    }
-
-    /// How many users are connected in this snapshot.
-    pub fn connected_count(&self) -> Result<u64, StoreError> {
-        Ok(self.connected.len()?)
-    }
-
-    /// How many files `user` published in this snapshot.
-    pub fn file_count(&self, user: &str) -> Result<u64, StoreError> {
-        // Walks the user's range: the listing that follows walks it again,
-        // so the cost stays proportional to the reply.
-        let upper = after(user);
-        let mut count = 0;
-        for entry in self.files.range((user, "")..(upper.as_str(), ""))? {
-            entry?;
-            count += 1;
-        }
-        Ok(count)
-    }
-
-    /// Appends connected users after `cursor` as LIST_USERS entries until
-    /// `out` holds at least `limit` bytes. Returns false when the listing is
-    /// complete.
-    pub fn users_chunk(
-        &self,
-        cursor: &mut Cursor,
-        out: &mut BytesMut,
-        limit: usize,
-    ) -> Result<bool, StoreError> {
-        let lower = match cursor.as_deref() {
-            Some(last) => Bound::Excluded(last),
-            None => Bound::Unbounded,
-        };
-        for entry in self.connected.range::<&str>((lower, Bound::Unbounded))? {
-            let (name, addr) = entry?;
-            let name = name.value();
-            let addr = addr.value();
-            if !is_encoded_addr(addr) {
-                return Err(StoreError::CorruptAddress(name.to_string()));
-            }
-            // The same three fields as `reply::put_user_entry`; IP and PORT
-            // were encoded by `put_field` at CONNECT time.
-            put_field(out, name)?;
-            out.extend_from_slice(addr);
-            if out.len() >= limit {
-                *cursor = Some(name.to_string());
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
-    /// Appends `user`'s files after `cursor` as LIST_CONTENT entries until
-    /// `out` holds at least `limit` bytes. Returns false when complete.
-    pub fn files_chunk(
-        &self,
-        user: &str,
-        cursor: &mut Cursor,
-        out: &mut BytesMut,
-        limit: usize,
-    ) -> Result<bool, StoreError> {
-        let upper = after(user);
-        let lower = match cursor.as_deref() {
-            Some(last) => Bound::Excluded((user, last)),
-            None => Bound::Included((user, "")),
-        };
-        let range = (lower, Bound::Excluded((upper.as_str(), "")));
-        for entry in self.files.range::<(&str, &str)>(range)? {
-            let (key, description) = entry?;
-            let (_, file) = key.value();
-            put_content_entry(out, file, description.value())?;
-            if out.len() >= limit {
-                *cursor = Some(file.to_string());
-                return Ok(true);
-            }
-        }
-        Ok(false)
     }
 }
 
@@ -778,10 +539,12 @@ mod tests {
         let dir = temp();
         let data = dir.path().join("a/b");
         let store = Store::open(&data).unwrap();
-        store.write(|t| t.add_user("alice")).unwrap();
+        store
+            .apply_durably(&[Effect::AddUser("alice".into())])
+            .unwrap();
         store.close().unwrap();
         let store = Store::open(&data).unwrap();
-        assert!(store.read().unwrap().user_exists("alice").unwrap());
+        assert!(store.load().unwrap().0.user_exists("alice"));
     }
 
     #[test]
@@ -891,12 +654,15 @@ mod tests {
         drop(db);
 
         let store = Store::open(dir.path()).unwrap();
-        let view = store.read().unwrap();
-        let mut out = BytesMut::new();
-        assert!(!view.users_chunk(&mut None, &mut out, 1 << 20).unwrap());
-        assert_eq!(&out[..], b"al\x0010.0.0.1\x008000\x00bo\x00::1\x0080\x00");
-        assert_eq!(view.file_count("al").unwrap(), 1);
-        drop(view);
+        let (tables, _) = store.load().unwrap();
+        let listed: Vec<u8> = tables
+            .connected_entries()
+            .runs()
+            .flatten()
+            .copied()
+            .collect();
+        assert_eq!(listed, b"al\x0010.0.0.1\x008000\x00bo\x00::1\x0080\x00");
+        assert_eq!(tables.file_entries("al").len(), 1);
         let txn = store.db.begin_write().unwrap();
         assert!(!txn
             .list_tables()
@@ -936,28 +702,31 @@ mod tests {
         drop(db);
 
         let store = Store::open(dir.path()).unwrap();
-        let view = store.read().unwrap();
-        assert_eq!(
-            view.description("al", "Song.mp3").unwrap().as_deref(),
-            Some("d")
-        );
-        assert_eq!(view.content("al", "Song.mp3").unwrap(), None);
-        drop(view);
+        let (tables, indexes) = store.load().unwrap();
+        let file = tables.file("al", "Song.mp3").unwrap();
+        assert_eq!((file.description, file.content), ("d", None));
         // The index was built from the migrated store.
         let pattern = crate::index::Pattern::parse("song").unwrap();
-        assert_eq!(store.indexes().names.search(&pattern, 10).0, 1);
+        assert_eq!(indexes.names.search(&pattern, 10).0, 1);
         store
-            .write(|t| {
-                t.add_file("al", "g", "")?;
-                t.set_content("al", "g", 3, &[1; 32])
-            })
+            .apply_durably(&[
+                Effect::AddFile {
+                    user: "al".into(),
+                    file: "g".into(),
+                    description: String::new(),
+                },
+                Effect::SetContent {
+                    user: "al".into(),
+                    file: "g".into(),
+                    size: 3,
+                    hash: [1; 32],
+                },
+            ])
             .unwrap();
         store.close().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(
-            store.read().unwrap().content("al", "g").unwrap(),
-            Some((3, [1; 32]))
-        );
+        let (tables, _) = store.load().unwrap();
+        assert_eq!(tables.file("al", "g").unwrap().content, Some((3, [1; 32])));
         let txn = store.db.begin_write().unwrap();
         let version = txn
             .open_table(META)
@@ -970,47 +739,31 @@ mod tests {
     }
 
     #[test]
-    fn files_are_per_user_and_chunked() {
+    fn effects_survive_reopen_including_user_removal() {
         let dir = temp();
         let store = Store::open(dir.path()).unwrap();
-        store
-            .write(|t| {
-                for user in ["a", "ab", "b"] {
-                    t.add_user(user)?;
-                    for i in 0..50 {
-                        t.add_file(user, &format!("f{i:02}"), "d")?;
-                    }
-                }
-                Ok(())
-            })
-            .unwrap();
-        let view = store.read().unwrap();
-        assert_eq!(view.file_count("a").unwrap(), 50);
-        let mut cursor = None;
-        let mut all = BytesMut::new();
-        let mut chunks = 0;
-        loop {
-            let mut out = BytesMut::new();
-            let more = view.files_chunk("a", &mut cursor, &mut out, 40).unwrap();
-            all.extend_from_slice(&out);
-            chunks += 1;
-            if !more {
-                break;
+        let mut effects = Vec::new();
+        for user in ["a", "ab", "b"] {
+            effects.push(Effect::AddUser(user.into()));
+            for i in 0..50 {
+                effects.push(Effect::AddFile {
+                    user: user.into(),
+                    file: format!("f{i:02}"),
+                    description: "d".into(),
+                });
             }
         }
-        assert!(chunks > 5);
-        let text = String::from_utf8(all.to_vec()).unwrap();
-        let fields: Vec<&str> = text.trim_end_matches('\0').split('\0').collect();
-        assert_eq!(fields.len(), 100);
-        assert_eq!(fields[0], "f00");
-        assert_eq!(fields[98], "f49");
-        drop(view);
-        store.write(|t| t.remove_user("a")).unwrap();
-        let view = store.read().unwrap();
-        assert_eq!(view.file_count("a").unwrap(), 0);
-        let mut out = BytesMut::new();
-        assert!(!view.files_chunk("a", &mut None, &mut out, 1 << 20).unwrap());
-        assert!(out.is_empty());
-        assert_eq!(view.file_count("ab").unwrap(), 50);
+        effects.push(Effect::SetAddress("ab".into(), "[::1]:9".parse().unwrap()));
+        store.apply_durably(&effects).unwrap();
+        store
+            .apply_durably(&[Effect::RemoveUser("a".into())])
+            .unwrap();
+        store.close().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (tables, _) = store.load().unwrap();
+        assert_eq!(tables.user_names(), ["ab", "b"]);
+        assert_eq!(tables.file_entries("a").len(), 0);
+        assert_eq!(tables.file_entries("ab").len(), 50);
+        assert_eq!(tables.address("ab"), Some("[::1]:9".parse().unwrap()));
     }
 }

@@ -7,30 +7,32 @@ use peerdex_protocol::reply::{SearchEntry, SourcesReply};
 use peerdex_protocol::wire::{field_reader, read_reply};
 use peerdex_protocol::{ConnectAddr, OpKind, Operation, Outcome, Reply, Request};
 use peerdex_server::directory::{self, Plan};
+use peerdex_server::engine::{Engine, Mutation};
 use peerdex_server::query::{query, QueryAnswer};
-use peerdex_server::store::Store;
+use std::cell::RefCell;
 
 const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7));
 
 struct Fixture {
     dir: tempfile::TempDir,
-    store: Option<Store>,
+    engine: RefCell<Option<Engine>>,
 }
 
 impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = Some(Store::open(dir.path()).unwrap());
-        Fixture { dir, store }
+        let engine = RefCell::new(Some(Engine::open(dir.path()).unwrap()));
+        Fixture { dir, engine }
     }
 
-    fn store(&self) -> &Store {
-        self.store.as_ref().unwrap()
+    /// Commits `mutations` as one batch.
+    fn commit(&self, mutations: &[Mutation]) -> Vec<Outcome> {
+        self.engine.borrow_mut().as_mut().unwrap().commit(mutations)
     }
 
     fn restart(&mut self) {
-        self.store.take().unwrap().close().unwrap();
-        self.store = Some(Store::open(self.dir.path()).unwrap());
+        self.engine.take().unwrap().close().unwrap();
+        self.engine = RefCell::new(Some(Engine::open(self.dir.path()).unwrap()));
     }
 
     fn run(&self, user: &str, operation: Operation) -> Reply {
@@ -42,12 +44,19 @@ impl Fixture {
         };
         let outcome = match directory::plan(&request) {
             Plan::Answer(outcome) => outcome,
-            Plan::Mutate { user } => self
-                .store()
-                .write(|t| directory::apply(t, &user, &request.operation, PEER))
-                .unwrap(),
+            Plan::Mutate { user } => self.commit(&[Mutation {
+                user,
+                operation: request.operation.clone(),
+                peer_ip: PEER,
+            }])[0],
             Plan::Read { .. } => panic!("listing"),
-            Plan::Query { user } => match query(self.store(), &user, &request.operation).unwrap() {
+            Plan::Query { user } => match query(
+                self.engine.borrow().as_ref().unwrap().state(),
+                &user,
+                &request.operation,
+            )
+            .unwrap()
+            {
                 QueryAnswer::Status(outcome) => outcome,
                 QueryAnswer::Reply(bytes) => {
                     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -255,27 +264,36 @@ fn search_codes_order_cap_and_fields() {
 fn search_matches_brute_force_over_ten_thousand_entries() {
     let f = Fixture::new();
     let mut all = Vec::new();
-    f.store()
-        .write(|t| {
-            for i in 0..5_000u32 {
-                let user = format!("user{i:04}");
-                t.add_user(&user)?;
-                if i % 3 == 0 {
-                    t.set_address(&user, "10.0.0.1:9".parse().unwrap())?;
-                }
-                for (j, stem) in ["Report", "photo_ÄÖ"].iter().enumerate() {
-                    let file = format!(
-                        "{stem}-{}.{}",
-                        i * 7 % 1000,
-                        if j == 0 { "PDF" } else { "jpg" }
-                    );
-                    t.add_file(&user, &file, "d")?;
-                    all.push((i % 3 != 0, user.clone(), file));
-                }
-            }
-            Ok(())
-        })
-        .unwrap();
+    let mut mutations = Vec::new();
+    let mutation = |user: &str, operation| Mutation {
+        user: user.to_string(),
+        operation,
+        peer_ip: PEER,
+    };
+    for i in 0..5_000u32 {
+        let user = format!("user{i:04}");
+        mutations.push(mutation(&user, Operation::Register));
+        // Files are published while connected; two users in three
+        // disconnect afterwards.
+        mutations.push(mutation(&user, connect(9)));
+        for (j, stem) in ["Report", "photo_ÄÖ"].iter().enumerate() {
+            let file = format!(
+                "{stem}-{}.{}",
+                i * 7 % 1000,
+                if j == 0 { "PDF" } else { "jpg" }
+            );
+            mutations.push(mutation(&user, publish(&file)));
+            all.push((i % 3 != 0, user.clone(), file));
+        }
+        if i % 3 != 0 {
+            mutations.push(mutation(&user, Operation::Disconnect));
+        }
+    }
+    let outcomes = f.commit(&mutations);
+    assert!(
+        outcomes.iter().all(|o| *o == Outcome::Ok),
+        "setup committed"
+    );
     f.connected("q", 1);
     all.sort();
     for pattern in [

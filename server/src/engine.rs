@@ -1,0 +1,326 @@
+//! The directory's engine: recovery at start-up, one batch commit at a
+//! time while running, and a clean close.
+//!
+//! Start-up ([`Engine::open`]): the journal segments a previous run left are
+//! applied to the database in one durable transaction and deleted, then
+//! the database is loaded into memory ([`crate::state`]) and a new segment
+//! is started. Nothing is served before this is done.
+//!
+//! A batch ([`Engine::commit`]): the rules run against the committed state
+//! seen through the batch's own changes ([`Batch`]); the effects are
+//! appended to the journal and synced (the commit point); only then are
+//! they applied to the shared state, and only then is anyone answered. A
+//! full segment is handed to the checkpointer ([`crate::checkpoint`]).
+//!
+//! Only one thread calls [`Engine::commit`] (the group-commit writer,
+//! [`crate::commit`]); every reader uses [`Engine::state`].
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use peerdex_protocol::{Operation, Outcome};
+
+use crate::checkpoint::Checkpointer;
+use crate::directory;
+use crate::journal::{self, Journal, JournalError, SEGMENT_BYTES};
+use crate::state::{Batch, State};
+use crate::store::{Store, StoreError};
+
+/// One mutation to apply.
+#[derive(Debug, Clone)]
+pub struct Mutation {
+    /// The user the operation acts for (well-formed; may not exist).
+    pub user: String,
+    /// The operation and its fields.
+    pub operation: Operation,
+    /// The TCP source IP, recorded by CONNECT when the client sent no IP.
+    pub peer_ip: IpAddr,
+}
+
+/// The open directory: state in memory, journal, checkpointer.
+pub struct Engine {
+    /// The data directory.
+    dir: PathBuf,
+    /// The committed state every reader sees.
+    state: Arc<State>,
+    /// The segment being appended to.
+    journal: Journal,
+    /// Applies finished segments to the database.
+    checkpointer: Checkpointer,
+    /// Segment size that triggers a rotation.
+    segment_bytes: u64,
+}
+
+impl Engine {
+    /// Opens the directory in `dir` (created if missing) and recovers what
+    /// the previous run committed.
+    pub fn open(dir: &Path) -> Result<Engine, StoreError> {
+        let store = Store::open(dir)?;
+        let segments = journal::segments(dir)?;
+        let mut effects = Vec::new();
+        for segment in &segments {
+            effects.extend(journal::read_segment(&segment.path)?);
+        }
+        if !effects.is_empty() {
+            store.apply_durably(&effects)?;
+            tracing::info!(
+                segments = segments.len(),
+                effects = effects.len(),
+                "journal replayed"
+            );
+        }
+        for segment in &segments {
+            std::fs::remove_file(&segment.path).map_err(|source| JournalError::Io {
+                path: segment.path.clone(),
+                source,
+            })?;
+        }
+        let (tables, indexes) = store.load()?;
+        let next = segments.last().map_or(1, |s| s.number + 1);
+        let journal = Journal::create(dir, next)?;
+        let checkpointer = Checkpointer::start(store, dir).map_err(|source| JournalError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Ok(Engine {
+            dir: dir.to_path_buf(),
+            state: Arc::new(State::new(tables, indexes)),
+            journal,
+            checkpointer,
+            segment_bytes: SEGMENT_BYTES,
+        })
+    }
+
+    /// Rotates segments at `bytes` instead of [`SEGMENT_BYTES`] (tests use
+    /// small segments to exercise rotation and checkpoints).
+    pub fn set_segment_bytes(&mut self, bytes: u64) {
+        self.segment_bytes = bytes.max(1);
+    }
+
+    /// The committed state, for readers.
+    pub fn state(&self) -> &Arc<State> {
+        &self.state
+    }
+
+    /// Applies `mutations` in order as one batch and returns their
+    /// outcomes. Every outcome is final: a 0 means the change is durable
+    /// and visible. If the batch cannot be made durable, every operation
+    /// in it fails and nothing changes.
+    pub fn commit<'m>(
+        &mut self,
+        mutations: impl IntoIterator<Item = &'m Mutation>,
+    ) -> Vec<Outcome> {
+        let (outcomes, effects) = {
+            let tables = self.state.tables();
+            let mut batch = Batch::new(&tables);
+            let outcomes: Vec<Outcome> = mutations
+                .into_iter()
+                .map(|m| directory::apply(&mut batch, &m.user, &m.operation, m.peer_ip))
+                .collect();
+            (outcomes, batch.into_effects())
+        };
+        if effects.is_empty() {
+            return outcomes;
+        }
+        if let Err(err) = self.journal.append(&effects) {
+            tracing::error!(error = %err, ops = outcomes.len(), "journal write failed, batch failed");
+            // After a failed sync the file's state is unknown: continue in
+            // a fresh segment (the old one keeps its synced records).
+            self.rotate();
+            return vec![Outcome::Fail; outcomes.len()];
+        }
+        self.state.apply(&effects);
+        if self.journal.len() >= self.segment_bytes {
+            self.rotate();
+        }
+        outcomes
+    }
+
+    /// Starts a new segment and hands the finished one to the
+    /// checkpointer. On failure the current segment simply grows.
+    fn rotate(&mut self) {
+        match self.journal.rotate() {
+            Ok(finished) => self.checkpointer.segment_finished(finished),
+            Err(err) => tracing::warn!(error = %err, "cannot start a new journal segment"),
+        }
+    }
+
+    /// Checkpoints everything and closes the database: the next start has
+    /// nothing to replay.
+    pub fn close(self) -> Result<(), StoreError> {
+        let Engine {
+            dir,
+            journal,
+            checkpointer,
+            ..
+        } = self;
+        let last = journal.number();
+        let empty = journal.is_empty();
+        drop(journal);
+        if empty {
+            // Nothing in it: no need to make the checkpointer read it.
+            let path = journal::segment_path(&dir, last);
+            if let Err(err) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %err, "cannot delete an empty segment");
+            }
+        } else {
+            checkpointer.segment_finished(last);
+        }
+        let store = checkpointer
+            .finish()
+            .map_err(|_| StoreError::CheckpointerPanicked)?;
+        store.close()
+    }
+}
+
+#[cfg(test)]
+impl Engine {
+    /// Stops like a crash after the last commit: the current segment is
+    /// not checkpointed (segments already handed over may be). Waits for
+    /// the checkpointer so that the database can be reopened.
+    fn stop_without_close(self) {
+        let Engine {
+            journal,
+            checkpointer,
+            ..
+        } = self;
+        drop(journal);
+        if let Ok(store) = checkpointer.finish() {
+            drop(store);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use peerdex_protocol::ConnectAddr;
+
+    fn mutation(user: &str, operation: Operation) -> Mutation {
+        Mutation {
+            user: user.into(),
+            operation,
+            peer_ip: "192.0.2.1".parse().unwrap(),
+        }
+    }
+
+    fn connect(port: u16) -> Operation {
+        Operation::Connect(ConnectAddr {
+            ip: Ok(None),
+            port: Ok(port),
+        })
+    }
+
+    fn publish(file: &str) -> Operation {
+        Operation::Publish {
+            file: Ok(file.into()),
+            description: Ok(format!("about {file}")),
+        }
+    }
+
+    /// The LIST_USERS body and every user's files, to compare states.
+    fn dump(engine: &Engine) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
+        let tables = engine.state().tables();
+        let users: Vec<u8> = tables
+            .connected_entries()
+            .runs()
+            .flatten()
+            .copied()
+            .collect();
+        let files = tables
+            .user_names()
+            .into_iter()
+            .map(|u| {
+                let bytes = tables.file_entries(&u).runs().flatten().copied().collect();
+                (u, bytes)
+            })
+            .collect();
+        (users, files)
+    }
+
+    /// Enough batches to fill several segments, with unregisters mixed in.
+    fn workload(engine: &mut Engine) {
+        for round in 0..3 {
+            let mut batch = Vec::new();
+            for i in 0..4000 {
+                let user = format!("u{i:05}");
+                if round == 0 {
+                    batch.push(mutation(&user, Operation::Register));
+                    batch.push(mutation(&user, connect(1000 + i as u16)));
+                }
+                if round == 2 && i % 5 == 0 {
+                    batch.push(mutation(&user, connect(2000 + i as u16)));
+                }
+                batch.push(mutation(&user, publish(&format!("r{round}-{i}"))));
+                if round == 2 && i % 7 == 0 {
+                    batch.push(mutation(&user, Operation::Unregister));
+                }
+                if round == 1 && i % 5 == 0 {
+                    batch.push(mutation(&user, Operation::Disconnect));
+                }
+            }
+            for chunk in batch.chunks(500) {
+                let outcomes = engine.commit(chunk);
+                assert!(outcomes.iter().all(|o| *o == Outcome::Ok), "{outcomes:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn state_survives_close_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut engine = Engine::open(dir.path()).unwrap();
+        engine.set_segment_bytes(64 * 1024);
+        workload(&mut engine);
+        let before = dump(&engine);
+        engine.close().unwrap();
+        let found = journal::segments(dir.path()).unwrap();
+        assert!(found.is_empty(), "close checkpoints everything: {found:?}");
+        let engine = Engine::open(dir.path()).unwrap();
+        assert_eq!(dump(&engine), before);
+    }
+
+    #[test]
+    fn state_survives_a_stop_without_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut engine = Engine::open(dir.path()).unwrap();
+        engine.set_segment_bytes(64 * 1024);
+        workload(&mut engine);
+        assert!(engine.journal.number() > 1, "the workload rotated segments");
+        let before = dump(&engine);
+        // No close: the current segment is never checkpointed, earlier
+        // ones may or may not be; the next open replays what is left.
+        engine.stop_without_close();
+        assert!(!journal::segments(dir.path()).unwrap().is_empty());
+        let engine = Engine::open(dir.path()).unwrap();
+        assert_eq!(dump(&engine), before);
+        let found = journal::segments(dir.path()).unwrap();
+        assert_eq!(found.len(), 1, "only the new, empty segment: {found:?}");
+    }
+
+    #[test]
+    fn readers_see_a_batch_only_after_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut engine = Engine::open(dir.path()).unwrap();
+        let state = engine.state().clone();
+        let outcomes = engine.commit(&[
+            mutation("al", Operation::Register),
+            mutation("al", connect(80)),
+            mutation("al", Operation::Register),
+        ]);
+        assert_eq!(outcomes, [Outcome::Ok, Outcome::Ok, Outcome::UsernameInUse]);
+        assert!(state.tables().is_connected("al"));
+        assert_eq!(
+            state.tables().address("al"),
+            Some("192.0.2.1:80".parse().unwrap())
+        );
+        // A batch with no effect writes nothing.
+        let len = engine.journal.len();
+        assert_eq!(
+            engine.commit(&[mutation("zed", Operation::Disconnect)]),
+            [Outcome::UserDoesNotExist]
+        );
+        assert_eq!(engine.journal.len(), len);
+    }
+}

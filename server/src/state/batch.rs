@@ -1,0 +1,183 @@
+//! The writer's view of one group-commit batch: the committed tables plus
+//! the batch's own changes so far.
+//!
+//! Why an overlay: operations of one batch must see each other in order
+//! (REGISTER then CONNECT of the same user in one batch), but readers must
+//! not see any of them before the batch's journal record is synced. So the
+//! rules ([`crate::directory::apply`]) read the committed [`Tables`] through
+//! this overlay and record [`Effect`]s; the writer journals the effects and
+//! only then applies them to the shared tables.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+
+use super::tables::Tables;
+use crate::journal::Effect;
+
+/// The committed tables seen through one batch's uncommitted changes.
+pub struct Batch<'a> {
+    /// The committed state (read lock held by the caller).
+    base: &'a Tables,
+    /// Users registered (true) or unregistered (false) in this batch.
+    users: HashMap<String, bool>,
+    /// Users connected (true) or disconnected (false) in this batch.
+    connected: HashMap<String, bool>,
+    /// Files published (true) or deleted (false) in this batch.
+    files: HashMap<(String, String), bool>,
+    /// Users unregistered in this batch: their committed files are gone.
+    cleared: HashSet<String>,
+    /// What the batch changed, in order: journaled, then applied.
+    effects: Vec<Effect>,
+}
+
+impl<'a> Batch<'a> {
+    pub fn new(base: &'a Tables) -> Batch<'a> {
+        Batch {
+            base,
+            users: HashMap::new(),
+            connected: HashMap::new(),
+            files: HashMap::new(),
+            cleared: HashSet::new(),
+            effects: Vec::new(),
+        }
+    }
+
+    /// The effects recorded so far.
+    pub fn into_effects(self) -> Vec<Effect> {
+        self.effects
+    }
+
+    pub fn user_exists(&self, user: &str) -> bool {
+        match self.users.get(user) {
+            Some(exists) => *exists,
+            None => self.base.user_exists(user),
+        }
+    }
+
+    pub fn is_connected(&self, user: &str) -> bool {
+        match self.connected.get(user) {
+            Some(connected) => *connected,
+            None => !self.cleared.contains(user) && self.base.is_connected(user),
+        }
+    }
+
+    pub fn has_file(&self, user: &str, file: &str) -> bool {
+        match self.files.get(&(user.to_string(), file.to_string())) {
+            Some(published) => *published,
+            None => !self.cleared.contains(user) && self.base.has_file(user, file),
+        }
+    }
+
+    pub fn add_user(&mut self, user: &str) {
+        self.users.insert(user.to_string(), true);
+        self.effects.push(Effect::AddUser(user.to_string()));
+    }
+
+    /// Removes the user, its address and all its files.
+    pub fn remove_user(&mut self, user: &str) {
+        self.users.insert(user.to_string(), false);
+        self.connected.remove(user);
+        self.files.retain(|(owner, _), _| owner != user);
+        self.cleared.insert(user.to_string());
+        self.effects.push(Effect::RemoveUser(user.to_string()));
+    }
+
+    pub fn set_address(&mut self, user: &str, addr: SocketAddr) {
+        self.connected.insert(user.to_string(), true);
+        self.effects
+            .push(Effect::SetAddress(user.to_string(), addr));
+    }
+
+    pub fn clear_address(&mut self, user: &str) {
+        self.connected.insert(user.to_string(), false);
+        self.effects.push(Effect::ClearAddress(user.to_string()));
+    }
+
+    /// Adds a file the caller checked is not yet published.
+    pub fn add_file(&mut self, user: &str, file: &str, description: &str) {
+        self.files
+            .insert((user.to_string(), file.to_string()), true);
+        self.effects.push(Effect::AddFile {
+            user: user.to_string(),
+            file: file.to_string(),
+            description: description.to_string(),
+        });
+    }
+
+    /// Records the size and hash of a file just added (PUBLISH_CONTENT).
+    pub fn set_content(&mut self, user: &str, file: &str, size: u64, hash: &[u8; 32]) {
+        self.effects.push(Effect::SetContent {
+            user: user.to_string(),
+            file: file.to_string(),
+            size,
+            hash: *hash,
+        });
+    }
+
+    /// Removes a file; true when it was published.
+    pub fn remove_file(&mut self, user: &str, file: &str) -> bool {
+        if !self.has_file(user, file) {
+            return false;
+        }
+        self.files
+            .insert((user.to_string(), file.to_string()), false);
+        self.effects.push(Effect::RemoveFile {
+            user: user.to_string(),
+            file: file.to_string(),
+        });
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn committed() -> Tables {
+        let mut tables = Tables::default();
+        for effect in [
+            Effect::AddUser("al".into()),
+            Effect::SetAddress("al".into(), "10.0.0.1:80".parse().unwrap()),
+            Effect::AddFile {
+                user: "al".into(),
+                file: "f".into(),
+                description: "d".into(),
+            },
+        ] {
+            tables.apply(&effect).unwrap();
+        }
+        tables
+    }
+
+    #[test]
+    fn sees_its_own_changes_and_leaves_the_base_alone() {
+        let base = committed();
+        let mut batch = Batch::new(&base);
+        assert!(batch.user_exists("al") && batch.is_connected("al") && batch.has_file("al", "f"));
+        batch.remove_user("al");
+        assert!(
+            !batch.user_exists("al") && !batch.is_connected("al") && !batch.has_file("al", "f")
+        );
+        batch.add_user("al");
+        assert!(batch.user_exists("al") && !batch.is_connected("al"));
+        assert!(
+            !batch.has_file("al", "f"),
+            "files of the old registration are gone"
+        );
+        batch.add_file("al", "g", "");
+        assert!(batch.has_file("al", "g"));
+        assert!(batch.remove_file("al", "g"));
+        assert!(!batch.remove_file("al", "g"));
+        let effects = batch.into_effects();
+        assert_eq!(effects.len(), 4);
+        // The committed tables did not change.
+        assert!(base.has_file("al", "f") && base.is_connected("al"));
+        // Applying the effects gives what the batch saw.
+        let mut after = base.clone();
+        for effect in &effects {
+            after.apply(effect).unwrap();
+        }
+        assert!(after.user_exists("al") && !after.is_connected("al"));
+        assert!(!after.has_file("al", "f") && !after.has_file("al", "g"));
+    }
+}

@@ -1,0 +1,79 @@
+//! Where the directory's committed state lives while the server runs: in
+//! memory, shared by every connection.
+//!
+//! - [`entries`]: the chunked, snapshot-friendly sorted table of
+//!   wire-encoded entries.
+//! - [`tables`]: users, connected users and files built on it; the
+//!   authority for the rules and for every listing.
+//! - [`batch`]: the writer's overlay of one group-commit batch.
+//!
+//! Invariant: [`State`] holds exactly what is durable. Only the commit
+//! writer changes it, with the effects of a batch whose journal record is
+//! already synced ([`crate::commit`]); the on-disk store (redb) catches up
+//! from the journal in the background ([`crate::checkpoint`]).
+
+pub mod batch;
+pub mod entries;
+pub mod tables;
+
+use std::sync::{RwLock, RwLockReadGuard};
+
+use crate::index::Indexes;
+use crate::journal::Effect;
+
+pub use batch::Batch;
+pub use entries::Slice;
+pub use tables::{Content, FileInfo, Tables};
+
+/// The committed directory and its search indexes.
+#[derive(Default)]
+pub struct State {
+    /// Users, addresses and files.
+    tables: RwLock<Tables>,
+    /// SEARCH / FIND_SOURCES indexes, kept in step with `tables` by the
+    /// same writer (see [`crate::index`]).
+    indexes: RwLock<Indexes>,
+}
+
+impl State {
+    /// State holding `tables` and `indexes`, loaded at start-up.
+    pub fn new(tables: Tables, indexes: Indexes) -> State {
+        State {
+            tables: RwLock::new(tables),
+            indexes: RwLock::new(indexes),
+        }
+    }
+
+    /// The tables, for reading. Hold the guard briefly: take a [`Slice`]
+    /// and drop it before writing to a socket.
+    pub fn tables(&self) -> RwLockReadGuard<'_, Tables> {
+        // Every change is applied whole or the writer logged a failure; a
+        // panic mid-apply leaves a table that is still well-formed.
+        self.tables.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The search indexes, for reading.
+    pub fn indexes(&self) -> RwLockReadGuard<'_, Indexes> {
+        self.indexes.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies the effects of a durable batch: tables first, then indexes
+    /// (a reader of the index then always finds its entries in the tables
+    /// or, for a just-removed entry, leaves it out).
+    pub fn apply(&self, effects: &[Effect]) {
+        {
+            let mut tables = self.tables.write().unwrap_or_else(|p| p.into_inner());
+            for effect in effects {
+                if let Err(err) = tables.apply(effect) {
+                    // Unreachable for effects built from checked requests;
+                    // the journal still holds it for the next start.
+                    tracing::error!(error = %err, ?effect, "cannot apply a journaled effect in memory");
+                }
+            }
+        }
+        self.indexes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .apply(effects);
+    }
+}

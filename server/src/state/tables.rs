@@ -1,0 +1,221 @@
+//! The committed directory in memory: registered users, connected users
+//! with their address, and published files.
+//!
+//! This is the authority every reader and the writer's rules consult (redb
+//! is only the checkpoint behind the journal, see [`crate::checkpoint`]).
+//! Each table is an [`EntryTable`] of wire-encoded entries:
+//! - `users`: `user\0`.
+//! - `connected`: `user\0ip\0port\0`, a LIST_USERS entry as sent.
+//! - `files`: `user\0file\0description\0`, then for files published with
+//!   PUBLISH_CONTENT the size (u64 LE) and BLAKE3 root (32 bytes). One
+//!   user's files are one key range; LIST_CONTENT sends `file\0desc\0`.
+
+use std::net::{IpAddr, SocketAddr};
+
+use bytes::BytesMut;
+use peerdex_protocol::field::put_field;
+use peerdex_protocol::CodecError;
+
+use super::entries::{EntryTable, Slice};
+use crate::addr_text::{IpText, PortText};
+use crate::journal::Effect;
+
+/// Size and BLAKE3 root of a file published with PUBLISH_CONTENT.
+pub type Content = (u64, [u8; 32]);
+
+/// Bytes of the content trailer of a `files` entry.
+const CONTENT_LEN: usize = 40;
+
+/// One published file, borrowed from the tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileInfo<'a> {
+    pub description: &'a str,
+    pub content: Option<Content>,
+}
+
+/// The three tables.
+#[derive(Debug, Clone)]
+pub struct Tables {
+    users: EntryTable,
+    connected: EntryTable,
+    files: EntryTable,
+}
+
+impl Default for Tables {
+    fn default() -> Self {
+        Tables {
+            users: EntryTable::new(1),
+            connected: EntryTable::new(1),
+            files: EntryTable::new(2),
+        }
+    }
+}
+
+/// `user\0`: the key of a user in every table, and the prefix of its files.
+fn user_key(user: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(user.len() + 1);
+    key.extend_from_slice(user.as_bytes());
+    key.push(0);
+    key
+}
+
+/// `user\0file\0`: the key of a file.
+fn file_key(user: &str, file: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(user.len() + file.len() + 2);
+    key.extend_from_slice(user.as_bytes());
+    key.push(0);
+    key.extend_from_slice(file.as_bytes());
+    key.push(0);
+    key
+}
+
+/// Splits the first `n` NUL-terminated fields off `bytes`.
+fn fields<const N: usize>(bytes: &[u8]) -> Option<([&[u8]; N], &[u8])> {
+    let mut out = [&bytes[..0]; N];
+    let mut rest = bytes;
+    for field in &mut out {
+        let end = rest.iter().position(|b| *b == 0)?;
+        *field = &rest[..end];
+        rest = &rest[end + 1..];
+    }
+    Some((out, rest))
+}
+
+/// The LIST_USERS entry of `user` connected at `addr`.
+fn connected_entry(user: &str, addr: SocketAddr) -> Result<BytesMut, CodecError> {
+    let mut out = BytesMut::with_capacity(user.len() + 24);
+    put_field(&mut out, user)?;
+    put_field(&mut out, IpText::new(addr.ip()).as_str())?;
+    put_field(&mut out, PortText::new(addr.port()).as_str())?;
+    Ok(out)
+}
+
+impl Tables {
+    pub fn user_exists(&self, user: &str) -> bool {
+        self.users.get(&user_key(user)).is_some()
+    }
+
+    pub fn is_connected(&self, user: &str) -> bool {
+        self.connected.get(&user_key(user)).is_some()
+    }
+
+    /// The address `user` is connected at.
+    pub fn address(&self, user: &str) -> Option<SocketAddr> {
+        let entry = self.connected.get(&user_key(user))?;
+        let ([_, ip, port], _) = fields::<3>(entry)?;
+        let ip: IpAddr = std::str::from_utf8(ip).ok()?.parse().ok()?;
+        let port: u16 = std::str::from_utf8(port).ok()?.parse().ok()?;
+        Some(SocketAddr::new(ip, port))
+    }
+
+    pub fn has_file(&self, user: &str, file: &str) -> bool {
+        self.files.get(&file_key(user, file)).is_some()
+    }
+
+    /// `user`'s `file`, if published.
+    pub fn file(&self, user: &str, file: &str) -> Option<FileInfo<'_>> {
+        let entry = self.files.get(&file_key(user, file))?;
+        let ([_, _, description], rest) = fields::<3>(entry)?;
+        let content = (rest.len() == CONTENT_LEN).then(|| {
+            let mut size = [0u8; 8];
+            size.copy_from_slice(&rest[..8]);
+            let mut hash = [0u8; 32];
+            hash.copy_from_slice(&rest[8..]);
+            (u64::from_le_bytes(size), hash)
+        });
+        Some(FileInfo {
+            description: std::str::from_utf8(description).ok()?,
+            content,
+        })
+    }
+
+    /// Every connected user's LIST_USERS entry, in name order.
+    pub fn connected_entries(&self) -> Slice {
+        self.connected.all()
+    }
+
+    /// `user`'s `files` entries, in file name order.
+    pub fn file_entries(&self, user: &str) -> Slice {
+        self.files.with_prefix(&user_key(user))
+    }
+
+    /// Every user name, in order.
+    pub fn user_names(&self) -> Vec<String> {
+        self.users
+            .all()
+            .entries()
+            .map(|e| String::from_utf8_lossy(&e[..e.len().saturating_sub(1)]).into_owned())
+            .collect()
+    }
+
+    /// Number of registered users.
+    pub fn user_count(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Applies one committed change.
+    pub fn apply(&mut self, effect: &Effect) -> Result<(), CodecError> {
+        match effect {
+            Effect::AddUser(user) => {
+                let mut entry = BytesMut::with_capacity(user.len() + 1);
+                put_field(&mut entry, user)?;
+                self.users.insert(&entry);
+            }
+            Effect::RemoveUser(user) => {
+                let key = user_key(user);
+                self.users.remove(&key);
+                self.connected.remove(&key);
+                self.files.remove_prefix(&key);
+            }
+            Effect::SetAddress(user, addr) => {
+                self.connected.insert(&connected_entry(user, *addr)?);
+            }
+            Effect::ClearAddress(user) => {
+                self.connected.remove(&user_key(user));
+            }
+            Effect::AddFile {
+                user,
+                file,
+                description,
+            } => {
+                let mut entry =
+                    BytesMut::with_capacity(user.len() + file.len() + description.len() + 3);
+                put_field(&mut entry, user)?;
+                put_field(&mut entry, file)?;
+                put_field(&mut entry, description)?;
+                self.files.insert(&entry);
+            }
+            Effect::RemoveFile { user, file } => {
+                self.files.remove(&file_key(user, file));
+            }
+            Effect::SetContent {
+                user,
+                file,
+                size,
+                hash,
+            } => {
+                // Journaled right after its AddFile: the entry is there.
+                let Some(old) = self.files.get(&file_key(user, file)) else {
+                    return Ok(());
+                };
+                let Some((_, rest)) = fields::<3>(old) else {
+                    return Ok(());
+                };
+                let mut entry = old[..old.len() - rest.len()].to_vec();
+                entry.extend_from_slice(&size.to_le_bytes());
+                entry.extend_from_slice(hash);
+                self.files.insert(&entry);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The LIST_CONTENT entry (`file\0description\0`) inside a `files` entry:
+/// without the owner's field and the content trailer.
+pub fn listed_file(entry: &[u8]) -> &[u8] {
+    match fields::<3>(entry) {
+        Some(([user, _, _], rest)) => &entry[user.len() + 1..entry.len() - rest.len()],
+        None => &[],
+    }
+}
