@@ -228,6 +228,7 @@ impl Store {
         tracing::info!(
             users = tables.user_count(),
             files = indexes.names.len(),
+            table_mib = tables.heap_bytes() / (1024 * 1024),
             "directory loaded"
         );
         Ok((tables, indexes))

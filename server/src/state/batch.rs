@@ -22,8 +22,9 @@ pub struct Batch<'a> {
     users: HashMap<String, bool>,
     /// Users connected (true) or disconnected (false) in this batch.
     connected: HashMap<String, bool>,
-    /// Files published (true) or deleted (false) in this batch.
-    files: HashMap<(String, String), bool>,
+    /// Files published (true) or deleted (false) in this batch, by owner
+    /// (nested so that a look-up borrows instead of allocating a key).
+    files: HashMap<String, HashMap<String, bool>>,
     /// Users unregistered in this batch: their committed files are gone.
     cleared: HashSet<String>,
     /// What the batch changed, in order: journaled, then applied.
@@ -62,10 +63,17 @@ impl<'a> Batch<'a> {
     }
 
     pub fn has_file(&self, user: &str, file: &str) -> bool {
-        match self.files.get(&(user.to_string(), file.to_string())) {
+        match self.files.get(user).and_then(|files| files.get(file)) {
             Some(published) => *published,
             None => !self.cleared.contains(user) && self.base.has_file(user, file),
         }
+    }
+
+    fn mark_file(&mut self, user: &str, file: &str, published: bool) {
+        self.files
+            .entry(user.to_string())
+            .or_default()
+            .insert(file.to_string(), published);
     }
 
     pub fn add_user(&mut self, user: &str) {
@@ -77,7 +85,7 @@ impl<'a> Batch<'a> {
     pub fn remove_user(&mut self, user: &str) {
         self.users.insert(user.to_string(), false);
         self.connected.remove(user);
-        self.files.retain(|(owner, _), _| owner != user);
+        self.files.remove(user);
         self.cleared.insert(user.to_string());
         self.effects.push(Effect::RemoveUser(user.to_string()));
     }
@@ -95,8 +103,7 @@ impl<'a> Batch<'a> {
 
     /// Adds a file the caller checked is not yet published.
     pub fn add_file(&mut self, user: &str, file: &str, description: &str) {
-        self.files
-            .insert((user.to_string(), file.to_string()), true);
+        self.mark_file(user, file, true);
         self.effects.push(Effect::AddFile {
             user: user.to_string(),
             file: file.to_string(),
@@ -119,8 +126,7 @@ impl<'a> Batch<'a> {
         if !self.has_file(user, file) {
             return false;
         }
-        self.files
-            .insert((user.to_string(), file.to_string()), false);
+        self.mark_file(user, file, false);
         self.effects.push(Effect::RemoveFile {
             user: user.to_string(),
             file: file.to_string(),

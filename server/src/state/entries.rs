@@ -24,6 +24,9 @@ use std::sync::Arc;
 /// A chunk is split in two once its entries exceed this many bytes.
 pub const MAX_CHUNK: usize = 8 * 1024;
 
+/// Bytes a chunk's buffer grows by when an entry does not fit.
+const GROW_BYTES: usize = 1024;
+
 /// Entries stored back to back, with the offset where each starts.
 #[derive(Debug, Clone, Default)]
 pub struct Chunk {
@@ -79,6 +82,15 @@ impl Chunk {
     }
 
     fn insert(&mut self, i: usize, entry: &[u8]) {
+        // Grow in small exact steps rather than doubling: a million users'
+        // chunks would otherwise carry a third of their size as slack
+        // (issue 3's memory target); the copies stay a few KiB.
+        if self.data.capacity() - self.data.len() < entry.len() {
+            self.data.reserve_exact(entry.len().max(GROW_BYTES));
+        }
+        if self.starts.capacity() == self.starts.len() {
+            self.starts.reserve_exact(GROW_BYTES / 16);
+        }
         let at = self.starts.get(i).map_or(self.data.len(), |s| *s as usize);
         self.data.splice(at..at, entry.iter().copied());
         let grow = entry.len() as u32;
@@ -177,6 +189,20 @@ impl EntryTable {
     /// True when there is no entry.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Heap bytes held by the table (allocated capacity, not counting
+    /// the allocator's own overhead): for logs and memory budgets.
+    pub fn heap_bytes(&self) -> usize {
+        let chunks: usize = self
+            .chunks
+            .iter()
+            .map(|c| {
+                std::mem::size_of::<Chunk>() + 16 + c.data.capacity() + 4 * c.starts.capacity()
+            })
+            .sum();
+        let firsts: usize = self.firsts.iter().map(|f| f.len()).sum();
+        chunks + firsts + 24 * self.chunks.capacity()
     }
 
     /// The first position whose key is not below `key`.

@@ -148,6 +148,11 @@ impl Tables {
             .collect()
     }
 
+    /// Heap bytes held by the three tables.
+    pub fn heap_bytes(&self) -> usize {
+        self.users.heap_bytes() + self.connected.heap_bytes() + self.files.heap_bytes()
+    }
+
     /// Number of registered users.
     pub fn user_count(&self) -> usize {
         self.users.len()
