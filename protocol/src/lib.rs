@@ -8,6 +8,8 @@
 //! - [`request`]: typed directory requests and their sans-IO parser.
 //! - [`reply`]: reply types and the helpers that stream them.
 //! - [`wire`]: async glue that reads requests and replies from a socket.
+//! - [`listing`]: LIST_USERS / LIST_CONTENT entries streamed without
+//!   allocating (for clients that read long listings often).
 //! - [`peer`]: the peer-to-peer `GET_FILE` exchange (and the dispatch of
 //!   extension requests).
 //! - [`peer_ext`]: peerdex extension ops `GET_HASHES` / `GET_RANGE`.
@@ -17,6 +19,7 @@
 
 pub mod datetime;
 pub mod field;
+pub mod listing;
 pub mod names;
 pub mod op;
 pub mod peer;
