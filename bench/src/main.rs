@@ -13,7 +13,6 @@ mod cli;
 mod client;
 mod compare;
 mod fetch_worker;
-mod list_reader;
 mod mix;
 mod model;
 mod null_server;

@@ -11,7 +11,7 @@ use peerdex_protocol::{
     datetime, CodecError, ConnectAddr, ContentEntry, Operation, Request, UserEntry,
 };
 
-use crate::list_reader::ListVisitor;
+use crate::client::ListVisitor;
 
 /// The IP every benchmark user registers as its (fake) peer address.
 pub const USER_IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);

@@ -11,12 +11,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use peerdex_protocol::listing::ListKind;
 use peerdex_protocol::{OpKind, Operation, Outcome, Reply};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use tokio::time::Instant;
 
-use crate::client::{call, call_list, CallError, ErrorLog, ListBuffers};
+use crate::client::{call, call_list, CallError, ErrorLog};
 use crate::mix::{Action, Mix, MixKind};
 use crate::model::{self, ContentCheck, DateCache, Ignore, UsersCheck};
 use crate::proc_stats::{self, ProcWindow};
@@ -36,7 +37,7 @@ pub struct LoadConfig {
     /// Check listing contents, not only codes (not against the null server).
     pub verify_content: bool,
     /// Decode listings with `wire::read_reply` instead of the streaming
-    /// reader (slower on the client; for cross-checking).
+    /// `listing::ListingReader` (slower on the client; for cross-checking).
     pub protocol_reader: bool,
     pub server_pid: Option<u32>,
 }
@@ -257,7 +258,6 @@ struct Worker {
     owned: usize,
     rng: SmallRng,
     dates: DateCache,
-    lists: ListBuffers,
     seq: u64,
     stats: LoopStats,
 }
@@ -273,7 +273,6 @@ impl Worker {
             owned,
             rng: SmallRng::seed_from_u64(seed),
             dates: DateCache::default(),
-            lists: ListBuffers::default(),
             seq: 0,
             stats: LoopStats::default(),
         }
@@ -391,20 +390,23 @@ impl Worker {
                 .map_err(Failure::Call)?;
             return self.check(expect, reply).map_err(Failure::Wrong);
         }
-        let lists = &mut self.lists;
+        let kind = match expect {
+            Expect::Content(_) => ListKind::Content,
+            _ => ListKind::Users,
+        };
         let (outcome, verdict) = match expect {
             Expect::Content(remote) if verify => {
                 let mut check = ContentCheck::new(remote);
-                let outcome = call_list(addr, request, op, timeout, lists, &mut check).await;
+                let outcome = call_list(addr, request, kind, timeout, &mut check).await;
                 (outcome, check.finish())
             }
             Expect::Users if verify => {
                 let mut check = UsersCheck::new(config.users, config.clients);
-                let outcome = call_list(addr, request, op, timeout, lists, &mut check).await;
+                let outcome = call_list(addr, request, kind, timeout, &mut check).await;
                 (outcome, check.finish())
             }
             _ => {
-                let outcome = call_list(addr, request, op, timeout, lists, &mut Ignore).await;
+                let outcome = call_list(addr, request, kind, timeout, &mut Ignore).await;
                 (outcome, Ok(()))
             }
         };
