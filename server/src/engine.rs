@@ -300,6 +300,27 @@ mod tests {
     }
 
     #[test]
+    fn the_single_journal_of_older_versions_is_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        // Written by an older server: one journal file, never checkpointed.
+        let mut old = Journal::create(dir.path(), 1).unwrap();
+        old.append(&[crate::journal::Effect::AddUser("al".into())])
+            .unwrap();
+        drop(old);
+        std::fs::rename(
+            journal::segment_path(dir.path(), 1),
+            dir.path().join(journal::LEGACY_JOURNAL_NAME),
+        )
+        .unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        assert!(engine.state().tables().user_exists("al"));
+        assert!(!dir.path().join(journal::LEGACY_JOURNAL_NAME).exists());
+        engine.close().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        assert!(engine.state().tables().user_exists("al"));
+    }
+
+    #[test]
     fn readers_see_a_batch_only_after_commit() {
         let dir = tempfile::tempdir().unwrap();
         let mut engine = Engine::open(dir.path()).unwrap();
