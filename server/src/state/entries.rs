@@ -19,6 +19,7 @@
 //! the order of the field tuples (`al\0` < `alb\0`, `u\0f\0` < `u\0g\0`).
 //! Bytes after the key fields are the value; they may be binary.
 
+use std::cmp::Ordering;
 use std::sync::Arc;
 
 /// A chunk is split in two once its entries exceed this many bytes.
@@ -67,12 +68,12 @@ impl Chunk {
     }
 
     /// The first entry index whose key is not below `key`.
-    fn lower_bound(&self, key: &[u8], key_fields: usize) -> usize {
+    fn lower_bound(&self, key: &[u8]) -> usize {
         let mut low = 0;
         let mut high = self.len();
         while low < high {
             let mid = (low + high) / 2;
-            if key_of(self.entry(mid), key_fields) < key {
+            if compare_key(self.entry(mid), key) == Ordering::Less {
                 low = mid + 1;
             } else {
                 high = mid;
@@ -148,6 +149,16 @@ pub fn key_of(entry: &[u8], key_fields: usize) -> &[u8] {
     entry
 }
 
+/// Compares the key of `entry` with `key` (a whole key: its fields and
+/// their NULs) without finding the key's end first: the first `key.len()`
+/// bytes decide. Both keys end at their last field's NUL and NUL is the
+/// smallest byte, so a difference inside those bytes orders the keys, and
+/// equal bytes mean equal keys. This is the hot loop of every look-up.
+fn compare_key(entry: &[u8], key: &[u8]) -> Ordering {
+    let n = entry.len().min(key.len());
+    entry[..n].cmp(key)
+}
+
 /// Where an entry is: chunk index and entry index in it. `chunk ==
 /// chunks.len()` is the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,7 +225,7 @@ impl EntryTable {
             return Pos { chunk: 0, entry: 0 };
         }
         let chunk = &self.chunks[below - 1];
-        let entry = chunk.lower_bound(key, self.key_fields);
+        let entry = chunk.lower_bound(key);
         if entry < chunk.len() {
             Pos {
                 chunk: below - 1,
@@ -232,7 +243,7 @@ impl EntryTable {
     fn find(&self, key: &[u8]) -> Result<Pos, Pos> {
         let pos = self.lower_bound(key);
         match self.chunks.get(pos.chunk) {
-            Some(chunk) if key_of(chunk.entry(pos.entry), self.key_fields) == key => Ok(pos),
+            Some(chunk) if compare_key(chunk.entry(pos.entry), key) == Ordering::Equal => Ok(pos),
             _ => Err(pos),
         }
     }
@@ -529,6 +540,16 @@ mod tests {
         assert_eq!(table.with_prefix(b"a\0").len(), 0);
         assert_eq!(table.with_prefix(b"ab\0").len(), 300);
         assert_eq!(table.len(), 600);
+    }
+
+    #[test]
+    fn compare_key_orders_like_the_key_fields() {
+        assert_eq!(compare_key(b"al\0x\0", b"al\0"), Ordering::Equal);
+        assert_eq!(compare_key(b"al\0x\0", b"alb\0"), Ordering::Less);
+        assert_eq!(compare_key(b"alb\0x\0", b"al\0"), Ordering::Greater);
+        assert_eq!(compare_key(b"u\0f\0d\0", b"u\0f\0"), Ordering::Equal);
+        assert_eq!(compare_key(b"u\0f\0d\0", b"u\0g\0"), Ordering::Less);
+        assert_eq!(compare_key(b"u\0", b"u\0f\0"), Ordering::Less);
     }
 
     #[test]
