@@ -1,19 +1,33 @@
-//! Group commit: every mutation goes through one writer thread.
+//! Group commit: every mutation goes through one writer thread, every
+//! journal sync through one syncer thread, pipelined.
 //!
 //! The writer takes everything queued (up to [`MAX_BATCH`] operations) and
-//! commits it as one batch through [`Engine::commit`]: applied in arrival
-//! order (each operation sees the previous one's effect), made durable with
-//! one journal write and one `fdatasync`, published to readers, and only
-//! then answered. A reply of 0 therefore always means "on disk". If the
-//! batch cannot be made durable every operation in it fails.
+//! stages it as one batch ([`Engine::stage`]): applied in arrival order
+//! (each operation sees the previous one's effect), written to the journal
+//! and applied to the in-memory state. It hands the batch to the syncer and
+//! goes on with the next one while the syncer runs `fdatasync`: one sync
+//! covers every batch written before it started, so the disk's flush
+//! latency is paid once per sync, not once per batch plus the wait for the
+//! previous one (docs/PERFORMANCE.md).
+//!
+//! Nothing leaves the server before it is durable: the syncer answers a
+//! batch's operations only after the sync covering it, and readers, which
+//! may see a staged batch in the state, wait for the same
+//! ([`Durability::wait_for`]). If a sync fails, the state may hold changes
+//! that are not on disk: the server fails every operation from then on
+//! (a restart replays what is durable), as databases do after a failed
+//! fsync.
 
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
 use std::thread;
 
 use peerdex_protocol::Outcome;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::engine::Engine;
 pub use crate::engine::Mutation;
+use crate::engine::{Engine, Staged};
+use crate::state::State;
 
 /// Most operations applied in one batch.
 pub const MAX_BATCH: usize = 1024;
@@ -21,12 +35,57 @@ pub const MAX_BATCH: usize = 1024;
 /// Queued mutations before submitters wait (backpressure).
 const QUEUE_CAPACITY: usize = 16 * 1024;
 
+/// Staged batches waiting for a sync before the writer waits.
+const SYNC_QUEUE_CAPACITY: usize = 64;
+
 /// A queued mutation and where its outcome goes.
 struct Job {
     /// What to apply.
     mutation: Mutation,
-    /// Receives the outcome after the batch committed.
+    /// Receives the outcome after the batch is durable.
     done: oneshot::Sender<Outcome>,
+}
+
+/// A staged batch and who waits for it.
+struct Pending {
+    staged: Staged,
+    done: Vec<oneshot::Sender<Outcome>>,
+}
+
+/// How far the journal is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Synced {
+    /// Every batch up to this sequence number is durable.
+    seq: u64,
+    /// A sync failed: nothing may be answered from the state any more.
+    failed: bool,
+}
+
+/// Lets readers wait until what they saw is durable. Cheap to clone.
+#[derive(Clone)]
+pub struct Durability {
+    synced: watch::Receiver<Synced>,
+}
+
+impl Durability {
+    /// Waits until every batch up to `seq` is durable. False if the
+    /// journal failed (or the syncer is gone): the caller must answer with
+    /// a failure instead of what it read.
+    pub async fn wait_for(&self, seq: u64) -> bool {
+        let current = *self.synced.borrow();
+        if current.failed {
+            return false;
+        }
+        if current.seq >= seq {
+            return true;
+        }
+        let mut synced = self.synced.clone();
+        let reached = synced
+            .wait_for(|s| s.failed || s.seq >= seq)
+            .await
+            .map(|s| !s.failed);
+        reached.unwrap_or(false)
+    }
 }
 
 /// Handle that submits mutations to the writer. Cheap to clone; the writer
@@ -35,12 +94,15 @@ struct Job {
 pub struct Committer {
     /// The writer's queue.
     queue: mpsc::Sender<Job>,
+    /// How far the journal is synced.
+    durability: Durability,
 }
 
-/// The writer thread; join it after every [`Committer`] is dropped to get
-/// the engine back (and close it).
+/// The writer and syncer threads; join after every [`Committer`] is
+/// dropped to get the engine back (and close it).
 pub struct Writer {
-    /// The running thread, which returns the engine when the queue closes.
+    /// The writer, which returns the engine when the queue closes (after
+    /// the syncer answered everything).
     thread: thread::JoinHandle<Engine>,
 }
 
@@ -52,16 +114,35 @@ impl Writer {
 }
 
 impl Committer {
-    /// Starts the writer thread, which owns `engine` until it stops.
+    /// Starts the writer and syncer threads; the writer owns `engine` until
+    /// it stops.
     pub fn start(engine: Engine) -> std::io::Result<(Committer, Writer)> {
         let (queue, jobs) = mpsc::channel(QUEUE_CAPACITY);
+        let (synced_tx, synced) = watch::channel(Synced {
+            seq: 0,
+            failed: false,
+        });
+        let (pending_tx, pending) = std_mpsc::sync_channel(SYNC_QUEUE_CAPACITY);
+        let state = engine.state().clone();
+        let syncer = thread::Builder::new()
+            .name("peerdex-sync".into())
+            .spawn(move || sync_loop(&state, pending, &synced_tx))?;
         let thread = thread::Builder::new()
             .name("peerdex-commit".into())
-            .spawn(move || write_loop(engine, jobs))?;
-        Ok((Committer { queue }, Writer { thread }))
+            .spawn(move || {
+                let engine = write_loop(engine, jobs, pending_tx);
+                // The queue to the syncer is closed: it answers what is
+                // left and stops.
+                if syncer.join().is_err() {
+                    tracing::error!("journal syncer panicked");
+                }
+                engine
+            })?;
+        let durability = Durability { synced };
+        Ok((Committer { queue, durability }, Writer { thread }))
     }
 
-    /// Applies `mutation` and returns its outcome once committed. Any
+    /// Applies `mutation` and returns its outcome once durable. Any
     /// failure of the writer is the catch-all FAIL.
     pub async fn submit(&self, mutation: Mutation) -> Outcome {
         let (done, outcome) = oneshot::channel();
@@ -71,9 +152,18 @@ impl Committer {
         }
         outcome.await.unwrap_or(Outcome::Fail)
     }
+
+    /// What readers wait on before answering.
+    pub fn durability(&self) -> &Durability {
+        &self.durability
+    }
 }
 
-fn write_loop(mut engine: Engine, mut jobs: mpsc::Receiver<Job>) -> Engine {
+fn write_loop(
+    mut engine: Engine,
+    mut jobs: mpsc::Receiver<Job>,
+    pending: std_mpsc::SyncSender<Pending>,
+) -> Engine {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = jobs.blocking_recv() {
         batch.push(first);
@@ -83,15 +173,68 @@ fn write_loop(mut engine: Engine, mut jobs: mpsc::Receiver<Job>) -> Engine {
                 Err(_) => break,
             }
         }
-        let outcomes = engine.commit(batch.iter().map(|job| &job.mutation));
-        tracing::trace!(ops = outcomes.len(), "batch committed");
-        for (job, outcome) in batch.drain(..).zip(outcomes) {
-            // The connection may have gone away; nothing to tell it then.
-            let _ = job.done.send(outcome);
+        let staged = engine.stage(batch.iter().map(|job| &job.mutation));
+        let done = batch.drain(..).map(|job| job.done).collect();
+        if pending.send(Pending { staged, done }).is_err() {
+            // The syncer is gone (panicked): its senders dropped, so the
+            // waiting connections get FAIL.
+            tracing::error!("journal syncer is gone");
         }
     }
     tracing::debug!("commit writer stopped");
     engine
+}
+
+/// Syncs the journal for every batch waiting, then answers them.
+fn sync_loop(
+    state: &Arc<State>,
+    pending: std_mpsc::Receiver<Pending>,
+    synced: &watch::Sender<Synced>,
+) {
+    let mut durable = 0u64;
+    let mut failed = false;
+    let mut round = Vec::new();
+    while let Ok(first) = pending.recv() {
+        round.push(first);
+        while let Ok(next) = pending.try_recv() {
+            round.push(next);
+        }
+        let target = round.iter().map(|p| p.staged.seq).max().unwrap_or(durable);
+        if !failed && target > durable {
+            let mut handles: Vec<&crate::journal::SyncHandle> = Vec::new();
+            for p in &round {
+                if !handles.iter().any(|h| h.same_segment(&p.staged.sync)) {
+                    handles.push(&p.staged.sync);
+                }
+            }
+            match handles.iter().try_for_each(|h| h.sync()) {
+                Ok(()) => {
+                    durable = target;
+                    synced.send_replace(Synced {
+                        seq: durable,
+                        failed: false,
+                    });
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "journal sync failed; every operation fails until a restart");
+                    failed = true;
+                    state.fail();
+                    synced.send_replace(Synced {
+                        seq: durable,
+                        failed: true,
+                    });
+                }
+            }
+        }
+        for p in round.drain(..) {
+            let ok = !failed || p.staged.seq <= durable;
+            for (done, outcome) in p.done.into_iter().zip(p.staged.outcomes) {
+                // The connection may have gone away; nothing to tell it then.
+                let _ = done.send(if ok { outcome } else { Outcome::Fail });
+            }
+        }
+    }
+    tracing::debug!("journal syncer stopped");
 }
 
 #[cfg(test)]

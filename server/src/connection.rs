@@ -110,6 +110,7 @@ async fn serve<W: AsyncWrite + Unpin>(
             shared.committer.submit(mutation).await
         }
         Plan::Query { user } => match query::query(&shared.state, &user, &request.operation) {
+            _ if !seen_is_durable(shared).await => Outcome::Fail,
             Ok(QueryAnswer::Status(outcome)) => outcome,
             Ok(QueryAnswer::Reply(reply)) => {
                 log_operation(shared, request, kind, Outcome::Ok);
@@ -121,6 +122,7 @@ async fn serve<W: AsyncWrite + Unpin>(
             }
         },
         Plan::Read { user } => match directory::list(&shared.state, &user, &request.operation) {
+            _ if !seen_is_durable(shared).await => Outcome::Fail,
             ListAnswer::Status(outcome) => outcome,
             ListAnswer::Listing(listing) => {
                 log_operation(shared, request, kind, Outcome::Ok);
@@ -132,6 +134,14 @@ async fn serve<W: AsyncWrite + Unpin>(
     let mut reply = BytesMut::with_capacity(4);
     put_code(&mut reply, kind.code(outcome));
     send(out, &reply, shared.request_timeout).await
+}
+
+/// Waits until everything this connection may have read from the state is
+/// durable (the state holds batches whose journal sync is still running);
+/// false if the journal failed, and the answer must then be the catch-all.
+async fn seen_is_durable(shared: &Shared) -> bool {
+    let seen = shared.state.applied_seq();
+    !shared.state.has_failed() && shared.committer.durability().wait_for(seen).await
 }
 
 /// Writes code 0, the count and the entries, flushing every [`CHUNK`] bytes

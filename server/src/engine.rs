@@ -6,11 +6,13 @@
 //! the database is loaded into memory ([`crate::state`]) and a new segment
 //! is started. Nothing is served before this is done.
 //!
-//! A batch ([`Engine::commit`]): the rules run against the committed state
-//! seen through the batch's own changes ([`Batch`]); the effects are
-//! appended to the journal and synced (the commit point); only then are
-//! they applied to the shared state, and only then is anyone answered. A
-//! full segment is handed to the checkpointer ([`crate::checkpoint`]).
+//! A batch ([`Engine::stage`]): the rules run against the state seen
+//! through the batch's own changes ([`Batch`]); the effects are appended to
+//! the journal and applied to the shared state. Nobody is answered from
+//! that state until the journal is synced past it: mutations are answered
+//! by the syncer ([`crate::commit`]), readers wait for it
+//! ([`crate::commit::Durability`]). A full segment is handed to the
+//! checkpointer ([`crate::checkpoint`]).
 //!
 //! Only one thread calls [`Engine::commit`] (the group-commit writer,
 //! [`crate::commit`]); every reader uses [`Engine::state`].
@@ -23,7 +25,7 @@ use peerdex_protocol::{Operation, Outcome};
 
 use crate::checkpoint::Checkpointer;
 use crate::directory;
-use crate::journal::{self, Journal, JournalError, SEGMENT_BYTES};
+use crate::journal::{self, Journal, JournalError, SyncHandle, SEGMENT_BYTES};
 use crate::state::{Batch, State};
 use crate::store::{Store, StoreError};
 
@@ -50,6 +52,20 @@ pub struct Engine {
     checkpointer: Checkpointer,
     /// Segment size that triggers a rotation.
     segment_bytes: u64,
+    /// Sequence number of the last batch written (0: none yet).
+    seq: u64,
+}
+
+/// A batch written and applied, waiting for its journal sync.
+#[derive(Debug)]
+pub struct Staged {
+    /// One outcome per mutation, to send once `sync` succeeded.
+    pub outcomes: Vec<Outcome>,
+    /// The batch's sequence number (or the last one before it, if it wrote
+    /// nothing): answered only once the journal is synced up to it.
+    pub seq: u64,
+    /// Syncs the segment the batch was written to.
+    pub sync: SyncHandle,
 }
 
 impl Engine {
@@ -89,6 +105,7 @@ impl Engine {
             journal,
             checkpointer,
             segment_bytes: SEGMENT_BYTES,
+            seq: 0,
         })
     }
 
@@ -103,14 +120,41 @@ impl Engine {
         &self.state
     }
 
-    /// Applies `mutations` in order as one batch and returns their
-    /// outcomes. Every outcome is final: a 0 means the change is durable
-    /// and visible. If the batch cannot be made durable, every operation
-    /// in it fails and nothing changes.
+    /// Applies `mutations` in order as one batch, syncs the journal and
+    /// returns their outcomes: every outcome is final, a 0 means durable.
+    /// (The server pipelines instead: [`Engine::stage`] here, the sync in
+    /// [`crate::commit`]'s syncer thread.)
     pub fn commit<'m>(
         &mut self,
         mutations: impl IntoIterator<Item = &'m Mutation>,
     ) -> Vec<Outcome> {
+        let staged = self.stage(mutations);
+        match staged.sync.sync() {
+            Ok(()) => staged.outcomes,
+            Err(err) => {
+                tracing::error!(error = %err, "journal sync failed; no more operations until a restart");
+                self.state.fail();
+                vec![Outcome::Fail; staged.outcomes.len()]
+            }
+        }
+    }
+
+    /// Applies `mutations` in order as one batch: the rules run against the
+    /// state seen through the batch's own changes, the effects are written
+    /// to the journal (not synced) and applied to the state. The outcomes
+    /// may be sent only after `sync` succeeded (and nothing may be
+    /// answered from the state after it failed). If the journal write fails
+    /// every operation fails and nothing changes.
+    pub fn stage<'m>(&mut self, mutations: impl IntoIterator<Item = &'m Mutation>) -> Staged {
+        let sync = self.journal.sync_handle();
+        if self.state.has_failed() {
+            let outcomes = mutations.into_iter().map(|_| Outcome::Fail).collect();
+            return Staged {
+                outcomes,
+                seq: self.seq,
+                sync,
+            };
+        }
         let (outcomes, effects) = {
             let tables = self.state.tables();
             let mut batch = Batch::new(&tables);
@@ -121,20 +165,35 @@ impl Engine {
             (outcomes, batch.into_effects())
         };
         if effects.is_empty() {
-            return outcomes;
+            // Nothing written, but the outcomes were read from the state,
+            // which may hold batches not yet synced: they wait like readers.
+            return Staged {
+                outcomes,
+                seq: self.seq,
+                sync,
+            };
         }
-        if let Err(err) = self.journal.append(&effects) {
+        if let Err(err) = self.journal.write(&effects) {
             tracing::error!(error = %err, ops = outcomes.len(), "journal write failed, batch failed");
-            // After a failed sync the file's state is unknown: continue in
-            // a fresh segment (the old one keeps its synced records).
+            // The file's state after a failed write is unknown: continue in
+            // a fresh segment (the old one keeps its whole records).
             self.rotate();
-            return vec![Outcome::Fail; outcomes.len()];
+            return Staged {
+                outcomes: vec![Outcome::Fail; outcomes.len()],
+                seq: self.seq,
+                sync,
+            };
         }
-        self.state.apply(&effects);
+        self.seq += 1;
+        self.state.apply(&effects, self.seq);
         if self.journal.len() >= self.segment_bytes {
             self.rotate();
         }
-        outcomes
+        Staged {
+            outcomes,
+            seq: self.seq,
+            sync,
+        }
     }
 
     /// Starts a new segment and hands the finished one to the

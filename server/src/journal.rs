@@ -31,6 +31,7 @@ use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use thiserror::Error;
 
@@ -160,8 +161,9 @@ pub struct Journal {
     dir: PathBuf,
     /// The segment's number.
     number: u64,
-    /// The file, written at explicit offsets.
-    file: File,
+    /// The file, written at explicit offsets; shared with the syncer, which
+    /// flushes it while the writer appends the next records.
+    file: Arc<File>,
     /// Its path, for errors.
     path: PathBuf,
     /// Where the next record goes (= the valid length).
@@ -203,7 +205,7 @@ impl Journal {
         Ok(Journal {
             dir: dir.to_path_buf(),
             number,
-            file,
+            file: Arc::new(file),
             path,
             end: MAGIC.len() as u64,
             buf: Vec::new(),
@@ -236,6 +238,14 @@ impl Journal {
     /// Appends `effects` as one record in one write and syncs it: when this
     /// returns Ok they survive a crash.
     pub fn append(&mut self, effects: &[Effect]) -> Result<(), JournalError> {
+        self.write(effects)?;
+        self.sync_handle().sync()
+    }
+
+    /// Appends `effects` as one record in one write, without syncing: the
+    /// record is durable once a [`SyncHandle::sync`] of this segment that
+    /// started after this returned has succeeded.
+    pub fn write(&mut self, effects: &[Effect]) -> Result<(), JournalError> {
         self.buf.clear();
         self.buf.extend_from_slice(&[0; 12]);
         for effect in effects {
@@ -246,16 +256,22 @@ impl Journal {
         let hash = fnv1a(&self.buf[12..]);
         self.buf[..4].copy_from_slice(&len.to_le_bytes());
         self.buf[4..12].copy_from_slice(&hash.to_le_bytes());
-        let io_err = |source| JournalError::Io {
-            path: self.path.clone(),
-            source,
-        };
         self.file
             .write_all_at(&self.buf, self.end)
-            .map_err(io_err)?;
-        self.file.sync_data().map_err(io_err)?;
+            .map_err(|source| JournalError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
         self.end += self.buf.len() as u64;
         Ok(())
+    }
+
+    /// What syncs this segment, from any thread.
+    pub fn sync_handle(&self) -> SyncHandle {
+        SyncHandle {
+            file: self.file.clone(),
+            path: self.path.clone(),
+        }
     }
 
     fn io(&self, kind: io::ErrorKind) -> JournalError {
@@ -263,6 +279,29 @@ impl Journal {
             path: self.path.clone(),
             source: io::Error::from(kind),
         }
+    }
+}
+
+/// Flushes one segment's written records to disk.
+#[derive(Debug, Clone)]
+pub struct SyncHandle {
+    file: Arc<File>,
+    path: PathBuf,
+}
+
+impl SyncHandle {
+    /// `fdatasync` of the segment: every record written before this call
+    /// is durable when it returns Ok.
+    pub fn sync(&self) -> Result<(), JournalError> {
+        self.file.sync_data().map_err(|source| JournalError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// True when both handles flush the same segment.
+    pub fn same_segment(&self, other: &SyncHandle) -> bool {
+        Arc::ptr_eq(&self.file, &other.file)
     }
 }
 

@@ -23,7 +23,7 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 
 /// A chunk is split in two once its entries exceed this many bytes.
-pub const MAX_CHUNK: usize = 8 * 1024;
+pub const MAX_CHUNK: usize = 4 * 1024;
 
 /// Bytes a chunk's buffer grows by when an entry does not fit.
 const GROW_BYTES: usize = 1024;

@@ -16,6 +16,7 @@ pub mod batch;
 pub mod entries;
 pub mod tables;
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard};
 
 use crate::index::Indexes;
@@ -33,6 +34,11 @@ pub struct State {
     /// SEARCH / FIND_SOURCES indexes, kept in step with `tables` by the
     /// same writer (see [`crate::index`]).
     indexes: RwLock<Indexes>,
+    /// Sequence number of the last batch applied (see [`State::apply`]).
+    applied: AtomicU64,
+    /// Set when a journal sync failed: the state may hold changes that are
+    /// not durable, so nothing may be answered from it any more.
+    failed: AtomicBool,
 }
 
 impl State {
@@ -41,6 +47,8 @@ impl State {
         State {
             tables: RwLock::new(tables),
             indexes: RwLock::new(indexes),
+            applied: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
         }
     }
 
@@ -57,10 +65,13 @@ impl State {
         self.indexes.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Applies the effects of a durable batch: tables first, then indexes
-    /// (a reader of the index then always finds its entries in the tables
-    /// or, for a just-removed entry, leaves it out).
-    pub fn apply(&self, effects: &[Effect]) {
+    /// Applies the effects of batch `seq`, written to the journal but maybe
+    /// not yet synced: tables first, then indexes (a reader of the index
+    /// then always finds its entries in the tables or, for a just-removed
+    /// entry, leaves it out). Whoever answers from the state must first
+    /// wait until the journal is synced up to [`State::applied_seq`] read
+    /// after looking ([`crate::commit::Durability`]).
+    pub fn apply(&self, effects: &[Effect], seq: u64) {
         {
             let mut tables = self.tables.write().unwrap_or_else(|p| p.into_inner());
             for effect in effects {
@@ -70,10 +81,28 @@ impl State {
                     tracing::error!(error = %err, ?effect, "cannot apply a journaled effect in memory");
                 }
             }
+            self.applied.store(seq, Ordering::Release);
         }
         self.indexes
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .apply(effects);
+    }
+
+    /// Sequence number of the last batch applied: everything a reader saw
+    /// before calling this is covered by it.
+    pub fn applied_seq(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    /// Marks the state unusable after a failed journal sync.
+    pub fn fail(&self) {
+        self.failed.store(true, Ordering::Release);
+    }
+
+    /// True after a failed journal sync: every operation fails until a
+    /// restart replays what is durable.
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
     }
 }
