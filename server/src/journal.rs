@@ -236,7 +236,9 @@ impl Journal {
     }
 
     /// Appends `effects` as one record in one write and syncs it: when this
-    /// returns Ok they survive a crash.
+    /// returns Ok they survive a crash. (The server splits the two steps:
+    /// [`Journal::write`] in the writer, [`SyncHandle::sync`] in the syncer.)
+    #[cfg(test)]
     pub fn append(&mut self, effects: &[Effect]) -> Result<(), JournalError> {
         self.write(effects)?;
         self.sync_handle().sync()
