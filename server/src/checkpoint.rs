@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread;
 
 use crate::journal::segment_path;
@@ -64,11 +64,8 @@ fn run(store: Store, dir: &Path, segments: Receiver<u64>) -> Store {
     let mut waiting = VecDeque::new();
     while let Ok(number) = segments.recv() {
         waiting.push_back(number);
-        loop {
-            match segments.try_recv() {
-                Ok(number) => waiting.push_back(number),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
+        while let Ok(number) = segments.try_recv() {
+            waiting.push_back(number);
         }
         apply_waiting(&store, dir, &mut waiting);
     }

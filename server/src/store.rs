@@ -535,6 +535,14 @@ mod tests {
         tempfile::tempdir().unwrap()
     }
 
+    /// The schema version stored in the database.
+    fn schema_version(store: &Store) -> u64 {
+        let txn = store.db.begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        let version = meta.get(SCHEMA_KEY).unwrap().unwrap().value();
+        version
+    }
+
     #[test]
     fn creates_missing_dir_and_reopens() {
         let dir = temp();
@@ -669,14 +677,8 @@ mod tests {
             .list_tables()
             .unwrap()
             .any(|t| t.name() == "file_counts"));
-        let version = txn
-            .open_table(META)
-            .unwrap()
-            .get(SCHEMA_KEY)
-            .unwrap()
-            .unwrap()
-            .value();
-        assert_eq!(version, SCHEMA_VERSION);
+        drop(txn);
+        assert_eq!(schema_version(&store), SCHEMA_VERSION);
     }
 
     #[test]
@@ -728,15 +730,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let (tables, _) = store.load().unwrap();
         assert_eq!(tables.file("al", "g").unwrap().content, Some((3, [1; 32])));
-        let txn = store.db.begin_write().unwrap();
-        let version = txn
-            .open_table(META)
-            .unwrap()
-            .get(SCHEMA_KEY)
-            .unwrap()
-            .unwrap()
-            .value();
-        assert_eq!(version, 3);
+        assert_eq!(schema_version(&store), 3);
     }
 
     #[test]
