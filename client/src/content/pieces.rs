@@ -1,7 +1,7 @@
 //! A file's manifest: size, piece size, root hash and piece digests, and
 //! the checks a downloader makes before trusting any of it.
 
-use peerdex_protocol::peer_ext::{piece_count, valid_piece_size, MAX_PIECES};
+use peerdex_protocol::peer_ext::{piece_count, valid_piece_size, HashesHeader, MAX_PIECES};
 use thiserror::Error;
 
 use super::hash::{merge_root, piece_digest};
@@ -37,6 +37,17 @@ impl Manifest {
     /// Number of pieces.
     pub fn count(&self) -> u64 {
         self.pieces.len() as u64
+    }
+
+    /// The header of a GET_HASHES reply announcing this manifest (the
+    /// piece digests follow it).
+    pub fn hashes_header(&self) -> HashesHeader {
+        HashesHeader {
+            size: self.size,
+            piece_size: self.piece_size,
+            root: self.root,
+            count: self.count(),
+        }
     }
 
     /// Checks that the piece list is consistent with size and root: after

@@ -261,8 +261,7 @@ async fn receive(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::peer::listener::Listener;
-    use crate::peer::share::ShareDir;
+    use crate::peer::listener::listener_with;
     use std::fs;
     use tokio::net::TcpListener;
 
@@ -285,18 +284,10 @@ mod tests {
 
     #[tokio::test]
     async fn downloads_binary_content_from_a_listener() {
-        let shared = tempfile::tempdir().unwrap();
         let content: Vec<u8> = (0..3_000_000u32)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();
-        fs::write(shared.path().join("blob.bin"), &content).unwrap();
-        let listener = Listener::start(
-            "127.0.0.1:0".parse().unwrap(),
-            ShareDir::new(shared.path()).unwrap(),
-            None,
-        )
-        .await
-        .unwrap();
+        let (_shared, listener) = listener_with(&[("blob.bin", &content)]).await;
         listener.publish("blob.bin");
         let out = tempfile::tempdir().unwrap();
         let target = out.path().join("copy.bin");

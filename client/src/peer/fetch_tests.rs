@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use peerdex_protocol::peer::{read_peer_request, PeerRequest};
-use peerdex_protocol::peer_ext::{put_piece, HashesHeader, RangeHeader};
+use peerdex_protocol::peer_ext::{put_piece, RangeHeader};
 use peerdex_protocol::wire::field_reader;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -94,13 +94,7 @@ async fn fake(data: Arc<Vec<u8>>, manifest: Arc<Manifest>, behaviour: Behaviour)
                         out.extend_from_slice(&data);
                     }
                     (PeerRequest::GetHashes { .. }, _) => {
-                        HashesHeader {
-                            size: manifest.size,
-                            piece_size: manifest.piece_size,
-                            root: manifest.root,
-                            count: manifest.count(),
-                        }
-                        .encode(&mut out);
+                        manifest.hashes_header().encode(&mut out);
                         for piece in &manifest.pieces {
                             put_piece(&mut out, piece);
                         }
@@ -319,18 +313,8 @@ async fn a_truncated_extension_transfer_fails_and_keeps_the_part() {
 
 #[tokio::test]
 async fn a_small_file_from_the_real_listener() {
-    use crate::peer::listener::Listener;
-    use crate::peer::share::ShareDir;
-    let shared = tempfile::tempdir().unwrap();
-    std::fs::write(shared.path().join("tiny.txt"), b"tiny").unwrap();
-    std::fs::write(shared.path().join("empty"), b"").unwrap();
-    let listener = Listener::start(
-        "127.0.0.1:0".parse().unwrap(),
-        ShareDir::new(shared.path()).unwrap(),
-        None,
-    )
-    .await
-    .unwrap();
+    let (_shared, listener) =
+        crate::peer::listener::listener_with(&[("tiny.txt", b"tiny"), ("empty", b"")]).await;
     listener.publish("tiny.txt");
     listener.publish("empty");
     let out = tempfile::tempdir().unwrap();

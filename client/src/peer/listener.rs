@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use peerdex_protocol::peer::{read_peer_request, PeerCode, PeerRequest};
-use peerdex_protocol::peer_ext::{put_piece, ExtCode, HashesHeader, RangeHeader};
+use peerdex_protocol::peer_ext::{put_piece, ExtCode, RangeHeader};
 use peerdex_protocol::wire::field_reader;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
@@ -385,13 +385,7 @@ async fn send_hashes(
         return Ok(());
     };
     let mut buf = BytesMut::with_capacity(64 * 1024);
-    HashesHeader {
-        size: manifest.size,
-        piece_size: manifest.piece_size,
-        root: manifest.root,
-        count: manifest.count(),
-    }
-    .encode(&mut buf);
+    manifest.hashes_header().encode(&mut buf);
     for piece in &manifest.pieces {
         put_piece(&mut buf, piece);
         if buf.len() >= 60 * 1024 {
@@ -643,6 +637,21 @@ async fn drain(mut reader: impl AsyncRead + Unpin) {
     }
 }
 
+/// Test helper shared by the peer tests: a loopback listener over a
+/// temporary share directory holding `files` (not yet published).
+#[cfg(test)]
+pub(crate) async fn listener_with(files: &[(&str, &[u8])]) -> (tempfile::TempDir, Listener) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in files {
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+    }
+    let share = ShareDir::new(dir.path()).unwrap();
+    let listener = Listener::start("127.0.0.1:0".parse().unwrap(), share, None)
+        .await
+        .unwrap();
+    (dir, listener)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -700,18 +709,6 @@ mod tests {
         assert_eq!(sent.unwrap(), Sendfile::Unsupported);
     }
 
-    async fn listener_with(files: &[(&str, &[u8])]) -> (tempfile::TempDir, Listener) {
-        let dir = tempfile::tempdir().unwrap();
-        for (name, bytes) in files {
-            fs::write(dir.path().join(name), bytes).unwrap();
-        }
-        let share = ShareDir::new(dir.path()).unwrap();
-        let listener = Listener::start("127.0.0.1:0".parse().unwrap(), share, None)
-            .await
-            .unwrap();
-        (dir, listener)
-    }
-
     /// Sends `request` raw and returns everything the listener answered.
     async fn exchange(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
         let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -724,7 +721,7 @@ mod tests {
     #[tokio::test]
     async fn serves_published_files_in_both_request_forms() {
         let content: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
-        let (_dir, listener) = listener_with(&[("a.bin", &content)]).await;
+        let (_dir, listener) = super::listener_with(&[("a.bin", &content)]).await;
         listener.publish("a.bin");
         let addr = listener.local_addr();
         for request in [
@@ -740,7 +737,7 @@ mod tests {
 
     #[tokio::test]
     async fn unpublished_missing_and_unknown() {
-        let (_dir, listener) = listener_with(&[("a.txt", b"a"), ("b.txt", b"b")]).await;
+        let (_dir, listener) = super::listener_with(&[("a.txt", b"a"), ("b.txt", b"b")]).await;
         listener.publish("a.txt");
         listener.publish("ghost.txt");
         listener.publish("../etc/passwd");
@@ -756,7 +753,7 @@ mod tests {
     #[tokio::test]
     async fn serves_hashes_and_ranges_of_published_files_only() {
         let content: Vec<u8> = (0..2_500_000u32).map(|i| (i % 241) as u8).collect();
-        let (_dir, listener) = listener_with(&[("a.bin", &content), ("b.bin", b"b")]).await;
+        let (_dir, listener) = super::listener_with(&[("a.bin", &content), ("b.bin", b"b")]).await;
         listener.publish("a.bin");
         let addr = listener.local_addr();
         let reply = exchange(addr, b"GET_HASHES\0a.bin\0").await;
@@ -796,7 +793,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_file_changed_after_hashing_is_hashed_again() {
-        let (dir, listener) = listener_with(&[("a.bin", b"first version")]).await;
+        let (dir, listener) = super::listener_with(&[("a.bin", b"first version")]).await;
         listener.publish("a.bin");
         let addr = listener.local_addr();
         let first = exchange(addr, b"GET_HASHES\0a.bin\0").await;
@@ -821,7 +818,7 @@ mod tests {
 
     #[tokio::test]
     async fn stop_closes_the_socket() {
-        let (_dir, listener) = listener_with(&[]).await;
+        let (_dir, listener) = super::listener_with(&[]).await;
         let addr = listener.local_addr();
         listener.stop().await;
         assert!(TcpStream::connect(addr).await.is_err());
