@@ -74,23 +74,23 @@ impl Engine {
     pub fn open(dir: &Path) -> Result<Engine, StoreError> {
         let store = Store::open(dir)?;
         let segments = journal::segments(dir)?;
-        let mut effects = Vec::new();
+        // The checkpointer's own step, in order: apply a segment in one
+        // durable transaction, then delete it (replay is idempotent, so a
+        // crash in between only replays it again).
+        let mut replayed = 0;
         for segment in &segments {
-            effects.extend(journal::read_segment(&segment.path)?);
-        }
-        if !effects.is_empty() {
-            store.apply_durably(&effects)?;
-            tracing::info!(
-                segments = segments.len(),
-                effects = effects.len(),
-                "journal replayed"
-            );
-        }
-        for segment in &segments {
+            replayed += store.apply_segment(&segment.path)?;
             std::fs::remove_file(&segment.path).map_err(|source| JournalError::Io {
                 path: segment.path.clone(),
                 source,
             })?;
+        }
+        if replayed > 0 {
+            tracing::info!(
+                segments = segments.len(),
+                effects = replayed,
+                "journal replayed"
+            );
         }
         let (tables, indexes) = store.load()?;
         let next = segments.last().map_or(1, |s| s.number + 1);

@@ -138,6 +138,7 @@ pub fn segments(dir: &Path) -> Result<Vec<SegmentFile>, JournalError> {
 
 /// The effects of every whole record of the journal file at `path`, in
 /// order. An empty file (created, never written) holds nothing.
+#[cfg(test)]
 pub fn read_segment(path: &Path) -> Result<Vec<Effect>, JournalError> {
     let bytes = read_checked(path)?;
     Ok(parse_records(bytes.get(MAGIC.len()..).unwrap_or_default()))
@@ -318,6 +319,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// The effects of every whole record, stopping at the first torn one.
+#[cfg(test)]
 fn parse_records(bytes: &[u8]) -> Vec<Effect> {
     let mut effects = Vec::new();
     each_record(bytes, |record| {
@@ -364,7 +366,7 @@ fn each_record<E>(
 }
 
 /// Calls `apply` with each whole record of the journal file at `path`, in
-/// order (see [`read_segment`] for what counts as whole). Returns the
+/// order (a record cut short or failing its hash ends the file). Returns the
 /// number of effects.
 pub fn for_each_record<E: From<JournalError>>(
     path: &Path,

@@ -27,7 +27,7 @@
 //! The database is the checkpoint behind the journal, not what requests
 //! read: at start-up it is loaded into memory ([`Store::load`]) after the
 //! journal segments left by the previous run were applied to it
-//! ([`Store::apply_durably`]); while the server runs, the checkpointer
+//! ([`Store::apply_segment`]); while the server runs, the checkpointer
 //! ([`crate::checkpoint`]) applies each full journal segment in one durable
 //! transaction. Nothing else writes it.
 
@@ -283,6 +283,7 @@ impl Store {
 
     /// Applies `effects` in order in one durable transaction: when this
     /// returns Ok they are on disk in the database.
+    #[cfg(test)]
     pub fn apply_durably(&self, effects: &[Effect]) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         {
