@@ -45,6 +45,11 @@ pub struct NullServerArgs {
     /// Address to bind.
     #[arg(long, default_value = "127.0.0.1")]
     pub bind: IpAddr,
+    /// Be the durable ceiling instead: journal every mutating request in
+    /// this directory with group-committed fdatasync before answering (see
+    /// `null_journal`).
+    #[arg(long, value_name = "DIR")]
+    pub durable: Option<std::path::PathBuf>,
 }
 
 /// Knobs shared by `load` and `compare`.

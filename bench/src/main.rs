@@ -15,6 +15,7 @@ mod compare;
 mod fetch_worker;
 mod mix;
 mod model;
+mod null_journal;
 mod null_server;
 mod part_progress;
 mod peer_procs;
@@ -67,7 +68,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
         Command::NullServer(args) => {
-            null_server::run(args.bind, args.port).await?;
+            null_server::run(args.bind, args.port, args.durable.as_deref()).await?;
             Ok(true)
         }
         Command::Load(args) => load(args).await,

@@ -7,12 +7,17 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::time::Duration;
+
+use anyhow::Context;
 
 use bytes::{Bytes, BytesMut};
 use peerdex_protocol::reply::{put_code, put_count};
 use peerdex_protocol::wire::{field_reader, read_request, RequestRead};
-use peerdex_protocol::OpKind;
+use peerdex_protocol::{OpKind, Request};
+
+use crate::null_journal::NullJournal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{timeout, timeout_at, Instant};
@@ -58,13 +63,14 @@ pub async fn bind(ip: IpAddr, port: u16) -> io::Result<TcpListener> {
     TcpListener::bind(SocketAddr::new(ip, port)).await
 }
 
-/// Serves forever, one task per connection.
-pub async fn serve(listener: TcpListener) -> io::Result<()> {
+/// Serves forever, one task per connection; with a journal, every
+/// mutating request is durable before its reply.
+pub async fn serve(listener: TcpListener, journal: Option<NullJournal>) -> io::Result<()> {
     let replies = Replies::new();
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(handle(stream, replies.clone()));
+                tokio::spawn(handle(stream, replies.clone(), journal.clone()));
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning; the
@@ -76,13 +82,28 @@ pub async fn serve(listener: TcpListener) -> io::Result<()> {
     }
 }
 
-async fn handle(mut stream: TcpStream, replies: Replies) {
+async fn handle(mut stream: TcpStream, replies: Replies, journal: Option<NullJournal>) {
     let request = {
         let mut reader = field_reader(&mut stream);
         timeout(CLIENT_TIMEOUT, read_request(&mut reader)).await
     };
     let reply = match request {
-        Ok(Ok(RequestRead::Request(request))) => Some(replies.for_op(request.operation.kind())),
+        Ok(Ok(RequestRead::Request(request))) => {
+            let kind = request.operation.kind();
+            match &journal {
+                Some(journal) if mutates(kind) => {
+                    let record = journal_record(kind, &request);
+                    if journal.append(&record).await {
+                        Some(replies.for_op(kind))
+                    } else {
+                        let mut b = BytesMut::new();
+                        put_code(&mut b, kind.fail_code());
+                        Some(b.freeze())
+                    }
+                }
+                _ => Some(replies.for_op(kind)),
+            }
+        }
         // PROTOCOL.md: an unknown op is closed without a reply.
         Ok(Ok(RequestRead::UnknownOp(_) | RequestRead::Closed)) => None,
         // A malformed or truncated request of a known op gets its catch-all.
@@ -102,6 +123,32 @@ async fn handle(mut stream: TcpStream, replies: Replies) {
     drain(&mut stream).await;
 }
 
+/// The operations a durable server must make durable before answering.
+fn mutates(kind: OpKind) -> bool {
+    matches!(
+        kind,
+        OpKind::Register
+            | OpKind::Unregister
+            | OpKind::Connect
+            | OpKind::Disconnect
+            | OpKind::Publish
+            | OpKind::PublishContent
+            | OpKind::Delete
+    )
+}
+
+/// What the durable ceiling writes for one mutation: the operation and the
+/// user, about the size of our journal's effect records.
+fn journal_record(kind: OpKind, request: &Request) -> Vec<u8> {
+    let user = request.user.as_deref().unwrap_or("");
+    let mut record = Vec::with_capacity(kind.name().len() + user.len() + 2);
+    record.extend_from_slice(kind.name().as_bytes());
+    record.push(0);
+    record.extend_from_slice(user.as_bytes());
+    record.push(0);
+    record
+}
+
 /// Reads until EOF (bounded in time and bytes) so that closing never finds
 /// unread bytes, which would turn the close into a reset that can destroy
 /// the reply in flight.
@@ -118,9 +165,16 @@ async fn drain(stream: &mut TcpStream) {
 }
 
 /// The `null-server` subcommand.
-pub async fn run(ip: IpAddr, port: u16) -> anyhow::Result<()> {
+pub async fn run(ip: IpAddr, port: u16, durable: Option<&Path>) -> anyhow::Result<()> {
+    let journal = match durable {
+        Some(dir) => Some(
+            NullJournal::open(dir)
+                .with_context(|| format!("cannot open the journal in {}", dir.display()))?,
+        ),
+        None => None,
+    };
     let listener = bind(ip, port).await?;
     println!("null-server listening on {}", listener.local_addr()?);
-    serve(listener).await?;
+    serve(listener, journal).await?;
     Ok(())
 }
