@@ -26,7 +26,8 @@ pub enum Command {
     /// Populate a directory server, then run a timed mixed workload against it.
     Load(LoadArgs),
     /// Alternate load runs against the null server and our server (A B A B)
-    /// and report medians and the ratio ours/null.
+    /// and report medians and the ratio ours/null; with --durable-ceiling
+    /// also against the durable ceiling (A B C A B C).
     Compare(CompareArgs),
     /// Issue 4: a file over loopback, a plain TCP copy against our verified
     /// download (and the classic GET_FILE), alternated, with medians.
@@ -120,7 +121,8 @@ pub struct CompareArgs {
     /// Port substituted for `{port}` (0: the server picks one and prints it).
     #[arg(long, default_value_t = 0)]
     pub port: u16,
-    /// Alternated rounds (each = one null run + one run of ours).
+    /// Alternated rounds (each = one null run + one run of ours, with a
+    /// durable-ceiling run between them under --durable-ceiling).
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
     #[command(flatten)]
@@ -132,7 +134,16 @@ pub struct CompareArgs {
     /// Where our server's output goes (default: a file in /tmp).
     #[arg(long)]
     pub server_log: Option<std::path::PathBuf>,
-    /// Seconds to wait for our server's `s> init server` line.
+    /// Seconds to wait for our server's `s> init server` line (and for the
+    /// null servers' `listening on` line).
     #[arg(long, default_value_t = 60.0)]
     pub start_timeout: f64,
+    /// Also measure the durable ceiling (`null-server --durable`, journaling
+    /// into a fresh directory under the temp dir, $TMPDIR) in every round,
+    /// between the null server and ours. The null server alone hides what a
+    /// flush costs on this disk; this third server shows how much of the gap
+    /// any server that syncs before replying must pay, so ours/durable is
+    /// the part that is ours. Put $TMPDIR on the same disk as our data dir.
+    #[arg(long)]
+    pub durable_ceiling: bool,
 }

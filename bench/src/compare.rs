@@ -3,10 +3,17 @@
 //! vary from machine to machine and minute to minute, a ratio to the ceiling
 //! measured alongside does much less.
 //!
-//! Both servers run as child processes (the null server is this binary's
-//! `null-server`), so that neither shares the load generator's runtime and
-//! both can be measured from /proc the same way. They stay up across rounds,
-//! and our server is populated once.
+//! With `--durable-ceiling` a third server joins the alternation, A B C A B
+//! C: the durable ceiling (`null-server --durable`, journaling into a fresh
+//! temporary directory), between the null server and ours. The null server
+//! does not flush, so ours/null mixes the cost of the disk's flush with our
+//! own; durable/null is the part any server that syncs before replying must
+//! pay on this machine, and ours/durable the part that is ours.
+//!
+//! All servers run as child processes (the ceilings are this binary's
+//! `null-server`), so that none shares the load generator's runtime and all
+//! can be measured from /proc the same way. They stay up across rounds, and
+//! our server is populated once.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -23,12 +30,70 @@ use crate::report;
 use crate::stats::{median, ms};
 use crate::workload::{self, LoadConfig, LoadReport, Row};
 
+/// What `null-server` prints, with or without `--durable`, once it accepts.
+const NULL_MARKER: &str = "null-server listening on ";
+
+/// What our server prints once it accepts.
+const OURS_MARKER: &str = "s> init server ";
+
+/// Which of the compared servers a child is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The stateless ceiling.
+    Null,
+    /// The durable ceiling: the null server plus a group-committed journal.
+    Durable,
+    /// Our server, from `--server-cmd`.
+    Ours,
+}
+
+impl Role {
+    /// The name in every line printed about this server.
+    fn name(self) -> &'static str {
+        match self {
+            Role::Null => "null",
+            Role::Durable => "durable",
+            Role::Ours => "ours",
+        }
+    }
+}
+
 /// A server child process and where it listens.
 struct Server {
-    name: &'static str,
+    role: Role,
     child: Child,
     pid: u32,
     addr: SocketAddr,
+}
+
+/// Every run so far, per server (`durable` stays empty without
+/// `--durable-ceiling`).
+#[derive(Default)]
+struct Runs {
+    null: Vec<LoadReport>,
+    durable: Vec<LoadReport>,
+    ours: Vec<LoadReport>,
+}
+
+impl Runs {
+    fn of(&mut self, role: Role) -> &mut Vec<LoadReport> {
+        match role {
+            Role::Null => &mut self.null,
+            Role::Durable => &mut self.durable,
+            Role::Ours => &mut self.ours,
+        }
+    }
+
+    /// Failed operations over every run of every server: any of them fails
+    /// the comparison, since a ceiling that drops requests is no ceiling.
+    fn errors(&self) -> u64 {
+        self.null
+            .iter()
+            .chain(&self.durable)
+            .chain(&self.ours)
+            .map(|r| r.errors)
+            .sum()
+    }
 }
 
 /// Runs the comparison; returns whether every run was error-free.
@@ -39,61 +104,100 @@ pub async fn run(args: CompareArgs, base: LoadConfig) -> anyhow::Result<bool> {
     });
     let start_timeout = crate::secs(args.start_timeout, "--start-timeout")?;
     let pause = crate::secs(args.pause, "--pause")?;
+    // Fresh each time, so that no earlier run's ring is reused. Declared
+    // before the servers: every return below stops them first, and the
+    // drop then removes the directory (64 MiB of ring) on every path.
+    let durable_dir = if args.durable_ceiling {
+        let dir = tempfile::Builder::new()
+            .prefix("peerdex-compare-durable-")
+            .tempdir()
+            .context("creating the durable ceiling's journal directory")?;
+        Some(dir)
+    } else {
+        None
+    };
 
     let exe = std::env::current_exe().context("locating this executable")?;
-    let mut null_cmd = Command::new(exe);
-    null_cmd.args(["null-server", "-p", "0", "--bind", "127.0.0.1"]);
-    let mut null = spawn(
-        "null",
-        null_cmd,
-        "null-server listening on ",
-        &log_path,
-        start_timeout,
-    )
-    .await?;
-
     let cmd = args.server_cmd.replace("{port}", &args.port.to_string());
+    // In the order every round runs them.
+    let mut launches = vec![(Role::Null, null_server(&exe, None), NULL_MARKER)];
+    if let Some(dir) = &durable_dir {
+        launches.push((
+            Role::Durable,
+            null_server(&exe, Some(dir.path())),
+            NULL_MARKER,
+        ));
+    }
     let mut ours_cmd = Command::new("sh");
     // exec: the child is the server itself, so its pid is the one measured
     // and the one killed at the end.
     ours_cmd.arg("-c").arg(format!("exec {cmd}"));
-    let ours = spawn(
-        "ours",
-        ours_cmd,
-        "s> init server ",
-        &log_path,
-        start_timeout,
-    )
-    .await;
-    let mut ours = match ours {
-        Ok(ours) => ours,
-        Err(e) => {
-            stop(&mut null).await;
-            return Err(e);
+    launches.push((Role::Ours, ours_cmd, OURS_MARKER));
+
+    let mut servers = Vec::with_capacity(launches.len());
+    for (role, command, marker) in launches {
+        match spawn(role, command, marker, &log_path, start_timeout).await {
+            Ok(server) => servers.push(server),
+            Err(e) => {
+                stop_all(&mut servers).await;
+                return Err(e);
+            }
         }
+    }
+    let describe = |role| {
+        find(&servers, role).map_or_else(
+            || "(not started)".to_string(),
+            |s| format!("pid {} at {}", s.pid, s.addr),
+        )
     };
     println!(
-        "compare: null server pid {} at {}, our server pid {} at {} (`{cmd}`, output in {})",
-        null.pid,
-        null.addr,
-        ours.pid,
-        ours.addr,
+        "compare: null server {}, our server {} (`{cmd}`, output in {})",
+        describe(Role::Null),
+        describe(Role::Ours),
         log_path.display()
     );
+    if let Some(dir) = &durable_dir {
+        println!(
+            "compare: durable server {} (journal in {})",
+            describe(Role::Durable),
+            dir.path().display()
+        );
+    }
 
-    let result = rounds(&args, &base, &null, &ours, pause).await;
-    stop(&mut ours).await;
-    stop(&mut null).await;
+    let result = rounds(&args, &base, &servers, pause).await;
+    stop_all(&mut servers).await;
+    if let Some(dir) = durable_dir {
+        // Explicitly rather than by the drop, which would hide a failure.
+        if let Err(e) = dir.close() {
+            eprintln!("warning: removing the durable ceiling's journal: {e}");
+        }
+    }
     result
+}
+
+/// `peerdex-bench null-server` on a free loopback port; with `journal`, the
+/// durable ceiling journaling there.
+fn null_server(exe: &Path, journal: Option<&Path>) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.args(["null-server", "-p", "0", "--bind", "127.0.0.1"]);
+    if let Some(dir) = journal {
+        cmd.arg("--durable").arg(dir);
+    }
+    cmd
+}
+
+/// The server playing `role`, if it was started.
+fn find(servers: &[Server], role: Role) -> Option<&Server> {
+    servers.iter().find(|s| s.role == role)
 }
 
 async fn rounds(
     args: &CompareArgs,
     base: &LoadConfig,
-    null: &Server,
-    ours: &Server,
+    servers: &[Server],
     pause: Duration,
 ) -> anyhow::Result<bool> {
+    let ours = find(servers, Role::Ours).context("our server is not running")?;
     let populated = populate::populate(
         ours.addr,
         base.users,
@@ -103,62 +207,66 @@ async fn rounds(
     .await?;
     report::print_populate(&populated);
 
-    let mut null_runs: Vec<LoadReport> = Vec::new();
-    let mut our_runs: Vec<LoadReport> = Vec::new();
+    let mut runs = Runs::default();
     for round in 1..=args.rounds {
-        for server in [null, ours] {
+        for server in servers {
             tokio::time::sleep(pause).await;
             let config = LoadConfig {
                 addr: server.addr,
                 server_pid: Some(server.pid),
-                // The null server's lists are empty by design.
-                verify_content: server.name == "ours",
+                // Both ceilings' lists are empty by design.
+                verify_content: server.role == Role::Ours,
                 ..base.clone()
             };
             let r = workload::run(config).await?;
-            report::print_load(&format!("round {round} {}", server.name), &r);
-            if server.name == "ours" {
-                our_runs.push(r);
-            } else {
-                null_runs.push(r);
-            }
+            report::print_load(&format!("round {round} {}", server.role.name()), &r);
+            runs.of(server.role).push(r);
         }
-        let (n, o) = (&null_runs[round - 1], &our_runs[round - 1]);
-        println!(
-            "round {round}: null {:.0} ops/s, ours {:.0} ops/s, ratio {:.3}",
-            n.ops_per_sec,
-            o.ops_per_sec,
-            o.ops_per_sec / n.ops_per_sec
-        );
+        let ops = |runs: &[LoadReport]| runs.last().map(|r| r.ops_per_sec);
+        if let (Some(null), Some(ours)) = (ops(&runs.null), ops(&runs.ours)) {
+            println!("{}", round_line(round, null, ops(&runs.durable), ours));
+        }
     }
-    summarize(args, &populated, &null_runs, &our_runs);
-    let errors: u64 = null_runs.iter().chain(&our_runs).map(|r| r.errors).sum();
-    Ok(errors == 0)
+    summarize(args, &populated, &runs);
+    Ok(runs.errors() == 0)
 }
 
-fn summarize(
-    args: &CompareArgs,
-    populated: &populate::PopulateReport,
-    null_runs: &[LoadReport],
-    our_runs: &[LoadReport],
-) {
+/// One round's throughputs (ops/s) and ratios. `ratio` stays ours/null
+/// with the durable ceiling too, so that scripts reading it need no flag.
+fn round_line(round: usize, n: f64, durable: Option<f64>, o: f64) -> String {
+    match durable {
+        None => format!(
+            "round {round}: null {n:.0} ops/s, ours {o:.0} ops/s, ratio {:.3}",
+            o / n
+        ),
+        Some(d) => format!(
+            "round {round}: null {n:.0} ops/s, durable {d:.0} ops/s, ours {o:.0} ops/s, \
+             ratio {:.3}, durable/null {:.3}, ours/durable {:.3}",
+            o / n,
+            d / n,
+            o / d
+        ),
+    }
+}
+
+fn summarize(args: &CompareArgs, populated: &populate::PopulateReport, runs: &Runs) {
     let ops = |runs: &[LoadReport]| runs.iter().map(|r| r.ops_per_sec).collect::<Vec<_>>();
-    let (null_ops, our_ops) = (ops(null_runs), ops(our_runs));
+    let (null_ops, our_ops) = (ops(&runs.null), ops(&runs.ours));
     let null_med = median(&null_ops).unwrap_or(f64::NAN);
     let our_med = median(&our_ops).unwrap_or(f64::NAN);
-    let ratios: Vec<f64> = null_ops.iter().zip(&our_ops).map(|(n, o)| o / n).collect();
-    let ratio = our_med / null_med;
+    let durable_ops = args.durable_ceiling.then(|| ops(&runs.durable));
     // Median latency of our server per operation, across rounds.
     let lat = |row: Row, f: fn(&crate::stats::Summary) -> Duration| {
-        let v: Vec<f64> = our_runs
+        let v: Vec<f64> = runs
+            .ours
             .iter()
             .filter_map(|r| r.rows.iter().find(|x| x.row == row)?.latency)
             .map(|l| ms(f(&l)))
             .collect();
         median(&v)
     };
-    let errors: u64 = null_runs.iter().chain(our_runs).map(|r| r.errors).sum();
-    let last_server = our_runs.last().and_then(|r| r.server);
+    let errors = runs.errors();
+    let last_server = runs.ours.last().and_then(|r| r.server);
     let cpu = |runs: &[LoadReport]| {
         median(
             &runs
@@ -178,13 +286,22 @@ fn summarize(
         args.rounds
     );
     println!("  null ops/s:  {}  median {null_med:.0}", list(&null_ops));
+    if let Some(d) = &durable_ops {
+        println!(
+            "  durable ops/s:  {}  median {:.0}",
+            list(d),
+            median(d).unwrap_or(f64::NAN)
+        );
+    }
     println!("  ours ops/s:  {}  median {our_med:.0}", list(&our_ops));
-    println!(
-        "  ratio ours/null of medians: {ratio:.3} ({:.1}%); per-round ratios {} (median {:.3})",
-        ratio * 100.0,
-        list3(&ratios),
-        median(&ratios).unwrap_or(f64::NAN)
-    );
+    let ratio = print_ratio("ours/null", &our_ops, &null_ops);
+    // (durable/null, ours/durable), for the JSON line.
+    let durable_ratios = durable_ops.as_ref().map(|d| {
+        (
+            print_ratio("durable/null", d, &null_ops),
+            print_ratio("ours/durable", &our_ops, d),
+        )
+    });
     for row in Row::ALL {
         if let (Some(p50), Some(p99)) = (lat(row, |l| l.p50), lat(row, |l| l.p99)) {
             println!(
@@ -198,20 +315,36 @@ fn summarize(
             "  ours RSS at end {:.1} MiB, peak {:.1} MiB; server CPU median {:.0}% of one core (null: {:.0}%)",
             s.rss_end_kib as f64 / 1024.0,
             s.hwm_kib as f64 / 1024.0,
-            cpu(our_runs).unwrap_or(f64::NAN),
-            cpu(null_runs).unwrap_or(f64::NAN)
+            cpu(&runs.ours).unwrap_or(f64::NAN),
+            cpu(&runs.null).unwrap_or(f64::NAN)
         );
+    }
+    if let (Some(_), Some(c)) = (&durable_ops, cpu(&runs.durable)) {
+        println!("  durable server CPU median {c:.0}% of one core");
     }
     println!(
         "  errors: {errors}{}",
         if errors > 0 { "  <-- FAILED" } else { "" }
     );
     if args.workload.json {
+        // Extra keys only with the durable ceiling: the line is otherwise
+        // byte for byte what it was before the flag existed.
+        let durable_json = match (&durable_ops, durable_ratios) {
+            (Some(d), Some((durable_null, ours_durable))) => format!(
+                ",\"durable_ops_per_sec\":[{}],\"durable_median\":{},\
+                 \"ratio_durable_null\":{},\"ratio_ours_durable\":{}",
+                json_list(d),
+                report::num(median(d).unwrap_or(f64::NAN)),
+                report::num(durable_null),
+                report::num(ours_durable)
+            ),
+            _ => String::new(),
+        };
         println!(
             "{{\"kind\":\"compare\",\"users\":{},\"clients\":{},\"mix\":{},\"rounds\":{},\
              \"null_ops_per_sec\":[{}],\"ours_ops_per_sec\":[{}],\"null_median\":{},\
              \"ours_median\":{},\"ratio\":{},\"errors\":{},\"ours_rss_end_kib\":{},\
-             \"ours_hwm_kib\":{},\"populate_secs\":{}}}",
+             \"ours_hwm_kib\":{},\"populate_secs\":{}{durable_json}}}",
             args.workload.users,
             args.workload.clients,
             report::string(args.workload.mix.name()),
@@ -227,6 +360,20 @@ fn summarize(
             report::num(populated.elapsed.as_secs_f64()),
         );
     }
+}
+
+/// Prints `  ratio {label} of medians: ...` with the per-round ratios;
+/// returns the ratio of the medians.
+fn print_ratio(label: &str, top: &[f64], bottom: &[f64]) -> f64 {
+    let ratio = median(top).unwrap_or(f64::NAN) / median(bottom).unwrap_or(f64::NAN);
+    let per_round: Vec<f64> = top.iter().zip(bottom).map(|(t, b)| t / b).collect();
+    println!(
+        "  ratio {label} of medians: {ratio:.3} ({:.1}%); per-round ratios {} (median {:.3})",
+        ratio * 100.0,
+        list3(&per_round),
+        median(&per_round).unwrap_or(f64::NAN)
+    );
+    ratio
 }
 
 fn list(v: &[f64]) -> String {
@@ -253,12 +400,13 @@ fn json_list(v: &[f64]) -> String {
 /// Starts a server and waits for the stdout line carrying `marker` and its
 /// address. Everything else it prints goes to `log`.
 async fn spawn(
-    name: &'static str,
+    role: Role,
     mut cmd: Command,
     marker: &str,
     log: &Path,
     wait: Duration,
 ) -> anyhow::Result<Server> {
+    let name = role.name();
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -309,7 +457,7 @@ async fn spawn(
         }
     });
     Ok(Server {
-        name,
+        role,
         child,
         pid,
         addr,
@@ -327,15 +475,32 @@ fn parse_addr(text: &str) -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
-/// Kills a child we started (by its own handle, never by name).
-async fn stop(server: &mut Server) {
-    let _ = server.child.start_kill();
-    let _ = tokio::time::timeout(Duration::from_secs(5), server.child.wait()).await;
+/// Kills the children we started (by their own handles, never by name),
+/// last started first.
+async fn stop_all(servers: &mut [Server]) {
+    for server in servers.iter_mut().rev() {
+        let _ = server.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(5), server.child.wait()).await;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn round_lines() {
+        // Without the durable ceiling, exactly the line scripts parse.
+        assert_eq!(
+            round_line(2, 40000.0, None, 30000.0),
+            "round 2: null 40000 ops/s, ours 30000 ops/s, ratio 0.750"
+        );
+        assert_eq!(
+            round_line(1, 40000.0, Some(20000.0), 15000.0),
+            "round 1: null 40000 ops/s, durable 20000 ops/s, ours 15000 ops/s, \
+             ratio 0.375, durable/null 0.500, ours/durable 0.750"
+        );
+    }
 
     #[test]
     fn parses_announced_addresses() {
