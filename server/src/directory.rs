@@ -14,7 +14,7 @@ use peerdex_protocol::{Checked, Operation, Outcome, Request};
 
 use crate::state::entries::Part;
 use crate::state::tables::listed_file;
-use crate::state::{Batch, State};
+use crate::state::{Batch, Presence, State};
 
 /// What a request needs from the server.
 #[derive(Debug)]
@@ -52,21 +52,21 @@ pub fn plan(request: &Request) -> Plan {
 /// Applies one mutation for `user` to a batch. `peer_ip` is the TCP source
 /// address, recorded by CONNECT when the client sent no IP.
 pub fn apply(batch: &mut Batch<'_>, user: &str, operation: &Operation, peer_ip: IpAddr) -> Outcome {
-    let exists = batch.user_exists(user);
     if let Operation::Register = operation {
         return if !is_valid_user(user) {
             Outcome::Fail
-        } else if exists {
+        } else if batch.user_exists(user) {
             Outcome::UsernameInUse
         } else {
             batch.add_user(user);
             Outcome::Ok
         };
     }
-    if !exists {
-        return Outcome::UserDoesNotExist;
-    }
-    let connected = batch.is_connected(user);
+    let connected = match batch.presence(user) {
+        Presence::Unknown => return Outcome::UserDoesNotExist,
+        Presence::Registered => false,
+        Presence::Connected => true,
+    };
     match operation {
         Operation::Unregister => {
             batch.remove_user(user);
@@ -217,19 +217,23 @@ pub enum ListAnswer {
 /// entries it lists.
 pub fn list(state: &State, user: &str, operation: &Operation) -> ListAnswer {
     let tables = state.tables();
-    if !tables.user_exists(user) {
-        return ListAnswer::Status(Outcome::UserDoesNotExist);
-    }
-    if !tables.is_connected(user) {
-        return ListAnswer::Status(Outcome::UserNotConnected);
+    match tables.presence(user) {
+        Presence::Unknown => return ListAnswer::Status(Outcome::UserDoesNotExist),
+        Presence::Registered => return ListAnswer::Status(Outcome::UserNotConnected),
+        Presence::Connected => {}
     }
     let (kind, slice) = match operation {
         Operation::ListUsers => (ListingKind::Users, tables.connected_entries()),
         Operation::ListContent { remote_user } => match remote_user {
-            Ok(remote) if tables.user_exists(remote) => {
-                (ListingKind::Files, tables.file_entries(remote))
+            Ok(remote) => {
+                // Files exist only for registered users, so the user table
+                // is consulted only when the listing is empty.
+                let files = tables.file_entries(remote);
+                if files.is_empty() && !tables.user_exists(remote) {
+                    return ListAnswer::Status(Outcome::RemoteUserDoesNotExist);
+                }
+                (ListingKind::Files, files)
             }
-            Ok(_) => return ListAnswer::Status(Outcome::RemoteUserDoesNotExist),
             Err(_) => return ListAnswer::Status(Outcome::Fail),
         },
         _ => return ListAnswer::Status(Outcome::Fail),

@@ -16,7 +16,7 @@ use peerdex_protocol::{Operation, Outcome};
 use peerdex_protocol::CodecError;
 
 use crate::index::{Digest, Pattern};
-use crate::state::{State, Tables};
+use crate::state::{Presence, State, Tables};
 
 /// Most sources in one FIND_SOURCES reply: bounds the reply; a downloader
 /// gains nothing from more peers than it can open connections to.
@@ -33,12 +33,10 @@ pub enum QueryAnswer {
 /// Answers SEARCH or FIND_SOURCES for `user`.
 pub fn query(state: &State, user: &str, operation: &Operation) -> Result<QueryAnswer, CodecError> {
     {
-        let view = state.tables();
-        if !view.user_exists(user) {
-            return Ok(QueryAnswer::Status(Outcome::UserDoesNotExist));
-        }
-        if !view.is_connected(user) {
-            return Ok(QueryAnswer::Status(Outcome::UserNotConnected));
+        match state.tables().presence(user) {
+            Presence::Unknown => return Ok(QueryAnswer::Status(Outcome::UserDoesNotExist)),
+            Presence::Registered => return Ok(QueryAnswer::Status(Outcome::UserNotConnected)),
+            Presence::Connected => {}
         }
     }
     match operation {

@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
-use super::tables::Tables;
+use super::tables::{Presence, Tables};
 use crate::journal::Effect;
 
 /// The committed tables seen through one batch's uncommitted changes.
@@ -53,6 +53,11 @@ impl<'a> Batch<'a> {
             Some(exists) => *exists,
             None => self.base.user_exists(user),
         }
+    }
+
+    /// Registered and connected, see [`Presence`].
+    pub fn presence(&self, user: &str) -> Presence {
+        Presence::find(|| self.is_connected(user), || self.user_exists(user))
     }
 
     pub fn is_connected(&self, user: &str) -> bool {

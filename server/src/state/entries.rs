@@ -22,6 +22,8 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
+use super::first_keys::FirstKeys;
+
 /// A chunk is split in two once its entries exceed this many bytes.
 pub const MAX_CHUNK: usize = 4 * 1024;
 
@@ -174,9 +176,8 @@ pub struct EntryTable {
     key_fields: usize,
     /// Non-empty chunks in key order.
     chunks: Vec<Arc<Chunk>>,
-    /// The key of each chunk's first entry: the chunk search probes this
-    /// contiguous vector instead of chasing three pointers per chunk.
-    firsts: Vec<Box<[u8]>>,
+    /// The key of each chunk's first entry: where a look-up starts.
+    firsts: FirstKeys,
     /// Number of entries.
     len: usize,
 }
@@ -187,7 +188,7 @@ impl EntryTable {
         EntryTable {
             key_fields,
             chunks: Vec::new(),
-            firsts: Vec::new(),
+            firsts: FirstKeys::default(),
             len: 0,
         }
     }
@@ -212,15 +213,14 @@ impl EntryTable {
                 std::mem::size_of::<Chunk>() + 16 + c.data.capacity() + 4 * c.starts.capacity()
             })
             .sum();
-        let firsts: usize = self.firsts.iter().map(|f| f.len()).sum();
-        chunks + firsts + 24 * self.chunks.capacity()
+        chunks + self.firsts.heap_bytes() + 8 * self.chunks.capacity()
     }
 
     /// The first position whose key is not below `key`.
     fn lower_bound(&self, key: &[u8]) -> Pos {
         // Chunks whose first key is below `key`: the bound is in the last
         // of them, or at the start of the next one.
-        let below = self.firsts.partition_point(|first| &**first < key);
+        let below = self.firsts.count_below(key);
         if below == 0 {
             return Pos { chunk: 0, entry: 0 };
         }
@@ -267,7 +267,7 @@ impl EntryTable {
         self.len += 1;
         if self.chunks.is_empty() {
             self.chunks.push(Arc::new(Chunk::default()));
-            self.firsts.push(key.into());
+            self.firsts.insert(0, key);
         }
         // At the end of a chunk, append to it rather than prepend to the
         // next one: sequential inserts then fill chunks left to right.
@@ -280,13 +280,13 @@ impl EntryTable {
         let target = Arc::make_mut(&mut self.chunks[chunk]);
         target.insert(entry_index, entry);
         if entry_index == 0 {
-            self.firsts[chunk] = key.into();
+            self.firsts.set(chunk, key);
         }
         if target.data.len() > MAX_CHUNK && target.len() > 1 {
             let upper = target.split();
-            let first = key_of(upper.entry(0), self.key_fields).into();
+            self.firsts
+                .insert(chunk + 1, key_of(upper.entry(0), self.key_fields));
             self.chunks.insert(chunk + 1, Arc::new(upper));
-            self.firsts.insert(chunk + 1, first);
         }
     }
 
@@ -309,7 +309,8 @@ impl EntryTable {
             self.chunks.remove(pos.chunk);
             self.firsts.remove(pos.chunk);
         } else if pos.entry == 0 {
-            self.firsts[pos.chunk] = key_of(chunk.entry(0), self.key_fields).into();
+            let first = key_of(chunk.entry(0), self.key_fields);
+            self.firsts.set(pos.chunk, first);
         }
     }
 
@@ -595,9 +596,9 @@ mod tests {
                 prop_assert_eq!(slice.entries().collect::<Vec<_>>(), expected);
             }
             prop_assert_eq!(table.chunks.len(), table.firsts.len());
-            for (chunk, first) in table.chunks.iter().zip(&table.firsts) {
+            for (i, chunk) in table.chunks.iter().enumerate() {
                 prop_assert!(chunk.len() > 0);
-                prop_assert_eq!(key_of(chunk.entry(0), 2), &**first);
+                prop_assert_eq!(key_of(chunk.entry(0), 2), table.firsts.get(i));
             }
         }
     }

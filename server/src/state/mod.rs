@@ -2,7 +2,7 @@
 //! memory, shared by every connection.
 //!
 //! - [`entries`]: the chunked, snapshot-friendly sorted table of
-//!   wire-encoded entries.
+//!   wire-encoded entries; `first_keys` is its directory of chunks.
 //! - [`tables`]: users, connected users and files built on it; the
 //!   authority for the rules and for every listing.
 //! - [`batch`]: the writer's overlay of one group-commit batch.
@@ -14,6 +14,7 @@
 
 pub mod batch;
 pub mod entries;
+mod first_keys;
 pub mod tables;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,7 +25,7 @@ use crate::journal::Effect;
 
 pub use batch::Batch;
 pub use entries::Slice;
-pub use tables::{Content, FileInfo, Tables};
+pub use tables::{Content, FileInfo, Presence, Tables};
 
 /// The committed directory and its search indexes.
 #[derive(Default)]

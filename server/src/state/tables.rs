@@ -90,7 +90,36 @@ fn connected_entry(user: &str, addr: SocketAddr) -> Result<BytesMut, CodecError>
     Ok(out)
 }
 
+/// Whether a user is registered and connected, from one look-up in the
+/// common case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    Unknown,
+    Registered,
+    Connected,
+}
+
+impl Presence {
+    /// Looks up connected first: a connected user is registered (every
+    /// table removes a user's address with the user), so the usual case,
+    /// a connected user acting, costs one look-up instead of two.
+    pub fn find(is_connected: impl FnOnce() -> bool, user_exists: impl FnOnce() -> bool) -> Presence {
+        if is_connected() {
+            Presence::Connected
+        } else if user_exists() {
+            Presence::Registered
+        } else {
+            Presence::Unknown
+        }
+    }
+}
+
 impl Tables {
+    /// Registered and connected, see [`Presence`].
+    pub fn presence(&self, user: &str) -> Presence {
+        Presence::find(|| self.is_connected(user), || self.user_exists(user))
+    }
+
     pub fn user_exists(&self, user: &str) -> bool {
         self.users.get(&user_key(user)).is_some()
     }
