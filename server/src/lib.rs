@@ -51,6 +51,7 @@ pub mod engine;
 pub mod index;
 pub mod journal;
 pub mod log_sink;
+pub mod net_effects;
 pub mod query;
 pub mod server;
 pub mod shutdown;

@@ -47,6 +47,7 @@ use thiserror::Error;
 use crate::addr_text::{IpText, PortText};
 use crate::index::Indexes;
 use crate::journal::{Effect, JournalError};
+use crate::net_effects::NetEffects;
 use crate::state::Tables;
 
 /// Name of the database file inside the data directory.
@@ -296,20 +297,40 @@ impl Store {
         Ok(())
     }
 
-    /// Applies the journal segment at `path` in one durable transaction,
-    /// one record at a time; returns the number of effects.
+    /// Applies the journal segment at `path` in one durable transaction;
+    /// returns the number of effects. What is written is the segment's net
+    /// change ([`NetEffects`]: most effects of a busy segment cancel), or,
+    /// for a sequence the rules never produce, every effect in order.
     pub fn apply_segment(&self, path: &Path) -> Result<usize, StoreError> {
+        let mut net = Some(NetEffects::default());
+        let read = crate::journal::for_each_record(path, |effects| {
+            if let Some(sum) = &mut net {
+                if effects.iter().try_for_each(|effect| sum.add(effect)).is_err() {
+                    net = None;
+                }
+            }
+            Ok::<(), StoreError>(())
+        })?;
         let txn = self.db.begin_write()?;
-        let applied = {
+        {
             let mut tables = WriteTables::open(&txn)?;
-            crate::journal::for_each_record(path, |effects| {
-                effects
+            match net {
+                Some(net) => net
+                    .into_effects()
                     .iter()
-                    .try_for_each(|effect| tables.apply_effect(effect))
-            })?
-        };
+                    .try_for_each(|effect| tables.apply_effect(effect))?,
+                None => {
+                    tracing::warn!(path = %path.display(), "journal segment not nettable, applying it effect by effect");
+                    crate::journal::for_each_record(path, |effects| {
+                        effects
+                            .iter()
+                            .try_for_each(|effect| tables.apply_effect(effect))
+                    })?;
+                }
+            }
+        }
         txn.commit()?;
-        Ok(applied)
+        Ok(read)
     }
 
     /// Closes the database, reporting what dropping it would hide.
