@@ -118,7 +118,9 @@ fn sync_loop(file: &File, shared: &(Mutex<Queue>, Condvar)) {
         }
         bytes.clear();
         if !ok {
-            eprintln!("null-server: journal write or sync failed; failing every mutation from now on");
+            eprintln!(
+                "null-server: journal write or sync failed; failing every mutation from now on"
+            );
             if let Ok(mut guard) = queue.lock() {
                 guard.closed = true;
                 for waiter in guard.waiters.drain(..) {
@@ -148,7 +150,10 @@ mod tests {
         let written = std::fs::read(dir.path().join("null-journal")).unwrap();
         let text = String::from_utf8_lossy(&written[..50 * 10]);
         for i in 0..50 {
-            assert!(text.contains(&format!("record-{i:02};")), "record {i} missing");
+            assert!(
+                text.contains(&format!("record-{i:02};")),
+                "record {i} missing"
+            );
         }
     }
 }

@@ -311,10 +311,20 @@ mod tests {
 
     /// Everything the tables hold, comparable.
     fn dump(tables: &Tables) -> (Vec<String>, Vec<Vec<u8>>, Vec<Vec<u8>>) {
-        let connected = tables.connected_entries().entries().map(<[u8]>::to_vec).collect();
+        let connected = tables
+            .connected_entries()
+            .entries()
+            .map(<[u8]>::to_vec)
+            .collect();
         let files = USERS
             .iter()
-            .flat_map(|u| tables.file_entries(u).entries().map(<[u8]>::to_vec).collect::<Vec<_>>())
+            .flat_map(|u| {
+                tables
+                    .file_entries(u)
+                    .entries()
+                    .map(<[u8]>::to_vec)
+                    .collect::<Vec<_>>()
+            })
             .collect();
         (tables.user_names(), connected, files)
     }
@@ -378,39 +388,81 @@ mod tests {
             &mut tables,
             &[
                 (0, Operation::Register),
-                (0, Operation::Connect(ConnectAddr { ip: Ok(None), port: Ok(1) })),
+                (
+                    0,
+                    Operation::Connect(ConnectAddr {
+                        ip: Ok(None),
+                        port: Ok(1),
+                    }),
+                ),
             ],
         );
         let effects = run(
             &mut tables,
             &[
-                (0, Operation::Publish { file: Ok("x".into()), description: Ok("d".into()) }),
-                (0, Operation::Delete { file: Ok("x".into()) }),
+                (
+                    0,
+                    Operation::Publish {
+                        file: Ok("x".into()),
+                        description: Ok("d".into()),
+                    },
+                ),
+                (
+                    0,
+                    Operation::Delete {
+                        file: Ok("x".into()),
+                    },
+                ),
                 (0, Operation::Disconnect),
-                (0, Operation::Connect(ConnectAddr { ip: Ok(None), port: Ok(2) })),
+                (
+                    0,
+                    Operation::Connect(ConnectAddr {
+                        ip: Ok(None),
+                        port: Ok(2),
+                    }),
+                ),
             ],
         );
         assert_eq!(effects.len(), 4);
         let net = net_of(&effects);
         assert_eq!(net.len(), 1, "only the new address is written: {net:?}");
-        assert!(matches!(&net[0], Effect::SetAddress(user, addr) if user == "al" && addr.port() == 2));
+        assert!(
+            matches!(&net[0], Effect::SetAddress(user, addr) if user == "al" && addr.port() == 2)
+        );
     }
 
     #[test]
     fn a_file_published_again_without_content_loses_the_old_content() {
-        let connect = Operation::Connect(ConnectAddr { ip: Ok(None), port: Ok(1) });
+        let connect = Operation::Connect(ConnectAddr {
+            ip: Ok(None),
+            port: Ok(1),
+        });
         let with_content = Operation::PublishContent {
             file: Ok("x".into()),
             description: Ok("old".into()),
             size: Ok(7),
             hash: Ok([9; 32]),
         };
-        let plain = Operation::Publish { file: Ok("x".into()), description: Ok("new".into()) };
+        let plain = Operation::Publish {
+            file: Ok("x".into()),
+            description: Ok("new".into()),
+        };
         let mut model = Tables::default();
-        let first = run(&mut model, &[(0, Operation::Register), (0, connect), (0, with_content)]);
+        let first = run(
+            &mut model,
+            &[(0, Operation::Register), (0, connect), (0, with_content)],
+        );
         let effects = run(
             &mut model,
-            &[(0, Operation::Delete { file: Ok("x".into()) }), (0, plain)],
+            &[
+                (
+                    0,
+                    Operation::Delete {
+                        file: Ok("x".into()),
+                    },
+                ),
+                (0, plain),
+            ],
         );
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();

@@ -305,7 +305,11 @@ impl Store {
         let mut net = Some(NetEffects::default());
         let read = crate::journal::for_each_record(path, |effects| {
             if let Some(sum) = &mut net {
-                if effects.iter().try_for_each(|effect| sum.add(effect)).is_err() {
+                if effects
+                    .iter()
+                    .try_for_each(|effect| sum.add(effect))
+                    .is_err()
+                {
                     net = None;
                 }
             }

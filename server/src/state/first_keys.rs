@@ -87,7 +87,14 @@ mod tests {
 
     #[test]
     fn prefix_orders_like_the_bytes() {
-        let keys: [&[u8]; 6] = [b"", b"a\0", b"a\0b\0", b"ab\0", b"bench-u1\0", b"bench-u10\0"];
+        let keys: [&[u8]; 6] = [
+            b"",
+            b"a\0",
+            b"a\0b\0",
+            b"ab\0",
+            b"bench-u1\0",
+            b"bench-u10\0",
+        ];
         for pair in keys.windows(2) {
             assert!(key_prefix(pair[0]) <= key_prefix(pair[1]));
         }

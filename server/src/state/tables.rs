@@ -103,7 +103,10 @@ impl Presence {
     /// Looks up connected first: a connected user is registered (every
     /// table removes a user's address with the user), so the usual case,
     /// a connected user acting, costs one look-up instead of two.
-    pub fn find(is_connected: impl FnOnce() -> bool, user_exists: impl FnOnce() -> bool) -> Presence {
+    pub fn find(
+        is_connected: impl FnOnce() -> bool,
+        user_exists: impl FnOnce() -> bool,
+    ) -> Presence {
         if is_connected() {
             Presence::Connected
         } else if user_exists() {
