@@ -155,28 +155,18 @@ impl NetEffects {
         let mut cleared: Vec<String> = self.cleared.into_iter().collect();
         cleared.sort_unstable();
         let already_removed: HashSet<&str> = cleared.iter().map(String::as_str).collect();
-        let mut removed_now = Vec::new();
+        out.extend(cleared.iter().cloned().map(Effect::RemoveUser));
 
+        // Only RemoveUser makes a user absent, and its removal is written
+        // above: what is left is users registered now that were absent
+        // when the run began or were removed (and registered again) in it.
         let mut users: Vec<(String, Net<()>)> = self.users.into_iter().collect();
         users.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut user_effects = Vec::new();
         for (user, net) in users {
-            match net.now {
-                Some(()) if !net.existed || already_removed.contains(user.as_str()) => {
-                    user_effects.push(Effect::AddUser(user));
-                }
-                Some(()) => {}
-                // Only RemoveUser makes a user absent, and it is in
-                // `cleared`; anything else is removed here.
-                None if net.existed && !already_removed.contains(user.as_str()) => {
-                    removed_now.push(user);
-                }
-                None => {}
+            if net.now.is_some() && (!net.existed || already_removed.contains(user.as_str())) {
+                out.push(Effect::AddUser(user));
             }
         }
-        out.extend(cleared.iter().cloned().map(Effect::RemoveUser));
-        out.extend(removed_now.into_iter().map(Effect::RemoveUser));
-        out.extend(user_effects);
 
         let mut connected: Vec<(String, Net<SocketAddr>)> = self.connected.into_iter().collect();
         connected.sort_unstable_by(|a, b| a.0.cmp(&b.0));
