@@ -417,6 +417,22 @@ mod tests {
         Ok((reply.outcome(), entries))
     }
 
+    /// Whatever the bytes, both readers accept or reject them alike, and
+    /// agree on what they accept.
+    fn agree(
+        read: Result<Read, ReplyError>,
+        whole: Result<(Outcome, Vec<Vec<String>>), ReplyError>,
+    ) -> Result<(), TestCaseError> {
+        match (read, whole) {
+            (Ok((outcome, entries, _)), Ok(expected)) => {
+                prop_assert_eq!((outcome, entries), expected)
+            }
+            (Err(_), Err(_)) => {}
+            (read, whole) => prop_assert!(false, "listing {:?}, read_reply {:?}", read, whole),
+        }
+        Ok(())
+    }
+
     fn users_reply(names: &[String]) -> BytesMut {
         let mut b = BytesMut::new();
         put_code(&mut b, 0);
@@ -589,16 +605,7 @@ mod tests {
         ) {
             let kind = if users { ListKind::Users } else { ListKind::Content };
             let read = read_chunked(&bytes, kind, vec![size], capacity);
-            let whole = protocol(&bytes, kind);
-            // Whatever the bytes, both readers accept or reject them alike,
-            // and agree on what they accept.
-            match (read, whole) {
-                (Ok((outcome, entries, _)), Ok(expected)) => {
-                    prop_assert_eq!((outcome, entries), expected)
-                }
-                (Err(_), Err(_)) => {}
-                (read, whole) => prop_assert!(false, "listing {:?}, read_reply {:?}", read, whole),
-            }
+            agree(read, protocol(&bytes, kind))?;
         }
 
         #[test]
@@ -611,13 +618,7 @@ mod tests {
             let at = at.index(bytes.len());
             bytes[at] = byte;
             let read = read_chunked(&bytes, ListKind::Users, vec![7], 13);
-            match (read, protocol(&bytes, ListKind::Users)) {
-                (Ok((outcome, entries, _)), Ok(expected)) => {
-                    prop_assert_eq!((outcome, entries), expected)
-                }
-                (Err(_), Err(_)) => {}
-                (read, whole) => prop_assert!(false, "listing {:?}, read_reply {:?}", read, whole),
-            }
+            agree(read, protocol(&bytes, ListKind::Users))?;
         }
 
         #[test]
