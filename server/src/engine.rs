@@ -326,12 +326,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn state_survives_close_and_reopen() {
+    /// An engine in a fresh directory with small segments, after the
+    /// workload (several segments written).
+    fn engine_after_workload() -> (tempfile::TempDir, Engine) {
         let dir = tempfile::tempdir().unwrap();
         let mut engine = Engine::open(dir.path()).unwrap();
         engine.set_segment_bytes(64 * 1024);
         workload(&mut engine);
+        (dir, engine)
+    }
+
+    #[test]
+    fn state_survives_close_and_reopen() {
+        let (dir, engine) = engine_after_workload();
         let before = dump(&engine);
         engine.close().unwrap();
         let found = journal::segments(dir.path()).unwrap();
@@ -342,10 +349,7 @@ mod tests {
 
     #[test]
     fn state_survives_a_stop_without_close() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut engine = Engine::open(dir.path()).unwrap();
-        engine.set_segment_bytes(64 * 1024);
-        workload(&mut engine);
+        let (dir, engine) = engine_after_workload();
         assert!(engine.journal.number() > 1, "the workload rotated segments");
         let before = dump(&engine);
         // No close: the current segment is never checkpointed, earlier
