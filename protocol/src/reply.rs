@@ -99,13 +99,31 @@ impl Reply {
 
 /// Appends a reply code.
 pub fn put_code(dst: &mut BytesMut, code: u8) {
-    // A decimal u8 is at most 3 bytes: cannot fail.
-    let _ = put_field(dst, &code.to_string());
+    put_decimal(dst, u64::from(code));
 }
 
 /// Appends the entry count of a listing.
 pub fn put_count(dst: &mut BytesMut, count: u64) {
-    let _ = put_field(dst, &count.to_string());
+    put_decimal(dst, count);
+}
+
+/// Appends `n` in decimal as one field. Digits never contain NUL and are
+/// far below the field length limit, so this cannot fail; formatting in
+/// place saves the `String` every reply used to allocate.
+fn put_decimal(dst: &mut BytesMut, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    dst.extend_from_slice(&digits[at..]);
+    dst.extend_from_slice(&[0]);
 }
 
 /// Appends one LIST_USERS entry.
@@ -161,4 +179,44 @@ pub fn put_source_entry(
 ) -> Result<(), CodecError> {
     put_user_entry(dst, user, ip, port)?;
     put_field(dst, file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Formatting in place writes exactly what `to_string` would, as one
+        /// NUL-terminated field.
+        #[test]
+        fn counts_are_decimal_fields(n in any::<u64>()) {
+            let mut out = BytesMut::new();
+            put_count(&mut out, n);
+            let expected = format!("{n}\0");
+            prop_assert_eq!(&out[..], expected.as_bytes());
+        }
+
+        #[test]
+        fn codes_are_decimal_fields(code in any::<u8>()) {
+            let mut out = BytesMut::new();
+            put_code(&mut out, code);
+            let expected = format!("{code}\0");
+            prop_assert_eq!(&out[..], expected.as_bytes());
+        }
+    }
+
+    #[test]
+    fn edge_values() {
+        for (n, text) in [
+            (0, "0\0"),
+            (9, "9\0"),
+            (10, "10\0"),
+            (u64::MAX, "18446744073709551615\0"),
+        ] {
+            let mut out = BytesMut::new();
+            put_count(&mut out, n);
+            assert_eq!(&out[..], text.as_bytes());
+        }
+    }
 }

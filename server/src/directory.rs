@@ -176,6 +176,13 @@ impl Listing {
         self.count
     }
 
+    /// At least the bytes the entries take on the wire (for LIST_CONTENT
+    /// more: the stored entries also hold the owner and content fields),
+    /// to size a small listing's buffer exactly.
+    pub fn bytes_bound(&self) -> usize {
+        self.parts.iter().map(|part| part.bytes().len()).sum()
+    }
+
     /// Appends entries until `out` holds at least `limit` bytes. Returns
     /// false once the listing is complete.
     pub fn fill(&mut self, out: &mut BytesMut, limit: usize) -> bool {
@@ -320,8 +327,15 @@ mod tests {
             else {
                 panic!("no listing")
             };
+            let bound = listing.bytes_bound();
             let mut out = BytesMut::new();
             while listing.fill(&mut out, 7) {}
+            // The reply buffer is sized from the bound: it must cover it.
+            assert!(
+                out.len() <= bound,
+                "{} bytes over a bound of {bound}",
+                out.len()
+            );
             let text = String::from_utf8(out.to_vec()).unwrap();
             let fields = text
                 .split_terminator('\0')

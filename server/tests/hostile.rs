@@ -174,6 +174,20 @@ async fn concurrent_registers_of_one_name() {
     server.stop().await.unwrap();
 }
 
+/// What follows the request is drained in small reads (the request
+/// reader's buffer) until the peer stops sending: tens of KiB of it must
+/// still leave the reply intact and the close clean.
+#[tokio::test]
+async fn many_kib_after_the_request_are_drained() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(config(dir.path())).await;
+    let mut bytes = request(&["REGISTER", DT, "al"]);
+    bytes.extend(std::iter::repeat_n(b'x', 32 * 1024));
+    assert_eq!(server.exchange(&bytes).await, b"0\0");
+    assert_eq!(server.send(&["REGISTER", DT, "al"]).await, b"1\0");
+    server.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn extra_bytes_after_request_do_not_reset_the_reply() {
     let dir = tempfile::tempdir().unwrap();
