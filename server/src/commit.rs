@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::thread;
 
 use peerdex_protocol::Outcome;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use crate::engine::Mutation;
@@ -146,7 +147,16 @@ impl Committer {
     /// failure of the writer is the catch-all FAIL.
     pub async fn submit(&self, mutation: Mutation) -> Outcome {
         let (done, outcome) = oneshot::channel();
-        if self.queue.send(Job { mutation, done }).await.is_err() {
+        // The queue is rarely full: trying first keeps the job and the
+        // channel's send future out of this future, which is part of every
+        // mutation's connection task (measured in issue 3: 720 bytes with
+        // the send future inline, 400 without).
+        let sent = match self.queue.try_send(Job { mutation, done }) {
+            Ok(()) => true,
+            Err(TrySendError::Full(job)) => Box::pin(self.queue.send(job)).await.is_ok(),
+            Err(TrySendError::Closed(_)) => false,
+        };
+        if !sent {
             tracing::error!("commit writer is gone");
             return Outcome::Fail;
         }
