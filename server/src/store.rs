@@ -509,8 +509,18 @@ impl WriteTables<'_> {
         Ok(())
     }
 
+    /// Records `user`'s address, leaving the row alone when it already
+    /// holds it: a DISCONNECT and CONNECT from the same address nets to
+    /// this (see [`crate::net_effects`]), and in redb a read is much
+    /// cheaper than an insert, which copies the B-tree path it changes.
     pub fn set_address(&mut self, user: &str, addr: SocketAddr) -> Result<(), StoreError> {
-        self.connected.insert(user, &encode_addr(addr)?[..])?;
+        let encoded = encode_addr(addr)?;
+        if let Some(current) = self.connected.get(user)? {
+            if current.value() == &encoded[..] {
+                return Ok(());
+            }
+        }
+        self.connected.insert(user, &encoded[..])?;
         Ok(())
     }
 
@@ -641,6 +651,41 @@ mod tests {
             Store::open(dir.path()),
             Err(StoreError::SchemaVersion { found, .. }) if found == SCHEMA_VERSION + 1
         ));
+    }
+
+    /// Setting the address a user already has changes nothing; a new
+    /// address replaces it, also in the same transaction.
+    #[test]
+    fn unchanged_address_is_kept_and_a_new_one_replaces_it() {
+        let dir = temp();
+        let store = Store::open(dir.path()).unwrap();
+        let first: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let second: SocketAddr = "10.0.0.2:81".parse().unwrap();
+        let at = |store: &Store| store.load().unwrap().0.address("al");
+        store
+            .apply_durably(&[
+                Effect::AddUser("al".into()),
+                Effect::SetAddress("al".into(), first),
+            ])
+            .unwrap();
+        store
+            .apply_durably(&[Effect::SetAddress("al".into(), first)])
+            .unwrap();
+        assert_eq!(at(&store), Some(first));
+        store
+            .apply_durably(&[
+                Effect::SetAddress("al".into(), second),
+                Effect::SetAddress("al".into(), second),
+            ])
+            .unwrap();
+        assert_eq!(at(&store), Some(second));
+        store
+            .apply_durably(&[
+                Effect::ClearAddress("al".into()),
+                Effect::SetAddress("al".into(), second),
+            ])
+            .unwrap();
+        assert_eq!(at(&store), Some(second));
     }
 
     #[test]
