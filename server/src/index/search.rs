@@ -21,10 +21,12 @@
 //! live ones, [`SearchIndex::compact`] rebuilds everything from the live
 //! ones (renumbering entries; the caller remaps what refers to them).
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 
-use hashbrown::HashTable;
+// hashbrown's default hasher (foldhash, seeded per process) rather than
+// std's SipHash: every PUBLISH and DELETE hashes the owner and a dozen
+// trigrams on the commit thread (issue 3's profile: 15% of its time).
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 
 use super::glob::{fold, Pattern};
 
@@ -132,7 +134,7 @@ pub struct SearchIndex {
     owners: Vec<Owner>,
     /// Owner slots by name (hash of the arena text).
     owner_ids: HashTable<u32>,
-    hasher: RandomState,
+    hasher: DefaultHashBuilder,
     entries: Vec<Entry>,
     /// Trigram (3 bytes in a u32) -> entries whose folded name contains it.
     postings: HashMap<u32, Posting>,
@@ -148,7 +150,7 @@ impl Default for SearchIndex {
             arena: String::new(),
             owners: Vec::new(),
             owner_ids: HashTable::new(),
-            hasher: RandomState::new(),
+            hasher: DefaultHashBuilder::default(),
             entries: Vec::new(),
             postings: HashMap::new(),
             live: 0,
@@ -243,7 +245,11 @@ impl SearchIndex {
 
     /// The entry of `user`'s `file`, if indexed.
     pub fn find(&self, user: &str, file: &str) -> Option<u32> {
-        let owner = self.find_owner(user)?;
+        self.find_in(self.find_owner(user)?, file)
+    }
+
+    /// The entry of `file` in `owner`'s list.
+    fn find_in(&self, owner: u32, file: &str) -> Option<u32> {
         let mut id = self.owners[owner as usize].first;
         while id != NONE {
             let entry = self.entries[id as usize];
@@ -258,10 +264,10 @@ impl SearchIndex {
     /// Indexes `user`'s `file` and returns its entry id (the existing one
     /// if it is already indexed).
     pub fn add(&mut self, user: &str, file: &str) -> u32 {
-        if let Some(id) = self.find(user, file) {
+        let owner = self.owner_or_insert(user);
+        if let Some(id) = self.find_in(owner, file) {
             return id;
         }
-        let owner = self.owner_or_insert(user);
         let name = self.intern(file);
         let id = self.entries.len() as u32;
         self.entries.push(Entry {

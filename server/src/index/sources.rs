@@ -5,7 +5,7 @@
 //! scan; only entries published with PUBLISH_CONTENT have a hash, so the
 //! index holds just those (a classic directory costs nothing here).
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 /// A BLAKE3 root.
 pub type Digest = [u8; 32];
