@@ -15,6 +15,7 @@
 //! can be measured from /proc the same way. They stay up across rounds, and
 //! our server is populated once.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::Stdio;
@@ -266,12 +267,12 @@ fn summarize(args: &CompareArgs, populated: &populate::PopulateReport, runs: &Ru
         median(&v)
     };
     let errors = runs.errors();
-    let last_server = runs.ours.last().and_then(|r| r.server);
+    let last_server = runs.ours.last().and_then(|r| r.server.as_ref());
     let cpu = |runs: &[LoadReport]| {
         median(
             &runs
                 .iter()
-                .filter_map(|r| r.server.map(|s| s.cpu_pct))
+                .filter_map(|r| r.server.as_ref().map(|s| s.cpu_pct))
                 .collect::<Vec<_>>(),
         )
     };
@@ -322,6 +323,20 @@ fn summarize(args: &CompareArgs, populated: &populate::PopulateReport, runs: &Ru
     if let (Some(_), Some(c)) = (&durable_ops, cpu(&runs.durable)) {
         println!("  durable server CPU median {c:.0}% of one core");
     }
+    if let (Some(n), Some(o)) = (cpu_per_op(&runs.null), cpu_per_op(&runs.ours)) {
+        let durable = match cpu_per_op(&runs.durable) {
+            Some(d) => format!(", durable {d:.1}"),
+            None => String::new(),
+        };
+        println!("  server CPU us per op (medians): null {n:.1}{durable}, ours {o:.1}");
+        let threads: Vec<String> = thread_cpu_per_op(&runs.ours)
+            .iter()
+            .map(|(name, us)| format!("{name} {us:.1}"))
+            .collect();
+        if !threads.is_empty() {
+            println!("  ours by thread: {}", threads.join(", "));
+        }
+    }
     println!(
         "  errors: {errors}{}",
         if errors > 0 { "  <-- FAILED" } else { "" }
@@ -360,6 +375,39 @@ fn summarize(args: &CompareArgs, populated: &populate::PopulateReport, runs: &Ru
             report::num(populated.elapsed.as_secs_f64()),
         );
     }
+}
+
+/// Median server CPU microseconds per operation over `runs`: how much
+/// each operation costs, which a noisy machine disturbs less than ops/s.
+fn cpu_per_op(runs: &[LoadReport]) -> Option<f64> {
+    let per_run: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| {
+            let server = r.server.as_ref()?;
+            (r.total_ops > 0).then(|| server.cpu_secs * 1e6 / r.total_ops as f64)
+        })
+        .collect();
+    median(&per_run)
+}
+
+/// Median CPU microseconds per operation of each server thread name over
+/// `runs`, most first.
+fn thread_cpu_per_op(runs: &[LoadReport]) -> Vec<(String, f64)> {
+    let mut per_name: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for run in runs.iter().filter(|r| r.total_ops > 0) {
+        for (name, secs) in run.server.iter().flat_map(|s| &s.threads) {
+            per_name
+                .entry(name)
+                .or_default()
+                .push(secs * 1e6 / run.total_ops as f64);
+        }
+    }
+    let mut out: Vec<(String, f64)> = per_name
+        .into_iter()
+        .filter_map(|(name, v)| Some((name.to_string(), median(&v)?)))
+        .collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    out
 }
 
 /// Prints `  ratio {label} of medians: ...` with the per-round ratios;

@@ -3,12 +3,13 @@
 //! question both need them, and on a 2-core machine the load generator's own
 //! CPU is part of the answer, so it is sampled too.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 /// One reading of a process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcSample {
     /// Resident set size now, KiB (VmRSS).
     pub rss_kib: u64,
@@ -16,10 +17,15 @@ pub struct ProcSample {
     pub hwm_kib: u64,
     /// utime + stime, in clock ticks.
     pub cpu_ticks: u64,
+    /// utime + stime per thread name (threads of one name summed), in
+    /// clock ticks: which part of a server spends the CPU (the tokio
+    /// workers, the commit writer, the syncer, ...). Empty if the task
+    /// list could not be read.
+    pub thread_ticks: BTreeMap<String, u64>,
 }
 
 /// What happened to a process over the window.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProcWindow {
     pub pid: u32,
     pub rss_end_kib: u64,
@@ -28,6 +34,11 @@ pub struct ProcWindow {
     pub cpu_secs: f64,
     /// `cpu_secs` as a percentage of one core over the window.
     pub cpu_pct: f64,
+    /// CPU seconds per thread name during the window, most first (threads
+    /// that started or ended inside the window count from zero or not at
+    /// all: one connection per thread would blur this, our servers keep
+    /// their threads).
+    pub threads: Vec<(String, f64)>,
 }
 
 /// Reads /proc/`pid`/status and /proc/`pid`/stat.
@@ -40,14 +51,50 @@ pub fn sample(pid: u32) -> io::Result<ProcSample> {
         rss_kib: status_kib(&status, "VmRSS:").ok_or_else(|| bad("no VmRSS"))?,
         hwm_kib: status_kib(&status, "VmHWM:").ok_or_else(|| bad("no VmHWM"))?,
         cpu_ticks: stat_cpu_ticks(&stat).ok_or_else(|| bad("unparsable stat"))?,
+        thread_ticks: thread_ticks(pid).unwrap_or_default(),
     })
 }
 
+/// utime + stime of every thread of `pid`, summed per thread name. A
+/// thread that exits between listing and reading is skipped.
+fn thread_ticks(pid: u32) -> io::Result<BTreeMap<String, u64>> {
+    let mut by_name = BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = task?.path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(path.join("comm")),
+            std::fs::read_to_string(path.join("stat")),
+        ) else {
+            continue;
+        };
+        if let Some(ticks) = stat_cpu_ticks(&stat) {
+            *by_name.entry(comm.trim_end().to_string()).or_insert(0) += ticks;
+        }
+    }
+    Ok(by_name)
+}
+
+/// CPU seconds per thread name between two samples, most first.
+fn thread_secs(start: &ProcSample, end: &ProcSample) -> Vec<(String, f64)> {
+    let tick = clock_ticks() as f64;
+    let mut threads: Vec<(String, f64)> = end
+        .thread_ticks
+        .iter()
+        .map(|(name, &ticks)| {
+            let before = start.thread_ticks.get(name).copied().unwrap_or(0);
+            (name.clone(), ticks.saturating_sub(before) as f64 / tick)
+        })
+        .collect();
+    threads.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    threads
+}
+
 /// The window between two samples `elapsed` apart.
-pub fn window(pid: u32, start: ProcSample, end: ProcSample, elapsed: Duration) -> ProcWindow {
+pub fn window(pid: u32, start: &ProcSample, end: &ProcSample, elapsed: Duration) -> ProcWindow {
     let cpu_secs = end.cpu_ticks.saturating_sub(start.cpu_ticks) as f64 / clock_ticks() as f64;
     let secs = elapsed.as_secs_f64();
     ProcWindow {
+        threads: thread_secs(start, end),
         pid,
         rss_end_kib: end.rss_kib,
         hwm_kib: end.hwm_kib.max(start.hwm_kib),
@@ -118,5 +165,62 @@ mod tests {
     fn samples_this_process() {
         let s = sample(std::process::id()).unwrap();
         assert!(s.rss_kib > 0 && s.hwm_kib >= s.rss_kib);
+    }
+
+    /// A named thread that burns CPU between two samples shows up under
+    /// its name with about the time it burned.
+    #[test]
+    fn attributes_cpu_to_thread_names() {
+        let start = sample(std::process::id()).unwrap();
+        let started = std::time::Instant::now();
+        let spinner = std::thread::Builder::new()
+            .name("proc-stats-spin".into())
+            .spawn(|| {
+                let t = std::time::Instant::now();
+                let mut x = 0u64;
+                while t.elapsed() < Duration::from_millis(300) {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                }
+                // Sampled before the thread exits, so it is still listed.
+                std::thread::park();
+                x
+            })
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        let end = sample(std::process::id()).unwrap();
+        spinner.thread().unpark();
+        spinner.join().unwrap();
+        let w = window(std::process::id(), &start, &end, started.elapsed());
+        let spin = w
+            .threads
+            .iter()
+            .find(|(name, _)| name == "proc-stats-spin")
+            .map(|(_, secs)| *secs);
+        // 300 ms of spinning, counted in 10 ms ticks; a loaded machine may
+        // deschedule it, so only a generous lower bound.
+        assert!(spin.is_some_and(|s| s >= 0.05), "{:?}", w.threads);
+        let sum: f64 = w.threads.iter().map(|(_, s)| s).sum();
+        assert!(sum <= w.cpu_secs + 0.05, "{sum} > {}", w.cpu_secs);
+    }
+
+    #[test]
+    fn thread_seconds_are_sorted_and_count_new_threads_from_zero() {
+        let at = |pairs: &[(&str, u64)]| ProcSample {
+            rss_kib: 1,
+            hwm_kib: 1,
+            cpu_ticks: 0,
+            thread_ticks: pairs.iter().map(|(n, t)| (n.to_string(), *t)).collect(),
+        };
+        let start = at(&[("worker", 100), ("sync", 10)]);
+        let end = at(&[("worker", 150), ("sync", 40), ("late", 5)]);
+        let tick = clock_ticks() as f64;
+        assert_eq!(
+            thread_secs(&start, &end),
+            vec![
+                ("worker".to_string(), 50.0 / tick),
+                ("sync".to_string(), 30.0 / tick),
+                ("late".to_string(), 5.0 / tick),
+            ]
+        );
     }
 }

@@ -62,6 +62,9 @@ pub fn print_load(label: &str, r: &LoadReport) {
     );
     if let Some(s) = &r.server {
         println!("  server   {}", proc_line(s));
+        if let Some(line) = threads_line(s, r.total_ops) {
+            println!("           {line}");
+        }
     }
     if let Some(s) = &r.loadgen {
         println!("  loadgen  {}", proc_line(s));
@@ -95,6 +98,26 @@ fn proc_line(p: &ProcWindow) -> String {
     )
 }
 
+/// The server's CPU per operation by thread name: where an operation's
+/// cost goes (issue 3's "where does the time go"), comparable between
+/// servers and runs of different speed. None without threads or ops.
+fn threads_line(p: &ProcWindow, ops: usize) -> Option<String> {
+    if p.threads.is_empty() || ops == 0 {
+        return None;
+    }
+    let per_op = |secs: f64| secs * 1e6 / ops as f64;
+    let parts: Vec<String> = p
+        .threads
+        .iter()
+        .map(|(name, secs)| format!("{name} {:.1}", per_op(*secs)))
+        .collect();
+    Some(format!(
+        "CPU us per op {:.1} = {}",
+        per_op(p.cpu_secs),
+        parts.join(", ")
+    ))
+}
+
 /// JSON number: finite values only (NaN and inf are not JSON).
 pub fn num(x: f64) -> String {
     if x.is_finite() {
@@ -124,14 +147,22 @@ pub fn string(s: &str) -> String {
 
 fn proc_json(p: &Option<ProcWindow>) -> String {
     match p {
-        Some(p) => format!(
-            "{{\"pid\":{},\"rss_end_kib\":{},\"hwm_kib\":{},\"cpu_secs\":{},\"cpu_pct\":{}}}",
-            p.pid,
-            p.rss_end_kib,
-            p.hwm_kib,
-            num(p.cpu_secs),
-            num(p.cpu_pct)
-        ),
+        Some(p) => {
+            let threads: Vec<String> = p
+                .threads
+                .iter()
+                .map(|(name, secs)| format!("{}:{}", string(name), num(*secs)))
+                .collect();
+            format!(
+                "{{\"pid\":{},\"rss_end_kib\":{},\"hwm_kib\":{},\"cpu_secs\":{},\"cpu_pct\":{},\"thread_cpu_secs\":{{{}}}}}",
+                p.pid,
+                p.rss_end_kib,
+                p.hwm_kib,
+                num(p.cpu_secs),
+                num(p.cpu_pct),
+                threads.join(",")
+            )
+        }
         None => "null".into(),
     }
 }

@@ -244,7 +244,7 @@ async fn sample_window(
     let me1 = read(me);
     let elapsed = t0.elapsed();
     let pair = |pid: Option<u32>, a, b| match (pid, a, b) {
-        (Some(pid), Some(a), Some(b)) => Some(proc_stats::window(pid, a, b, elapsed)),
+        (Some(pid), Some(a), Some(b)) => Some(proc_stats::window(pid, &a, &b, elapsed)),
         _ => None,
     };
     (pair(server_pid, server0, server1), pair(Some(me), me0, me1))
