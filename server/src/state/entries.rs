@@ -516,6 +516,26 @@ mod tests {
         assert_eq!(table.all().entries().next(), Some(&b"a\0new\0"[..]));
     }
 
+    /// Thousands of entries in scattered order: chunks split, empty and
+    /// move, and every exact look-up still finds exactly what is there.
+    #[test]
+    fn exact_look_ups_survive_splits_and_removals() {
+        let mut table = EntryTable::new(1);
+        let key = |i: u64| format!("user{:06}\0", (i * 7919) % 6000);
+        for i in 0..6000 {
+            table.insert(format!("{}10.0.0.1\0{}\0", key(i), i).as_bytes());
+        }
+        assert!(table.chunks.len() > 20, "{} chunks", table.chunks.len());
+        for i in (0..6000).filter(|i| i % 3 != 0) {
+            assert!(table.remove(key(i).as_bytes()));
+        }
+        for i in 0..6000 {
+            let found = table.get(key(i).as_bytes()).is_some();
+            assert_eq!(found, i % 3 == 0, "{}", key(i));
+        }
+        assert_eq!(table.len(), 2000);
+    }
+
     #[test]
     fn prefix_ranges_and_removal() {
         let mut table = EntryTable::new(2);
@@ -565,21 +585,41 @@ mod tests {
         /// BTreeMap model, in order, with prefix slices matching too.
         #[test]
         fn behaves_like_a_sorted_map(
-            ops in proptest::collection::vec((any::<bool>(), 0u16..400, 0u8..4, 0usize..60), 1..600)
+            ops in proptest::collection::vec((0u8..16, 0u16..400, 0u8..4, 0usize..60), 1..600)
         ) {
             let mut table = EntryTable::new(2);
             let mut model = BTreeMap::new();
-            for (insert, user, file, pad) in ops {
+            for (op, user, file, pad) in ops {
                 let key = format!("u{}\0f{}\0", user % 40, file);
-                if insert {
-                    let value = "x".repeat(pad);
-                    let entry = format!("{key}{value}\0");
-                    table.insert(entry.as_bytes());
-                    model.insert(key, entry);
-                } else {
-                    prop_assert_eq!(table.remove(key.as_bytes()), model.remove(&key).is_some());
+                match op {
+                    0..=9 => {
+                        let value = "x".repeat(pad);
+                        let entry = format!("{key}{value}\0");
+                        table.insert(entry.as_bytes());
+                        model.insert(key, entry);
+                    }
+                    10..=14 => {
+                        prop_assert_eq!(table.remove(key.as_bytes()), model.remove(&key).is_some());
+                    }
+                    _ => {
+                        let prefix = format!("u{}\0", user % 40);
+                        let before = model.len();
+                        model.retain(|k, _| !k.starts_with(&prefix));
+                        prop_assert_eq!(table.remove_prefix(prefix.as_bytes()), before - model.len());
+                    }
                 }
                 prop_assert_eq!(table.len(), model.len());
+            }
+            // Exact look-ups agree with the model for every key, present
+            // or not.
+            for user in 0..40 {
+                for file in 0..4 {
+                    let key = format!("u{user}\0f{file}\0");
+                    prop_assert_eq!(
+                        table.get(key.as_bytes()),
+                        model.get(&key).map(|e| e.as_bytes())
+                    );
+                }
             }
             let all = table.all();
             let listed: Vec<&[u8]> = all.entries().collect();
