@@ -17,11 +17,11 @@ pub struct ProcSample {
     pub hwm_kib: u64,
     /// utime + stime, in clock ticks.
     pub cpu_ticks: u64,
-    /// utime + stime per thread name (threads of one name summed), in
-    /// clock ticks: which part of a server spends the CPU (the tokio
-    /// workers, the commit writer, the syncer, ...). Empty if the task
-    /// list could not be read.
-    pub thread_ticks: BTreeMap<String, u64>,
+    /// Name and utime + stime (clock ticks) of every thread, by thread id:
+    /// which part of a server spends the CPU (the tokio workers, the
+    /// commit writer, the syncer, ...). Empty if the task list could not
+    /// be read.
+    pub thread_ticks: BTreeMap<u32, (String, u64)>,
 }
 
 /// What happened to a process over the window.
@@ -55,12 +55,15 @@ pub fn sample(pid: u32) -> io::Result<ProcSample> {
     })
 }
 
-/// utime + stime of every thread of `pid`, summed per thread name. A
+/// Name and utime + stime of every thread of `pid`, by thread id. A
 /// thread that exits between listing and reading is skipped.
-fn thread_ticks(pid: u32) -> io::Result<BTreeMap<String, u64>> {
-    let mut by_name = BTreeMap::new();
+fn thread_ticks(pid: u32) -> io::Result<BTreeMap<u32, (String, u64)>> {
+    let mut threads = BTreeMap::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
         let path = task?.path();
+        let Some(tid) = path.file_name().and_then(|n| n.to_str()?.parse().ok()) else {
+            continue;
+        };
         let (Ok(comm), Ok(stat)) = (
             std::fs::read_to_string(path.join("comm")),
             std::fs::read_to_string(path.join("stat")),
@@ -68,22 +71,30 @@ fn thread_ticks(pid: u32) -> io::Result<BTreeMap<String, u64>> {
             continue;
         };
         if let Some(ticks) = stat_cpu_ticks(&stat) {
-            *by_name.entry(comm.trim_end().to_string()).or_insert(0) += ticks;
+            threads.insert(tid, (comm.trim_end().to_string(), ticks));
         }
     }
-    Ok(by_name)
+    Ok(threads)
 }
 
-/// CPU seconds per thread name between two samples, most first.
+/// CPU seconds per thread name between two samples, most first. Each
+/// thread counts its own difference (from zero if it started in the
+/// window), then threads of one name are summed: tokio's blocking pool
+/// shares the workers' name and its threads come and go, so summing per
+/// name first would lose time or go negative.
 fn thread_secs(start: &ProcSample, end: &ProcSample) -> Vec<(String, f64)> {
     let tick = clock_ticks() as f64;
-    let mut threads: Vec<(String, f64)> = end
-        .thread_ticks
-        .iter()
-        .map(|(name, &ticks)| {
-            let before = start.thread_ticks.get(name).copied().unwrap_or(0);
-            (name.clone(), ticks.saturating_sub(before) as f64 / tick)
-        })
+    let mut by_name: BTreeMap<&str, u64> = BTreeMap::new();
+    for (tid, (name, ticks)) in &end.thread_ticks {
+        let before = match start.thread_ticks.get(tid) {
+            Some((old_name, old)) if old_name == name => *old,
+            _ => 0,
+        };
+        *by_name.entry(name).or_insert(0) += ticks.saturating_sub(before);
+    }
+    let mut threads: Vec<(String, f64)> = by_name
+        .into_iter()
+        .map(|(name, ticks)| (name.to_string(), ticks as f64 / tick))
         .collect();
     threads.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     threads
@@ -204,15 +215,31 @@ mod tests {
     }
 
     #[test]
-    fn thread_seconds_are_sorted_and_count_new_threads_from_zero() {
-        let at = |pairs: &[(&str, u64)]| ProcSample {
+    fn thread_seconds_are_per_thread_then_per_name() {
+        let at = |threads: &[(u32, &str, u64)]| ProcSample {
             rss_kib: 1,
             hwm_kib: 1,
             cpu_ticks: 0,
-            thread_ticks: pairs.iter().map(|(n, t)| (n.to_string(), *t)).collect(),
+            thread_ticks: threads
+                .iter()
+                .map(|(tid, name, ticks)| (*tid, (name.to_string(), *ticks)))
+                .collect(),
         };
-        let start = at(&[("worker", 100), ("sync", 10)]);
-        let end = at(&[("worker", 150), ("sync", 40), ("late", 5)]);
+        // Thread 3 (a blocking-pool thread named like the workers) exits
+        // inside the window, thread 5 starts in it, thread 6 is a new
+        // thread reusing an old id under another name.
+        let start = at(&[
+            (1, "worker", 100),
+            (2, "sync", 10),
+            (3, "worker", 900),
+            (6, "old", 7),
+        ]);
+        let end = at(&[
+            (1, "worker", 150),
+            (2, "sync", 40),
+            (5, "late", 5),
+            (6, "new", 2),
+        ]);
         let tick = clock_ticks() as f64;
         assert_eq!(
             thread_secs(&start, &end),
@@ -220,6 +247,7 @@ mod tests {
                 ("worker".to_string(), 50.0 / tick),
                 ("sync".to_string(), 30.0 / tick),
                 ("late".to_string(), 5.0 / tick),
+                ("new".to_string(), 2.0 / tick),
             ]
         );
     }
