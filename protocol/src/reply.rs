@@ -187,21 +187,14 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
-        /// Formatting in place writes exactly what `to_string` would, as one
-        /// NUL-terminated field.
+        /// Formatting in place writes exactly what `to_string` would, each
+        /// value as one NUL-terminated field.
         #[test]
-        fn counts_are_decimal_fields(n in any::<u64>()) {
-            let mut out = BytesMut::new();
-            put_count(&mut out, n);
-            let expected = format!("{n}\0");
-            prop_assert_eq!(&out[..], expected.as_bytes());
-        }
-
-        #[test]
-        fn codes_are_decimal_fields(code in any::<u8>()) {
+        fn codes_and_counts_are_decimal_fields(code in any::<u8>(), n in any::<u64>()) {
             let mut out = BytesMut::new();
             put_code(&mut out, code);
-            let expected = format!("{code}\0");
+            put_count(&mut out, n);
+            let expected = format!("{code}\0{n}\0");
             prop_assert_eq!(&out[..], expected.as_bytes());
         }
     }
