@@ -2,6 +2,7 @@
 //! the entries. The server streams entries with the `put_*` helpers; the
 //! client reads them back with [`crate::wire::read_reply`].
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use bytes::BytesMut;
@@ -111,18 +112,8 @@ pub fn put_count(dst: &mut BytesMut, count: u64) {
 /// far below the field length limit, so this cannot fail; formatting in
 /// place saves the `String` every reply used to allocate.
 fn put_decimal(dst: &mut BytesMut, n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = n;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    dst.extend_from_slice(&digits[at..]);
+    // `BytesMut` grows on every write, so formatting into it cannot fail.
+    let _ = write!(dst, "{n}");
     dst.extend_from_slice(&[0]);
 }
 
