@@ -329,12 +329,9 @@ fn summarize(args: &CompareArgs, populated: &populate::PopulateReport, runs: &Ru
             None => String::new(),
         };
         println!("  server CPU us per op (medians): null {n:.1}{durable}, ours {o:.1}");
-        let threads: Vec<String> = thread_cpu_per_op(&runs.ours)
-            .iter()
-            .map(|(name, us)| format!("{name} {us:.1}"))
-            .collect();
+        let threads = thread_cpu_per_op(&runs.ours);
         if !threads.is_empty() {
-            println!("  ours by thread: {}", threads.join(", "));
+            println!("  ours by thread: {}", report::thread_list(&threads));
         }
     }
     println!(

@@ -106,16 +106,26 @@ fn threads_line(p: &ProcWindow, ops: usize) -> Option<String> {
         return None;
     }
     let per_op = |secs: f64| secs * 1e6 / ops as f64;
-    let parts: Vec<String> = p
+    let threads: Vec<(String, f64)> = p
         .threads
         .iter()
-        .map(|(name, secs)| format!("{name} {:.1}", per_op(*secs)))
+        .map(|(name, secs)| (name.clone(), per_op(*secs)))
         .collect();
     Some(format!(
         "CPU us per op {:.1} = {}",
         per_op(p.cpu_secs),
-        parts.join(", ")
+        thread_list(&threads)
     ))
+}
+
+/// `name value, name value, ...` with one decimal: per-thread microseconds
+/// per operation, as `load` and `compare` print them.
+pub fn thread_list(threads: &[(String, f64)]) -> String {
+    threads
+        .iter()
+        .map(|(name, us)| format!("{name} {us:.1}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// JSON number: finite values only (NaN and inf are not JSON).
