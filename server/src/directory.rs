@@ -51,7 +51,12 @@ pub fn plan(request: &Request) -> Plan {
 
 /// Applies one mutation for `user` to a batch. `peer_ip` is the TCP source
 /// address, recorded by CONNECT when the client sent no IP.
-pub fn apply(batch: &mut Batch<'_>, user: &str, operation: &Operation, peer_ip: IpAddr) -> Outcome {
+pub fn apply<'a>(
+    batch: &mut Batch<'a>,
+    user: &'a str,
+    operation: &'a Operation,
+    peer_ip: IpAddr,
+) -> Outcome {
     if let Operation::Register = operation {
         return if !is_valid_user(user) {
             Outcome::Fail
@@ -119,10 +124,10 @@ pub fn apply(batch: &mut Batch<'_>, user: &str, operation: &Operation, peer_ip: 
 
 /// PUBLISH and PUBLISH_CONTENT after the user checks. `content` is `None`
 /// for a classic PUBLISH, `Some(Err)` for a malformed size or hash.
-fn publish(
-    batch: &mut Batch<'_>,
-    user: &str,
-    file: &Checked<String>,
+fn publish<'a>(
+    batch: &mut Batch<'a>,
+    user: &'a str,
+    file: &'a Checked<String>,
     description: &Checked<String>,
     content: Option<Result<(u64, [u8; 32]), ()>>,
 ) -> Outcome {

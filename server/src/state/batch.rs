@@ -8,25 +8,29 @@
 //! this overlay and record [`Effect`]s; the writer journals the effects and
 //! only then applies them to the shared tables.
 
-use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+
+use hashbrown::{HashMap, HashSet};
 
 use super::tables::{Presence, Tables};
 use crate::journal::Effect;
 
 /// The committed tables seen through one batch's uncommitted changes.
+///
+/// The overlay borrows its keys from the batch's requests, which outlive
+/// it: the writer runs every mutation through it, and a `String` per key
+/// was most of the writer's allocations (issue 3's profile).
 pub struct Batch<'a> {
     /// The committed state (read lock held by the caller).
     base: &'a Tables,
     /// Users registered (true) or unregistered (false) in this batch.
-    users: HashMap<String, bool>,
+    users: HashMap<&'a str, bool>,
     /// Users connected (true) or disconnected (false) in this batch.
-    connected: HashMap<String, bool>,
-    /// Files published (true) or deleted (false) in this batch, by owner
-    /// (nested so that a look-up borrows instead of allocating a key).
-    files: HashMap<String, HashMap<String, bool>>,
+    connected: HashMap<&'a str, bool>,
+    /// Files published (true) or deleted (false) in this batch, by owner.
+    files: HashMap<&'a str, HashMap<&'a str, bool>>,
     /// Users unregistered in this batch: their committed files are gone.
-    cleared: HashSet<String>,
+    cleared: HashSet<&'a str>,
     /// What the batch changed, in order: journaled, then applied.
     effects: Vec<Effect>,
 }
@@ -74,40 +78,37 @@ impl<'a> Batch<'a> {
         }
     }
 
-    fn mark_file(&mut self, user: &str, file: &str, published: bool) {
-        self.files
-            .entry(user.to_string())
-            .or_default()
-            .insert(file.to_string(), published);
+    fn mark_file(&mut self, user: &'a str, file: &'a str, published: bool) {
+        self.files.entry(user).or_default().insert(file, published);
     }
 
-    pub fn add_user(&mut self, user: &str) {
-        self.users.insert(user.to_string(), true);
+    pub fn add_user(&mut self, user: &'a str) {
+        self.users.insert(user, true);
         self.effects.push(Effect::AddUser(user.to_string()));
     }
 
     /// Removes the user, its address and all its files.
-    pub fn remove_user(&mut self, user: &str) {
-        self.users.insert(user.to_string(), false);
+    pub fn remove_user(&mut self, user: &'a str) {
+        self.users.insert(user, false);
         self.connected.remove(user);
         self.files.remove(user);
-        self.cleared.insert(user.to_string());
+        self.cleared.insert(user);
         self.effects.push(Effect::RemoveUser(user.to_string()));
     }
 
-    pub fn set_address(&mut self, user: &str, addr: SocketAddr) {
-        self.connected.insert(user.to_string(), true);
+    pub fn set_address(&mut self, user: &'a str, addr: SocketAddr) {
+        self.connected.insert(user, true);
         self.effects
             .push(Effect::SetAddress(user.to_string(), addr));
     }
 
-    pub fn clear_address(&mut self, user: &str) {
-        self.connected.insert(user.to_string(), false);
+    pub fn clear_address(&mut self, user: &'a str) {
+        self.connected.insert(user, false);
         self.effects.push(Effect::ClearAddress(user.to_string()));
     }
 
     /// Adds a file the caller checked is not yet published.
-    pub fn add_file(&mut self, user: &str, file: &str, description: &str) {
+    pub fn add_file(&mut self, user: &'a str, file: &'a str, description: &str) {
         self.mark_file(user, file, true);
         self.effects.push(Effect::AddFile {
             user: user.to_string(),
@@ -127,7 +128,7 @@ impl<'a> Batch<'a> {
     }
 
     /// Removes a file; true when it was published.
-    pub fn remove_file(&mut self, user: &str, file: &str) -> bool {
+    pub fn remove_file(&mut self, user: &'a str, file: &'a str) -> bool {
         if !self.has_file(user, file) {
             return false;
         }
