@@ -11,7 +11,7 @@
 //!   consistent snapshot without building the reply. The writer changes a
 //!   chunk with `Arc::make_mut`: in place when no reader holds it, else a
 //!   copy of that one chunk (a few KiB), never of the table.
-//! - Memory: one byte string per entry plus a 4-byte offset, no per-entry
+//! - Memory: one byte string per entry plus a 2-byte offset, no per-entry
 //!   allocation (a million users fit in tens of MiB).
 //!
 //! The key of an entry is its first `key_fields` fields including their
@@ -30,33 +30,66 @@ pub const MAX_CHUNK: usize = 4 * 1024;
 /// Bytes a chunk's buffer grows by when an entry does not fit.
 const GROW_BYTES: usize = 1024;
 
-/// Entries stored back to back, with the offset where each starts.
-#[derive(Debug, Clone, Default)]
-pub struct Chunk {
-    /// The entries' bytes, in key order.
-    data: Vec<u8>,
-    /// Start of each entry in `data`; entry `i` ends where `i + 1` starts.
-    starts: Vec<u32>,
+/// Entries stored back to back with the offset where each starts, all in
+/// one shared allocation:
+///
+/// `[entries: u16][data bytes: u16][start of each entry: u16 ...][data][room]`
+///
+/// Why one allocation: a look-up in a million-entry table is a chain of
+/// cache and TLB misses. As `Arc<struct { Vec, Vec }>` a chunk cost three
+/// of them before the first key was compared (the `Arc`, the starts, the
+/// data, each elsewhere in memory); here the starts sit in front of the
+/// data they index (issue 3, docs/PERFORMANCE.md). Starts are offsets into
+/// the data, which stays under 64 KiB: a chunk splits past [`MAX_CHUNK`]
+/// and an entry is a few hundred bytes (fields are at most 255 bytes).
+#[derive(Debug, Clone)]
+pub struct Chunk(Arc<[u8]>);
+
+/// Bytes of the chunk header: entry count and data length.
+const HEADER: usize = 4;
+
+impl Default for Chunk {
+    fn default() -> Self {
+        Chunk(Arc::from([0u8; HEADER]))
+    }
+}
+
+fn read_u16(buf: &[u8], at: usize) -> usize {
+    usize::from(u16::from_le_bytes([buf[at], buf[at + 1]]))
+}
+
+fn write_u16(buf: &mut [u8], at: usize, value: usize) {
+    let value = u16::try_from(value).expect("a chunk's data stays under 64 KiB");
+    buf[at..at + 2].copy_from_slice(&value.to_le_bytes());
 }
 
 impl Chunk {
     fn len(&self) -> usize {
-        self.starts.len()
+        read_u16(&self.0, 0)
     }
 
-    fn span(&self, i: usize) -> (usize, usize) {
-        let start = self.starts[i] as usize;
-        let end = self
-            .starts
-            .get(i + 1)
-            .map_or(self.data.len(), |s| *s as usize);
-        (start, end)
+    /// Bytes of entry data.
+    fn data_len(&self) -> usize {
+        read_u16(&self.0, 2)
+    }
+
+    /// Where the data starts in the buffer.
+    fn base(&self) -> usize {
+        HEADER + 2 * self.len()
+    }
+
+    /// Start of entry `i` in the data (`i == len` is the end).
+    fn start(&self, i: usize) -> usize {
+        if i == self.len() {
+            self.data_len()
+        } else {
+            read_u16(&self.0, HEADER + 2 * i)
+        }
     }
 
     /// Entry `i`.
     pub fn entry(&self, i: usize) -> &[u8] {
-        let (start, end) = self.span(i);
-        &self.data[start..end]
+        self.run(i, i + 1)
     }
 
     /// Bytes of entries `from..to`, back to back.
@@ -64,9 +97,13 @@ impl Chunk {
         if from >= to {
             return &[];
         }
-        let start = self.starts[from] as usize;
-        let end = self.starts.get(to).map_or(self.data.len(), |s| *s as usize);
-        &self.data[start..end]
+        let base = self.base();
+        &self.0[base + self.start(from)..base + self.start(to)]
+    }
+
+    /// Allocated bytes.
+    fn capacity(&self) -> usize {
+        self.0.len()
     }
 
     /// The first entry index whose key is not below `key`.
@@ -84,55 +121,98 @@ impl Chunk {
         low
     }
 
+    /// The buffer, for changing in place: copied first if a reader's
+    /// snapshot shares it, and given at least `room` free bytes.
+    fn buffer_mut(&mut self, room: usize) -> &mut [u8] {
+        let used = self.base() + self.data_len();
+        if self.capacity() - used < room {
+            // Grow in small exact steps rather than doubling: a million
+            // users' chunks would otherwise carry a third of their size as
+            // slack (issue 3's memory target); the copies stay a few KiB.
+            let extra = room.max(GROW_BYTES);
+            self.0 = self.0[..used]
+                .iter()
+                .copied()
+                .chain(std::iter::repeat_n(0, self.capacity() - used + extra))
+                .collect();
+        }
+        Arc::make_mut(&mut self.0)
+    }
+
     fn insert(&mut self, i: usize, entry: &[u8]) {
-        // Grow in small exact steps rather than doubling: a million users'
-        // chunks would otherwise carry a third of their size as slack
-        // (issue 3's memory target); the copies stay a few KiB.
-        if self.data.capacity() - self.data.len() < entry.len() {
-            self.data.reserve_exact(entry.len().max(GROW_BYTES));
+        let (n, base, data_len) = (self.len(), self.base(), self.data_len());
+        let at = self.start(i);
+        let buf = self.buffer_mut(2 + entry.len());
+        // The data after the new entry moves by the new start and the
+        // entry, the data before it by the new start only.
+        buf.copy_within(base + at..base + data_len, base + 2 + at + entry.len());
+        buf.copy_within(base..base + at, base + 2);
+        buf[base + 2 + at..base + 2 + at + entry.len()].copy_from_slice(entry);
+        buf.copy_within(HEADER + 2 * i..HEADER + 2 * n, HEADER + 2 * i + 2);
+        write_u16(buf, HEADER + 2 * i, at);
+        for j in i + 1..=n {
+            let start = read_u16(buf, HEADER + 2 * j);
+            write_u16(buf, HEADER + 2 * j, start + entry.len());
         }
-        if self.starts.capacity() == self.starts.len() {
-            self.starts.reserve_exact(GROW_BYTES / 16);
-        }
-        let at = self.starts.get(i).map_or(self.data.len(), |s| *s as usize);
-        self.data.splice(at..at, entry.iter().copied());
-        let grow = entry.len() as u32;
-        for start in &mut self.starts[i..] {
-            *start += grow;
-        }
-        self.starts.insert(i, at as u32);
+        write_u16(buf, 0, n + 1);
+        write_u16(buf, 2, data_len + entry.len());
     }
 
     fn replace(&mut self, i: usize, entry: &[u8]) {
-        let (start, end) = self.span(i);
-        self.data.splice(start..end, entry.iter().copied());
-        let old = (end - start) as i64;
-        let delta = entry.len() as i64 - old;
-        for s in &mut self.starts[i + 1..] {
-            *s = (i64::from(*s) + delta) as u32;
+        let (n, base, data_len) = (self.len(), self.base(), self.data_len());
+        let (start, end) = (self.start(i), self.start(i + 1));
+        let buf = self.buffer_mut(entry.len().saturating_sub(end - start));
+        buf.copy_within(base + end..base + data_len, base + start + entry.len());
+        buf[base + start..base + start + entry.len()].copy_from_slice(entry);
+        for j in i + 1..n {
+            let old = read_u16(buf, HEADER + 2 * j);
+            write_u16(buf, HEADER + 2 * j, old - end + start + entry.len());
         }
+        write_u16(buf, 2, data_len - (end - start) + entry.len());
     }
 
     fn remove(&mut self, i: usize) {
-        let (start, end) = self.span(i);
-        self.data.drain(start..end);
-        let shrink = (end - start) as u32;
-        self.starts.remove(i);
-        for s in &mut self.starts[i..] {
-            *s -= shrink;
+        let (n, base, data_len) = (self.len(), self.base(), self.data_len());
+        let (start, end) = (self.start(i), self.start(i + 1));
+        let removed = end - start;
+        let buf = self.buffer_mut(0);
+        buf.copy_within(HEADER + 2 * (i + 1)..HEADER + 2 * n, HEADER + 2 * i);
+        for j in i..n - 1 {
+            let old = read_u16(buf, HEADER + 2 * j);
+            write_u16(buf, HEADER + 2 * j, old - removed);
         }
+        // The data before the entry moves down by the start removed, the
+        // data after it by the entry too.
+        buf.copy_within(base..base + start, base - 2);
+        buf.copy_within(base + end..base + data_len, base - 2 + start);
+        write_u16(buf, 0, n - 1);
+        write_u16(buf, 2, data_len - removed);
     }
 
-    /// Moves the upper half of the entries into a new chunk.
+    /// A chunk holding exactly `entries`' bytes with their starts, and no
+    /// room.
+    fn from_run(data: &[u8], starts: impl ExactSizeIterator<Item = usize>) -> Chunk {
+        let n = starts.len();
+        let mut buf = vec![0u8; HEADER + 2 * n + data.len()];
+        write_u16(&mut buf, 0, n);
+        write_u16(&mut buf, 2, data.len());
+        for (j, start) in starts.enumerate() {
+            write_u16(&mut buf, HEADER + 2 * j, start);
+        }
+        buf[HEADER + 2 * n..].copy_from_slice(data);
+        Chunk(Arc::from(buf))
+    }
+
+    /// Moves the upper half of the entries into a new chunk; both halves
+    /// are left without room (the next insert grows one by a step).
     fn split(&mut self) -> Chunk {
-        let half = self.len() / 2;
-        let at = self.starts[half] as usize;
-        let data = self.data.split_off(at);
-        let starts = self.starts.split_off(half);
-        let starts = starts.into_iter().map(|s| s - at as u32).collect();
-        self.data.shrink_to_fit();
-        self.starts.shrink_to_fit();
-        Chunk { data, starts }
+        let n = self.len();
+        let half = n / 2;
+        let at = self.start(half);
+        let upper = Chunk::from_run(self.run(half, n), (half..n).map(|j| self.start(j) - at));
+        let lower = Chunk::from_run(self.run(0, half), (0..half).map(|j| self.start(j)));
+        *self = lower;
+        upper
     }
 }
 
@@ -175,7 +255,7 @@ pub struct EntryTable {
     /// How many leading fields form the key.
     key_fields: usize,
     /// Non-empty chunks in key order.
-    chunks: Vec<Arc<Chunk>>,
+    chunks: Vec<Chunk>,
     /// The key of each chunk's first entry: where a look-up starts.
     firsts: FirstKeys,
     /// Number of entries.
@@ -206,14 +286,8 @@ impl EntryTable {
     /// Heap bytes held by the table (allocated capacity, not counting
     /// the allocator's own overhead): for logs and memory budgets.
     pub fn heap_bytes(&self) -> usize {
-        let chunks: usize = self
-            .chunks
-            .iter()
-            .map(|c| {
-                std::mem::size_of::<Chunk>() + 16 + c.data.capacity() + 4 * c.starts.capacity()
-            })
-            .sum();
-        chunks + self.firsts.heap_bytes() + 8 * self.chunks.capacity()
+        let chunks: usize = self.chunks.iter().map(|c| 16 + c.capacity()).sum();
+        chunks + self.firsts.heap_bytes() + std::mem::size_of::<Chunk>() * self.chunks.capacity()
     }
 
     /// The first position whose key is not below `key`.
@@ -259,14 +333,14 @@ impl EntryTable {
         let key = key_of(entry, self.key_fields);
         let pos = match self.find(key) {
             Ok(pos) => {
-                Arc::make_mut(&mut self.chunks[pos.chunk]).replace(pos.entry, entry);
+                self.chunks[pos.chunk].replace(pos.entry, entry);
                 return;
             }
             Err(pos) => pos,
         };
         self.len += 1;
         if self.chunks.is_empty() {
-            self.chunks.push(Arc::new(Chunk::default()));
+            self.chunks.push(Chunk::default());
             self.firsts.insert(0, key);
         }
         // At the end of a chunk, append to it rather than prepend to the
@@ -277,16 +351,16 @@ impl EntryTable {
         } else {
             (pos.chunk.min(self.chunks.len() - 1), pos.entry)
         };
-        let target = Arc::make_mut(&mut self.chunks[chunk]);
+        let target = &mut self.chunks[chunk];
         target.insert(entry_index, entry);
         if entry_index == 0 {
             self.firsts.set(chunk, key);
         }
-        if target.data.len() > MAX_CHUNK && target.len() > 1 {
+        if target.data_len() > MAX_CHUNK && target.len() > 1 {
             let upper = target.split();
             self.firsts
                 .insert(chunk + 1, key_of(upper.entry(0), self.key_fields));
-            self.chunks.insert(chunk + 1, Arc::new(upper));
+            self.chunks.insert(chunk + 1, upper);
         }
     }
 
@@ -302,7 +376,7 @@ impl EntryTable {
     }
 
     fn remove_at(&mut self, pos: Pos) {
-        let chunk = Arc::make_mut(&mut self.chunks[pos.chunk]);
+        let chunk = &mut self.chunks[pos.chunk];
         chunk.remove(pos.entry);
         self.len -= 1;
         if chunk.len() == 0 {
@@ -376,7 +450,7 @@ impl EntryTable {
 #[derive(Debug, Clone, Default)]
 pub struct Slice {
     /// The chunks holding the entries.
-    chunks: Vec<Arc<Chunk>>,
+    chunks: Vec<Chunk>,
     /// Index of the first entry in `chunks[0]`.
     first: usize,
     /// Number of entries.
@@ -430,7 +504,7 @@ impl Slice {
             let from = if i == 0 { self.first } else { 0 };
             let to = chunk.len().min(from + left);
             left -= to - from;
-            Some((&**chunk, from, to))
+            Some((chunk, from, to))
         })
     }
 }
@@ -438,7 +512,7 @@ impl Slice {
 /// Consecutive entries of one shared chunk.
 #[derive(Debug, Clone)]
 pub struct Part {
-    chunk: Arc<Chunk>,
+    chunk: Chunk,
     from: usize,
     to: usize,
 }
@@ -581,6 +655,62 @@ mod tests {
     }
 
     proptest! {
+        /// A chunk's in-place edits (insert, replace, remove, split) keep
+        /// every entry where a list of byte strings says it is, through
+        /// growth steps, and a clone taken on the way (a reader's
+        /// snapshot) keeps what it saw.
+        #[test]
+        fn chunk_edits_match_a_list_and_spare_snapshots(
+            ops in proptest::collection::vec((0u8..4, 0usize..64, 0usize..300), 1..200),
+            snapshot_at in 0usize..200,
+        ) {
+            let mut chunk = Chunk::default();
+            let mut model: Vec<Vec<u8>> = Vec::new();
+            let mut snapshot = None;
+            for (step, (op, at, len)) in ops.into_iter().enumerate() {
+                if step == snapshot_at {
+                    snapshot = Some((chunk.clone(), model.clone()));
+                }
+                let entry: Vec<u8> = (0..len).map(|b| (b + step) as u8).collect();
+                match op {
+                    0 | 1 => {
+                        let i = at % (model.len() + 1);
+                        chunk.insert(i, &entry);
+                        model.insert(i, entry);
+                    }
+                    2 if !model.is_empty() => {
+                        let i = at % model.len();
+                        chunk.replace(i, &entry);
+                        model[i] = entry;
+                    }
+                    3 if !model.is_empty() => {
+                        let i = at % model.len();
+                        chunk.remove(i);
+                        model.remove(i);
+                    }
+                    _ if model.len() > 1 => {
+                        let upper = chunk.split();
+                        let lower_len = model.len() / 2;
+                        let upper_model: Vec<Vec<u8>> = model.split_off(lower_len);
+                        prop_assert_eq!((0..upper.len()).map(|i| upper.entry(i).to_vec()).collect::<Vec<_>>(), upper_model);
+                    }
+                    _ => {}
+                }
+                prop_assert_eq!(chunk.len(), model.len());
+                prop_assert_eq!(chunk.data_len(), model.iter().map(Vec::len).sum::<usize>());
+                prop_assert_eq!(chunk.run(0, chunk.len()), model.concat());
+                for (i, expected) in model.iter().enumerate() {
+                    prop_assert_eq!(chunk.entry(i), expected.as_slice());
+                }
+            }
+            if let Some((seen, then)) = snapshot {
+                prop_assert_eq!(seen.len(), then.len());
+                for (i, expected) in then.iter().enumerate() {
+                    prop_assert_eq!(seen.entry(i), expected.as_slice());
+                }
+            }
+        }
+
         /// Any sequence of inserts and removals leaves the table equal to a
         /// BTreeMap model, in order, with prefix slices matching too.
         #[test]
