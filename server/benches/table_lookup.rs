@@ -3,6 +3,10 @@
 //! 10,000 and 1,000,000 users with 2 files each: the look-ups every
 //! mutation's rules and every LIST_CONTENT make (issue 3, targets 1-2).
 //!
+//! Two rows per size: independent look-ups, whose cache misses the
+//! processor overlaps, and chained ones, each key depending on the
+//! previous answer, which is how the writer's rules meet them.
+//!
 //! `cargo bench -p peerdex-server --bench table_lookup`; the numbers and
 //! what they mean are in docs/PERFORMANCE.md. Rounds alternate the two
 //! structures and report medians, and the ratio is what to compare across

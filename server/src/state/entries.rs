@@ -30,6 +30,14 @@ pub const MAX_CHUNK: usize = 4 * 1024;
 /// Bytes a chunk's buffer grows by when an entry does not fit.
 const GROW_BYTES: usize = 1024;
 
+/// Free bytes each half of a split chunk starts with. Without them every
+/// chunk of a freshly loaded table is full, and the first insert into
+/// each one, a PUBLISH among millions, reallocates it (issue 3: the
+/// allocations and the page faults of the growing heap were a third of
+/// the commit writer's time at 1M after a restart). A few entries' worth
+/// absorbs the publish-then-delete churn of a running directory.
+const SPLIT_ROOM: usize = 256;
+
 /// Entries stored back to back with the offset where each starts, all in
 /// one shared allocation:
 ///
@@ -130,11 +138,10 @@ impl Chunk {
             // users' chunks would otherwise carry a third of their size as
             // slack (issue 3's memory target); the copies stay a few KiB.
             let extra = room.max(GROW_BYTES);
-            self.0 = self.0[..used]
-                .iter()
-                .copied()
-                .chain(std::iter::repeat_n(0, self.capacity() - used + extra))
-                .collect();
+            let mut grown: Arc<[u8]> = std::iter::repeat_n(0, self.capacity() + extra).collect();
+            // Fresh, so never copied here.
+            Arc::make_mut(&mut grown)[..used].copy_from_slice(&self.0[..used]);
+            self.0 = grown;
         }
         Arc::make_mut(&mut self.0)
     }
@@ -189,22 +196,23 @@ impl Chunk {
         write_u16(buf, 2, data_len - removed);
     }
 
-    /// A chunk holding exactly `entries`' bytes with their starts, and no
-    /// room.
+    /// A chunk holding `data`'s entries with their starts, and
+    /// [`SPLIT_ROOM`] free bytes.
     fn from_run(data: &[u8], starts: impl ExactSizeIterator<Item = usize>) -> Chunk {
         let n = starts.len();
-        let mut buf = vec![0u8; HEADER + 2 * n + data.len()];
-        write_u16(&mut buf, 0, n);
-        write_u16(&mut buf, 2, data.len());
+        let mut chunk: Arc<[u8]> =
+            std::iter::repeat_n(0, HEADER + 2 * n + data.len() + SPLIT_ROOM).collect();
+        let buf = Arc::make_mut(&mut chunk);
+        write_u16(buf, 0, n);
+        write_u16(buf, 2, data.len());
         for (j, start) in starts.enumerate() {
-            write_u16(&mut buf, HEADER + 2 * j, start);
+            write_u16(buf, HEADER + 2 * j, start);
         }
-        buf[HEADER + 2 * n..].copy_from_slice(data);
-        Chunk(Arc::from(buf))
+        buf[HEADER + 2 * n..HEADER + 2 * n + data.len()].copy_from_slice(data);
+        Chunk(chunk)
     }
 
-    /// Moves the upper half of the entries into a new chunk; both halves
-    /// are left without room (the next insert grows one by a step).
+    /// Moves the upper half of the entries into a new chunk.
     fn split(&mut self) -> Chunk {
         let n = self.len();
         let half = n / 2;

@@ -37,7 +37,8 @@ fn key_prefix(key: &[u8]) -> u128 {
 /// `wanted`). Usually none or one: this looks at the next prefix first and
 /// widens the search only while they keep being equal, instead of a binary
 /// search over the whole tail, whose first probes are cold cache lines far
-/// away (measured in issue 3: half of a look-up's directory search).
+/// away (issue 3: chained look-ups in a million-entry table went from
+/// 0.77-0.84 to 0.71-0.72 of a `BTreeMap`'s time).
 fn equal_run(prefixes: &[u128], wanted: u128) -> usize {
     let mut bound = 1;
     while bound <= prefixes.len() && prefixes[bound - 1] == wanted {
@@ -124,13 +125,17 @@ mod tests {
     proptest! {
         /// After any sequence of insertions, removals and first-key
         /// changes over hundreds of chunks, every search agrees with a scan
-        /// of the keys.
+        /// of the keys; half of the keys share their first 16 bytes, so
+        /// long runs of equal prefixes are searched too.
         #[test]
         fn searches_stay_exact_as_chunks_come_and_go(
             steps in proptest::collection::vec((0u8..3, 0u32..2000), 1..400),
             probes in proptest::collection::vec(0u32..2100, 1..30),
         ) {
-            let key = |n: u32| format!("k{n:05}\0").into_bytes();
+            let key = |n: u32| {
+                let shared = if n.is_multiple_of(2) { "0123456789abcdef" } else { "" };
+                format!("{shared}k{n:05}\0").into_bytes()
+            };
             let mut sorted: Vec<Vec<u8>> = Vec::new();
             let mut firsts = FirstKeys::default();
             for (action, n) in steps {
@@ -148,7 +153,7 @@ mod tests {
                     }
                     // A first key replaced by a larger one that still
                     // sorts before the next chunk's.
-                    2 if present && sorted.get(at + 1).is_none_or(|next| key(n) < *next) => {
+                    2 if present => {
                         let mut bigger = k.clone();
                         bigger.insert(bigger.len() - 1, b'x');
                         if sorted.get(at + 1).is_none_or(|next| bigger < *next) {
