@@ -33,6 +33,22 @@ fn key(user: usize, file: usize) -> Vec<u8> {
     format!("bench-u{user}\0bench-f{user}-{file}.dat\0").into_bytes()
 }
 
+/// Nanoseconds per look-up of `users`' files in `order`, each key
+/// depending on the previous answer (`get` returns the entry's length, 0
+/// when absent).
+fn chained_ns(order: &[usize], get: impl Fn(&[u8]) -> usize) -> f64 {
+    let start = Instant::now();
+    let mut found = 0usize;
+    for (i, user) in order.iter().enumerate() {
+        // `found >> 40` is always 0, but only known after the previous
+        // look-up answered.
+        let probe = key(user + (found >> 40), i % 2);
+        found = get(black_box(&probe));
+    }
+    black_box(found);
+    start.elapsed().as_nanos() as f64 / order.len() as f64
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -83,25 +99,12 @@ fn main() {
         let order: Vec<usize> = (0..LOOKUPS).map(|i| i.wrapping_mul(7919) % users).collect();
         let (mut ours, mut btree) = (Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
-            let start = Instant::now();
-            let mut found = 0usize;
-            for (i, user) in order.iter().enumerate() {
-                // `found >> 40` is always 0, but only known after the
-                // previous look-up answered.
-                let probe = key(user + (found >> 40), i % 2);
-                found = table.get(black_box(&probe)).map_or(0, <[u8]>::len);
-            }
-            ours.push(start.elapsed().as_nanos() as f64 / LOOKUPS as f64);
-            black_box(found);
-
-            let start = Instant::now();
-            let mut found = 0usize;
-            for (i, user) in order.iter().enumerate() {
-                let probe = key(user + (found >> 40), i % 2);
-                found = map.get(black_box(&probe)).map_or(0, Vec::len);
-            }
-            btree.push(start.elapsed().as_nanos() as f64 / LOOKUPS as f64);
-            black_box(found);
+            ours.push(chained_ns(&order, |probe| {
+                table.get(probe).map_or(0, <[u8]>::len)
+            }));
+            btree.push(chained_ns(&order, |probe| {
+                map.get(probe).map_or(0, Vec::len)
+            }));
         }
         let (ours, btree) = (median(ours), median(btree));
         println!(

@@ -58,8 +58,13 @@ const HEADER: usize = 4;
 
 impl Default for Chunk {
     fn default() -> Self {
-        Chunk(Arc::from([0u8; HEADER]))
+        Chunk(zeroed(HEADER))
     }
+}
+
+/// A chunk buffer of `len` zero bytes.
+fn zeroed(len: usize) -> Arc<[u8]> {
+    std::iter::repeat_n(0, len).collect()
 }
 
 fn read_u16(buf: &[u8], at: usize) -> usize {
@@ -138,7 +143,7 @@ impl Chunk {
             // users' chunks would otherwise carry a third of their size as
             // slack (issue 3's memory target); the copies stay a few KiB.
             let extra = room.max(GROW_BYTES);
-            let mut grown: Arc<[u8]> = std::iter::repeat_n(0, self.capacity() + extra).collect();
+            let mut grown = zeroed(self.capacity() + extra);
             // Fresh, so never copied here.
             Arc::make_mut(&mut grown)[..used].copy_from_slice(&self.0[..used]);
             self.0 = grown;
@@ -200,8 +205,7 @@ impl Chunk {
     /// [`SPLIT_ROOM`] free bytes.
     fn from_run(data: &[u8], starts: impl ExactSizeIterator<Item = usize>) -> Chunk {
         let n = starts.len();
-        let mut chunk: Arc<[u8]> =
-            std::iter::repeat_n(0, HEADER + 2 * n + data.len() + SPLIT_ROOM).collect();
+        let mut chunk = zeroed(HEADER + 2 * n + data.len() + SPLIT_ROOM);
         let buf = Arc::make_mut(&mut chunk);
         write_u16(buf, 0, n);
         write_u16(buf, 2, data.len());
