@@ -146,4 +146,10 @@ pub struct CompareArgs {
     /// the part that is ours. Put $TMPDIR on the same disk as our data dir.
     #[arg(long)]
     pub durable_ceiling: bool,
+    /// Also populate the null server, just before ours, with the same users
+    /// and concurrency: how long the populate takes when the server costs
+    /// nothing, measured in the same session as ours (the ceilings are
+    /// stateless, so their windows do not depend on it).
+    #[arg(long)]
+    pub populate_ceiling: bool,
 }

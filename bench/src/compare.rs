@@ -10,6 +10,15 @@
 //! own; durable/null is the part any server that syncs before replying must
 //! pay on this machine, and ours/durable the part that is ours.
 //!
+//! With `--populate-ceiling` the null server is populated too, just before
+//! ours: the populate target is a time, and the time the null server needs
+//! in the same session says how much of it is the machine's.
+//!
+//! Every window also reports the machine's idle and steal (/proc/stat): on
+//! a shared VM a round in which the hypervisor stole a tenth of the CPUs
+//! from one server and not the other compares the neighbours, and the
+//! reader should see it.
+//!
 //! All servers run as child processes (the ceilings are this binary's
 //! `null-server`), so that none shares the load generator's runtime and all
 //! can be measured from /proc the same way. They stay up across rounds, and
@@ -27,6 +36,7 @@ use tokio::process::{Child, Command};
 
 use crate::cli::CompareArgs;
 use crate::populate;
+use crate::proc_stats;
 use crate::report;
 use crate::stats::{median, ms};
 use crate::workload::{self, LoadConfig, LoadReport, Row};
@@ -199,6 +209,23 @@ async fn rounds(
     pause: Duration,
 ) -> anyhow::Result<bool> {
     let ours = find(servers, Role::Ours).context("our server is not running")?;
+    let null_populated = if args.populate_ceiling {
+        let null = find(servers, Role::Null).context("the null server is not running")?;
+        let populated = populate::populate(
+            null.addr,
+            base.users,
+            args.workload.populate_concurrency,
+            base.op_timeout,
+        )
+        .await?;
+        println!(
+            "populate of the null server: {}",
+            report::populate_line(&populated)
+        );
+        Some(populated)
+    } else {
+        None
+    };
     let populated = populate::populate(
         ours.addr,
         base.users,
@@ -228,7 +255,7 @@ async fn rounds(
             println!("{}", round_line(round, null, ops(&runs.durable), ours));
         }
     }
-    summarize(args, &populated, &runs);
+    summarize(args, &populated, null_populated.as_ref(), &runs);
     Ok(runs.errors() == 0)
 }
 
@@ -250,7 +277,12 @@ fn round_line(round: usize, n: f64, durable: Option<f64>, o: f64) -> String {
     }
 }
 
-fn summarize(args: &CompareArgs, populated: &populate::PopulateReport, runs: &Runs) {
+fn summarize(
+    args: &CompareArgs,
+    populated: &populate::PopulateReport,
+    null_populated: Option<&populate::PopulateReport>,
+    runs: &Runs,
+) {
     let ops = |runs: &[LoadReport]| runs.iter().map(|r| r.ops_per_sec).collect::<Vec<_>>();
     let (null_ops, our_ops) = (ops(&runs.null), ops(&runs.ours));
     let null_med = median(&null_ops).unwrap_or(f64::NAN);
@@ -286,6 +318,14 @@ fn summarize(args: &CompareArgs, populated: &populate::PopulateReport, runs: &Ru
         args.workload.duration,
         args.rounds
     );
+    println!("  populate ours: {}", report::populate_line(populated));
+    if let Some(null) = null_populated {
+        println!(
+            "  populate null: {}; ours took {:.2}x as long",
+            report::populate_line(null),
+            populated.elapsed.as_secs_f64() / null.elapsed.as_secs_f64().max(1e-9)
+        );
+    }
     println!("  null ops/s:  {}  median {null_med:.0}", list(&null_ops));
     if let Some(d) = &durable_ops {
         println!(
@@ -334,6 +374,15 @@ fn summarize(args: &CompareArgs, populated: &populate::PopulateReport, runs: &Ru
             println!("  ours by thread: {}", report::thread_list(&threads));
         }
     }
+    for (role, role_runs) in [
+        (Role::Null, &runs.null),
+        (Role::Durable, &runs.durable),
+        (Role::Ours, &runs.ours),
+    ] {
+        if let Some(line) = machine_summary(role_runs) {
+            println!("  machine during {}: {line}", role.name());
+        }
+    }
     println!(
         "  errors: {errors}{}",
         if errors > 0 { "  <-- FAILED" } else { "" }
@@ -352,11 +401,18 @@ fn summarize(args: &CompareArgs, populated: &populate::PopulateReport, runs: &Ru
             ),
             _ => String::new(),
         };
+        let null_populate_json = match null_populated {
+            Some(null) => format!(
+                ",\"null_populate_secs\":{}",
+                report::num(null.elapsed.as_secs_f64())
+            ),
+            None => String::new(),
+        };
         println!(
             "{{\"kind\":\"compare\",\"users\":{},\"clients\":{},\"mix\":{},\"rounds\":{},\
              \"null_ops_per_sec\":[{}],\"ours_ops_per_sec\":[{}],\"null_median\":{},\
              \"ours_median\":{},\"ratio\":{},\"errors\":{},\"ours_rss_end_kib\":{},\
-             \"ours_hwm_kib\":{},\"populate_secs\":{}{durable_json}}}",
+             \"ours_hwm_kib\":{},\"populate_secs\":{}{durable_json}{null_populate_json}}}",
             args.workload.users,
             args.workload.clients,
             report::string(args.workload.mix.name()),
@@ -385,6 +441,27 @@ fn cpu_per_op(runs: &[LoadReport]) -> Option<f64> {
         })
         .collect();
     median(&per_run)
+}
+
+/// Idle and steal of the machine in each of `runs`' windows, in run order:
+/// which rounds the neighbours disturbed. None without samples.
+fn machine_summary(runs: &[LoadReport]) -> Option<String> {
+    let windows: Vec<_> = runs.iter().filter_map(|r| r.machine).collect();
+    if windows.is_empty() {
+        return None;
+    }
+    let pct = |f: fn(&proc_stats::MachineWindow) -> f64| {
+        windows
+            .iter()
+            .map(|w| format!("{:.0}", f(w)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    Some(format!(
+        "idle % {}, steal % {}",
+        pct(|w| w.idle_pct),
+        pct(|w| w.steal_pct)
+    ))
 }
 
 /// Median CPU microseconds per operation of each server thread name over

@@ -118,6 +118,65 @@ pub fn window(pid: u32, start: &ProcSample, end: &ProcSample, elapsed: Duration)
     }
 }
 
+/// The whole machine's CPU time from the `cpu` line of /proc/stat, in
+/// clock ticks summed over all CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MachineSample {
+    /// user + nice + system + irq + softirq.
+    pub busy: u64,
+    /// idle + iowait: nothing to run.
+    pub idle: u64,
+    /// Time the hypervisor gave this VM's CPUs to someone else.
+    pub steal: u64,
+}
+
+/// What the machine did over a window, as shares of all its CPUs' time:
+/// a window in which the hypervisor stole much, or in which the CPUs sat
+/// idle, measures the machine rather than the server.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MachineWindow {
+    pub busy_pct: f64,
+    pub idle_pct: f64,
+    pub steal_pct: f64,
+}
+
+/// Reads the `cpu` line of /proc/stat.
+pub fn machine_sample() -> io::Result<MachineSample> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    parse_machine(&stat)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "/proc/stat: no cpu line"))
+}
+
+/// The `cpu  user nice system idle iowait irq softirq steal ...` line.
+/// Guest time is already inside user and nice, so it is not added again.
+fn parse_machine(stat: &str) -> Option<MachineSample> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let field = |i: usize| v.get(i).copied();
+    Some(MachineSample {
+        busy: field(0)? + field(1)? + field(2)? + field(5)? + field(6)?,
+        idle: field(3)? + field(4)?,
+        steal: field(7)?,
+    })
+}
+
+/// The machine between two samples; None if no time passed.
+pub fn machine_window(start: &MachineSample, end: &MachineSample) -> Option<MachineWindow> {
+    let busy = end.busy.saturating_sub(start.busy) as f64;
+    let idle = end.idle.saturating_sub(start.idle) as f64;
+    let steal = end.steal.saturating_sub(start.steal) as f64;
+    let all = busy + idle + steal;
+    (all > 0.0).then(|| MachineWindow {
+        busy_pct: busy / all * 100.0,
+        idle_pct: idle / all * 100.0,
+        steal_pct: steal / all * 100.0,
+    })
+}
+
 /// A `Vm*:   1234 kB` line of /proc/PID/status.
 fn status_kib(status: &str, key: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with(key))?;
@@ -170,6 +229,42 @@ mod tests {
         let stat = "1234 (a) b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 4 0 5 0 0";
         assert_eq!(stat_cpu_ticks(stat), Some(325));
         assert_eq!(stat_cpu_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn parses_the_machine_line() {
+        let stat = "cpu  100 5 50 800 20 3 2 40 7 0\ncpu0 50 2 25 400 10 1 1 20 3 0\nintr 1\n";
+        let s = parse_machine(stat).unwrap();
+        assert_eq!((s.busy, s.idle, s.steal), (160, 820, 40));
+        assert_eq!(parse_machine("cpu0 1 2 3\n"), None);
+        assert_eq!(parse_machine("cpu  1 2 x 4 5 6 7 8\n"), None);
+        // Older kernels without the steal column.
+        assert_eq!(parse_machine("cpu  1 2 3 4 5 6 7\n"), None);
+    }
+
+    #[test]
+    fn machine_window_shares_add_up() {
+        let a = MachineSample {
+            busy: 100,
+            idle: 100,
+            steal: 0,
+        };
+        let b = MachineSample {
+            busy: 250,
+            idle: 130,
+            steal: 20,
+        };
+        let w = machine_window(&a, &b).unwrap();
+        assert!((w.busy_pct - 75.0).abs() < 1e-9);
+        assert!((w.idle_pct - 15.0).abs() < 1e-9);
+        assert!((w.steal_pct - 10.0).abs() < 1e-9);
+        assert_eq!(machine_window(&a, &a), None);
+    }
+
+    #[test]
+    fn samples_this_machine() {
+        let s = machine_sample().unwrap();
+        assert!(s.busy + s.idle > 0);
     }
 
     #[test]

@@ -4,13 +4,18 @@
 use std::fmt::Write;
 
 use crate::populate::PopulateReport;
-use crate::proc_stats::ProcWindow;
+use crate::proc_stats::{MachineWindow, ProcWindow};
 use crate::stats::ms;
 use crate::workload::LoadReport;
 
 pub fn print_populate(p: &PopulateReport) {
-    println!(
-        "populate: {} users ({} ops) in {:.2} s: {:.0} users/s, {:.0} ops/s{}",
+    println!("populate: {}", populate_line(p));
+}
+
+/// `N users (M ops) in S s: ...`, the populate's outcome in one line.
+pub fn populate_line(p: &PopulateReport) -> String {
+    format!(
+        "{} users ({} ops) in {:.2} s: {:.0} users/s, {:.0} ops/s{}",
         p.users,
         p.ops,
         p.elapsed.as_secs_f64(),
@@ -21,7 +26,7 @@ pub fn print_populate(p: &PopulateReport) {
         } else {
             String::new()
         }
-    );
+    )
 }
 
 pub fn print_load(label: &str, r: &LoadReport) {
@@ -69,6 +74,9 @@ pub fn print_load(label: &str, r: &LoadReport) {
     if let Some(s) = &r.loadgen {
         println!("  loadgen  {}", proc_line(s));
     }
+    if let Some(m) = &r.machine {
+        println!("  machine  {}", machine_line(m));
+    }
     if r.errors == 0 {
         println!("  errors: 0");
     } else {
@@ -95,6 +103,16 @@ fn proc_line(p: &ProcWindow) -> String {
         p.hwm_kib as f64 / 1024.0,
         p.cpu_secs,
         p.cpu_pct
+    )
+}
+
+/// The machine's CPUs over the window. Steal is time the hypervisor ran
+/// someone else: a ratio between two windows with very different steal
+/// compares the neighbours, not the servers.
+pub fn machine_line(m: &MachineWindow) -> String {
+    format!(
+        "busy {:.0}%, idle {:.0}%, steal {:.0}% of all CPUs' time",
+        m.busy_pct, m.idle_pct, m.steal_pct
     )
 }
 
@@ -177,6 +195,18 @@ fn proc_json(p: &Option<ProcWindow>) -> String {
     }
 }
 
+fn machine_json(m: &Option<MachineWindow>) -> String {
+    match m {
+        Some(m) => format!(
+            "{{\"busy_pct\":{},\"idle_pct\":{},\"steal_pct\":{}}}",
+            num(m.busy_pct),
+            num(m.idle_pct),
+            num(m.steal_pct)
+        ),
+        None => "null".into(),
+    }
+}
+
 /// The key numbers of one load run as a JSON object.
 pub fn load_json(r: &LoadReport, populate: Option<&PopulateReport>) -> String {
     let c = &r.config;
@@ -215,7 +245,7 @@ pub fn load_json(r: &LoadReport, populate: Option<&PopulateReport>) -> String {
     format!(
         "{{\"kind\":\"load\",\"addr\":{},\"users\":{},\"clients\":{},\"mix\":{},\"window_secs\":{},\
          \"ops_per_sec\":{},\"total_ops\":{},\"errors\":{},\"addr_exhaustion\":{},\"rows\":{{{}}},\
-         \"server\":{},\"loadgen\":{},\"populate\":{}}}",
+         \"server\":{},\"loadgen\":{},\"machine\":{},\"populate\":{}}}",
         string(&c.addr.to_string()),
         c.users,
         c.clients,
@@ -228,6 +258,7 @@ pub fn load_json(r: &LoadReport, populate: Option<&PopulateReport>) -> String {
         rows,
         proc_json(&r.server),
         proc_json(&r.loadgen),
+        machine_json(&r.machine),
         populate
     )
 }
@@ -241,5 +272,23 @@ mod tests {
         assert_eq!(string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
         assert_eq!(num(1.5), "1.500");
         assert_eq!(num(f64::NAN), "null");
+    }
+
+    #[test]
+    fn machine_line_and_json() {
+        let m = MachineWindow {
+            busy_pct: 80.4,
+            idle_pct: 9.6,
+            steal_pct: 10.0,
+        };
+        assert_eq!(
+            machine_line(&m),
+            "busy 80%, idle 10%, steal 10% of all CPUs' time"
+        );
+        assert_eq!(
+            machine_json(&Some(m)),
+            "{\"busy_pct\":80.400,\"idle_pct\":9.600,\"steal_pct\":10.000}"
+        );
+        assert_eq!(machine_json(&None), "null");
     }
 }

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use crate::client::{call, call_list, CallError, ErrorLog};
 use crate::mix::{Action, Mix, MixKind};
 use crate::model::{self, ContentCheck, DateCache, Ignore, UsersCheck};
-use crate::proc_stats::{self, ProcWindow};
+use crate::proc_stats::{self, MachineWindow, ProcWindow};
 use crate::search;
 use crate::stats::{Samples, Summary};
 
@@ -109,6 +109,8 @@ pub struct LoadReport {
     /// The load generator itself: on a small machine it competes with the
     /// server for the same cores.
     pub loadgen: Option<ProcWindow>,
+    /// The whole machine over the window (steal, idle).
+    pub machine: Option<MachineWindow>,
 }
 
 /// What a loop gathered.
@@ -178,7 +180,11 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         }
         merged.addr_exhaustion += stats.addr_exhaustion;
     }
-    let (server, loadgen) = sampler.await?;
+    let Sampled {
+        server,
+        loadgen,
+        machine,
+    } = sampler.await?;
     let secs = config.duration.as_secs_f64();
     let mut rows = Vec::new();
     for row in Row::ALL {
@@ -207,6 +213,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         window: ctx.end - ctx.window_start,
         server,
         loadgen,
+        machine,
     })
 }
 
@@ -221,12 +228,16 @@ fn row_in_mix(mix: &Mix, row: Row) -> bool {
     mix.share(action) > 0.0
 }
 
-/// Samples the server and this process at the window's start and end.
-async fn sample_window(
-    server_pid: Option<u32>,
-    window_start: Instant,
-    end: Instant,
-) -> (Option<ProcWindow>, Option<ProcWindow>) {
+/// What [`sample_window`] measured.
+struct Sampled {
+    server: Option<ProcWindow>,
+    loadgen: Option<ProcWindow>,
+    machine: Option<MachineWindow>,
+}
+
+/// Samples the server, this process and the machine at the window's start
+/// and end.
+async fn sample_window(server_pid: Option<u32>, window_start: Instant, end: Instant) -> Sampled {
     let me = std::process::id();
     let read = |pid: u32| match proc_stats::sample(pid) {
         Ok(sample) => Some(sample),
@@ -235,19 +246,35 @@ async fn sample_window(
             None
         }
     };
+    let machine = || match proc_stats::machine_sample() {
+        Ok(sample) => Some(sample),
+        Err(e) => {
+            eprintln!("warning: cannot read /proc/stat: {e}");
+            None
+        }
+    };
     tokio::time::sleep_until(window_start).await;
     let t0 = Instant::now();
     let server0 = server_pid.and_then(read);
     let me0 = read(me);
+    let machine0 = machine();
     tokio::time::sleep_until(end).await;
     let server1 = server_pid.and_then(read);
     let me1 = read(me);
+    let machine1 = machine();
     let elapsed = t0.elapsed();
     let pair = |pid: Option<u32>, a, b| match (pid, a, b) {
         (Some(pid), Some(a), Some(b)) => Some(proc_stats::window(pid, &a, &b, elapsed)),
         _ => None,
     };
-    (pair(server_pid, server0, server1), pair(Some(me), me0, me1))
+    Sampled {
+        server: pair(server_pid, server0, server1),
+        loadgen: pair(Some(me), me0, me1),
+        machine: match (machine0, machine1) {
+            (Some(a), Some(b)) => proc_stats::machine_window(&a, &b),
+            _ => None,
+        },
+    }
 }
 
 /// One client loop.
