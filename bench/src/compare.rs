@@ -209,15 +209,18 @@ async fn rounds(
     pause: Duration,
 ) -> anyhow::Result<bool> {
     let ours = find(servers, Role::Ours).context("our server is not running")?;
-    let null_populated = if args.populate_ceiling {
-        let null = find(servers, Role::Null).context("the null server is not running")?;
-        let populated = populate::populate(
-            null.addr,
+    // The same users and concurrency for every server populated.
+    let populate_at = |server: &Server| {
+        populate::populate(
+            server.addr,
             base.users,
             args.workload.populate_concurrency,
             base.op_timeout,
         )
-        .await?;
+    };
+    let null_populated = if args.populate_ceiling {
+        let null = find(servers, Role::Null).context("the null server is not running")?;
+        let populated = populate_at(null).await?;
         println!(
             "populate of the null server: {}",
             report::populate_line(&populated)
@@ -226,13 +229,7 @@ async fn rounds(
     } else {
         None
     };
-    let populated = populate::populate(
-        ours.addr,
-        base.users,
-        args.workload.populate_concurrency,
-        base.op_timeout,
-    )
-    .await?;
+    let populated = populate_at(ours).await?;
     report::print_populate(&populated);
 
     let mut runs = Runs::default();

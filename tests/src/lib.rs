@@ -45,7 +45,7 @@ pub fn bin_dir() -> PathBuf {
     }
 }
 
-/// Builds the three binaries once per test process, with the profile of
+/// Builds the workspace binaries once per test process, with the profile of
 /// the running tests. Panics with cargo's output if the build fails.
 fn ensure_built() {
     static BUILT: OnceLock<()> = OnceLock::new();
@@ -61,6 +61,8 @@ fn ensure_built() {
             "peerdex-client",
             "-p",
             "peerdex-logger",
+            "-p",
+            "peerdex-bench",
         ]);
         let exe = std::env::current_exe().expect("current_exe");
         if exe.components().any(|c| c.as_os_str() == "release") {
