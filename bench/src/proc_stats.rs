@@ -120,7 +120,7 @@ pub fn window(pid: u32, start: &ProcSample, end: &ProcSample, elapsed: Duration)
 
 /// The whole machine's CPU time from the `cpu` line of /proc/stat, in
 /// clock ticks summed over all CPUs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MachineSample {
     /// user + nice + system + irq + softirq.
     pub busy: u64,
