@@ -239,20 +239,8 @@ struct Sampled {
 /// and end.
 async fn sample_window(server_pid: Option<u32>, window_start: Instant, end: Instant) -> Sampled {
     let me = std::process::id();
-    let read = |pid: u32| match proc_stats::sample(pid) {
-        Ok(sample) => Some(sample),
-        Err(e) => {
-            eprintln!("warning: cannot read /proc/{pid}: {e}");
-            None
-        }
-    };
-    let machine = || match proc_stats::machine_sample() {
-        Ok(sample) => Some(sample),
-        Err(e) => {
-            eprintln!("warning: cannot read /proc/stat: {e}");
-            None
-        }
-    };
+    let read = |pid: u32| or_warn(proc_stats::sample(pid), &format!("/proc/{pid}"));
+    let machine = || or_warn(proc_stats::machine_sample(), "/proc/stat");
     tokio::time::sleep_until(window_start).await;
     let t0 = Instant::now();
     let server0 = server_pid.and_then(read);
@@ -275,6 +263,14 @@ async fn sample_window(server_pid: Option<u32>, window_start: Instant, end: Inst
             _ => None,
         },
     }
+}
+
+/// A sample, or None with a warning: a window without it still counts,
+/// only that part of the report is missing.
+fn or_warn<T>(sample: std::io::Result<T>, what: &str) -> Option<T> {
+    sample
+        .map_err(|e| eprintln!("warning: cannot read {what}: {e}"))
+        .ok()
 }
 
 /// One client loop.
