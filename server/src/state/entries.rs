@@ -119,6 +119,28 @@ impl Chunk {
         self.0.len()
     }
 
+    /// Asks the processor to start loading the whole chunk before the
+    /// binary search reads it. In a million-user table the chunk is cold,
+    /// and each probe of the search was a cache miss waiting for the one
+    /// before; fetched together they overlap (`table_lookup` bench: 1.45
+    /// to 1.22 us per chained look-up at 1M, docs/PERFORMANCE.md). A chunk
+    /// is at most a few KiB, and its size is known without reading it.
+    #[cfg(target_arch = "x86_64")]
+    fn prefetch(&self) {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let start = self.0.as_ptr();
+        for offset in (0..self.0.len()).step_by(64) {
+            // SAFETY: a prefetch is only a hint: it never faults and never
+            // makes the program read memory (the address is inside the
+            // chunk's allocation anyway).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.add(offset).cast()) };
+        }
+    }
+
+    /// Only a hint; other processors go without it.
+    #[cfg(not(target_arch = "x86_64"))]
+    fn prefetch(&self) {}
+
     /// The first entry index whose key is not below `key`.
     fn lower_bound(&self, key: &[u8]) -> usize {
         let mut low = 0;
@@ -311,6 +333,7 @@ impl EntryTable {
             return Pos { chunk: 0, entry: 0 };
         }
         let chunk = &self.chunks[below - 1];
+        chunk.prefetch();
         let entry = chunk.lower_bound(key);
         if entry < chunk.len() {
             Pos {
