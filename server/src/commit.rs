@@ -220,6 +220,7 @@ fn sync_loop(
             match handles.iter().try_for_each(|h| h.sync()) {
                 Ok(()) => {
                     durable = target;
+                    state.set_durable(durable);
                     synced.send_replace(Synced {
                         seq: durable,
                         failed: false,

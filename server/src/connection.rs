@@ -112,7 +112,8 @@ async fn serve<W: AsyncWrite + Unpin>(
             shared.committer.submit(mutation).await
         }
         Plan::Query { user } => match query::query(&shared.state, &user, &request.operation) {
-            _ if !seen_is_durable(shared).await => Outcome::Fail,
+            // Searches read every user: everything applied must be durable.
+            _ if !is_durable(shared, shared.state.applied_seq()).await => Outcome::Fail,
             Ok(QueryAnswer::Status(outcome)) => outcome,
             Ok(QueryAnswer::Reply(reply)) => {
                 log_operation(shared, request, kind, Outcome::Ok);
@@ -124,9 +125,9 @@ async fn serve<W: AsyncWrite + Unpin>(
             }
         },
         Plan::Read { user } => match directory::list(&shared.state, &user, &request.operation) {
-            _ if !seen_is_durable(shared).await => Outcome::Fail,
-            ListAnswer::Status(outcome) => outcome,
-            ListAnswer::Listing(listing) => {
+            (_, depends_on) if !is_durable(shared, depends_on).await => Outcome::Fail,
+            (ListAnswer::Status(outcome), _) => outcome,
+            (ListAnswer::Listing(listing), _) => {
                 log_operation(shared, request, kind, Outcome::Ok);
                 return stream_listing(listing, shared.request_timeout, out).await;
             }
@@ -138,11 +139,11 @@ async fn serve<W: AsyncWrite + Unpin>(
     send(out, &reply, shared.request_timeout).await
 }
 
-/// Waits until everything this connection may have read from the state is
-/// durable (the state holds batches whose journal sync is still running);
-/// false if the journal failed, and the answer must then be the catch-all.
-async fn seen_is_durable(shared: &Shared) -> bool {
-    let seen = shared.state.applied_seq();
+/// Waits until batch `seen`, the last one this connection's answer
+/// depends on, is durable (the state holds batches whose journal sync is
+/// still running); false if the journal failed, and the answer must then
+/// be the catch-all.
+async fn is_durable(shared: &Shared, seen: u64) -> bool {
     !shared.state.has_failed() && shared.committer.durability().wait_for(seen).await
 }
 

@@ -226,38 +226,54 @@ pub enum ListAnswer {
 }
 
 /// Checks a listing request against the committed state and snapshots the
-/// entries it lists.
-pub fn list(state: &State, user: &str, operation: &Operation) -> ListAnswer {
+/// entries it lists; also returns the batch the answer depends on, which
+/// must be durable before the answer is sent.
+///
+/// LIST_CONTENT depends only on the requester and the listed user: it
+/// waits only if one of them changed in a batch still being synced, not
+/// for every batch in flight (issue 3). LIST_USERS depends on every user.
+pub fn list(state: &State, user: &str, operation: &Operation) -> (ListAnswer, u64) {
     let tables = state.tables();
+    let mut depends_on = tables.last_change(user);
     match tables.presence(user) {
-        Presence::Unknown => return ListAnswer::Status(Outcome::UserDoesNotExist),
-        Presence::Registered => return ListAnswer::Status(Outcome::UserNotConnected),
+        Presence::Unknown => return (ListAnswer::Status(Outcome::UserDoesNotExist), depends_on),
+        Presence::Registered => return (ListAnswer::Status(Outcome::UserNotConnected), depends_on),
         Presence::Connected => {}
     }
     let (kind, slice) = match operation {
-        Operation::ListUsers => (ListingKind::Users, tables.connected_entries()),
+        Operation::ListUsers => {
+            // Read under the lock: covers exactly the batches this
+            // snapshot holds.
+            depends_on = state.applied_seq();
+            (ListingKind::Users, tables.connected_entries())
+        }
         Operation::ListContent { remote_user } => match remote_user {
             Ok(remote) => {
+                depends_on = depends_on.max(tables.last_change(remote));
                 // Files exist only for registered users, so the user table
                 // is consulted only when the listing is empty.
                 let files = tables.file_entries(remote);
                 if files.is_empty() && !tables.user_exists(remote) {
-                    return ListAnswer::Status(Outcome::RemoteUserDoesNotExist);
+                    return (
+                        ListAnswer::Status(Outcome::RemoteUserDoesNotExist),
+                        depends_on,
+                    );
                 }
                 (ListingKind::Files, files)
             }
-            Err(_) => return ListAnswer::Status(Outcome::Fail),
+            Err(_) => return (ListAnswer::Status(Outcome::Fail), depends_on),
         },
-        _ => return ListAnswer::Status(Outcome::Fail),
+        _ => return (ListAnswer::Status(Outcome::Fail), depends_on),
     };
     drop(tables);
     let count = slice.len() as u64;
-    ListAnswer::Listing(Box::new(Listing {
+    let listing = ListAnswer::Listing(Box::new(Listing {
         kind,
         parts: slice.into_parts(),
         next: (0, 0),
         count,
-    }))
+    }));
+    (listing, depends_on)
 }
 
 /// The user field as text for logs: the name, or a marker when malformed.
@@ -308,7 +324,7 @@ mod tests {
                 }
                 Plan::Query { .. } => panic!("query ops are tested in tests/directory_ext.rs"),
                 Plan::Read { user } => {
-                    match list(self.engine.borrow().state(), &user, &request.operation) {
+                    match list(self.engine.borrow().state(), &user, &request.operation).0 {
                         ListAnswer::Status(outcome) => outcome,
                         ListAnswer::Listing(_) => Outcome::Ok,
                     }
@@ -327,7 +343,7 @@ mod tests {
         }
 
         fn listing(&self, user: &str, operation: Operation) -> (u64, Vec<String>) {
-            let ListAnswer::Listing(mut listing) =
+            let (ListAnswer::Listing(mut listing), _) =
                 list(self.engine.borrow().state(), user, &operation)
             else {
                 panic!("no listing")
@@ -509,6 +525,40 @@ mod tests {
         let (count, fields) = f.listing("al", Operation::ListUsers);
         assert_eq!(count, 2);
         assert_eq!(fields, ["al", "10.0.0.1", "4000", "bo", "::1", "65535"]);
+    }
+
+    #[test]
+    fn a_listing_waits_only_for_batches_that_changed_its_users() {
+        let f = Fixture::new();
+        for user in ["al", "bo", "cy"] {
+            f.connected(user);
+        }
+        let mut engine = f.engine.borrow_mut();
+        // Staged but not synced, as while the syncer runs.
+        let staged = engine.stage([&Mutation {
+            user: "bo".into(),
+            operation: publish("f", "d"),
+            peer_ip: PEER,
+        }]);
+        assert_eq!(staged.outcomes, [Outcome::Ok]);
+        let state = engine.state();
+        let depends_on = |user: &str, operation: Operation| list(state, user, &operation).1;
+        // Listing bo, or listing for bo, shows the new file: it waits.
+        assert_eq!(depends_on("al", list_content(Ok("bo"))), staged.seq);
+        assert_eq!(depends_on("bo", list_content(Ok("cy"))), staged.seq);
+        // So does every user list, and a missing user's answer that bo's
+        // batch could not have changed does not.
+        assert_eq!(depends_on("al", Operation::ListUsers), staged.seq);
+        assert!(depends_on("al", list_content(Ok("cy"))) < staged.seq);
+        assert!(depends_on("al", list_content(Ok("zed"))) < staged.seq);
+        // Once synced, nothing is left to wait for.
+        staged.sync.sync().unwrap();
+        state.set_durable(staged.seq);
+        let (answer, _) = list(state, "al", &list_content(Ok("bo")));
+        let ListAnswer::Listing(listing) = answer else {
+            panic!("bo is listed")
+        };
+        assert_eq!(listing.count(), 1);
     }
 
     #[test]

@@ -130,7 +130,10 @@ impl Engine {
     ) -> Vec<Outcome> {
         let staged = self.stage(mutations);
         match staged.sync.sync() {
-            Ok(()) => staged.outcomes,
+            Ok(()) => {
+                self.state.set_durable(staged.seq);
+                staged.outcomes
+            }
             Err(err) => {
                 tracing::error!(error = %err, "journal sync failed; no more operations until a restart");
                 self.state.fail();

@@ -93,6 +93,21 @@ pub enum Effect {
     },
 }
 
+impl Effect {
+    /// The user whose data the effect changes.
+    pub fn user(&self) -> &str {
+        match self {
+            Effect::AddUser(user)
+            | Effect::RemoveUser(user)
+            | Effect::SetAddress(user, _)
+            | Effect::ClearAddress(user)
+            | Effect::AddFile { user, .. }
+            | Effect::RemoveFile { user, .. }
+            | Effect::SetContent { user, .. } => user,
+        }
+    }
+}
+
 /// A journal file found in the data directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentFile {

@@ -13,6 +13,7 @@
 //! from the journal in the background ([`crate::checkpoint`]).
 
 pub mod batch;
+mod changes;
 pub mod entries;
 mod first_keys;
 pub mod tables;
@@ -37,6 +38,9 @@ pub struct State {
     indexes: RwLock<Indexes>,
     /// Sequence number of the last batch applied (see [`State::apply`]).
     applied: AtomicU64,
+    /// Every batch up to this sequence number is durable (set by the
+    /// syncer, [`crate::commit`]); lets the tables forget old changes.
+    durable: AtomicU64,
     /// Set when a journal sync failed: the state may hold changes that are
     /// not durable, so nothing may be answered from it any more.
     failed: AtomicBool,
@@ -49,6 +53,7 @@ impl State {
             tables: RwLock::new(tables),
             indexes: RwLock::new(indexes),
             applied: AtomicU64::new(0),
+            durable: AtomicU64::new(0),
             failed: AtomicBool::new(false),
         }
     }
@@ -71,9 +76,11 @@ impl State {
     /// then always finds its entries in the tables or, for a just-removed
     /// entry, leaves it out). Whoever answers from the state must first
     /// wait until the journal is synced up to [`State::applied_seq`] read
-    /// after looking ([`crate::commit::Durability`]).
+    /// after looking ([`crate::commit::Durability`]), or, for an answer
+    /// about given users only, up to their [`Tables::last_change`].
     pub fn apply(&self, effects: &[Effect], seq: u64) {
         {
+            let durable = self.durable.load(Ordering::Acquire);
             let mut tables = self.tables.write().unwrap_or_else(|p| p.into_inner());
             for effect in effects {
                 if let Err(err) = tables.apply(effect) {
@@ -81,6 +88,7 @@ impl State {
                     // the journal still holds it for the next start.
                     tracing::error!(error = %err, ?effect, "cannot apply a journaled effect in memory");
                 }
+                tables.note_change(effect.user(), seq, durable);
             }
             self.applied.store(seq, Ordering::Release);
         }
@@ -94,6 +102,11 @@ impl State {
     /// before calling this is covered by it.
     pub fn applied_seq(&self) -> u64 {
         self.applied.load(Ordering::Acquire)
+    }
+
+    /// Records that every batch up to `seq` is durable.
+    pub fn set_durable(&self, seq: u64) {
+        self.durable.fetch_max(seq, Ordering::AcqRel);
     }
 
     /// Marks the state unusable after a failed journal sync.

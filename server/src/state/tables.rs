@@ -16,6 +16,7 @@ use bytes::BytesMut;
 use peerdex_protocol::field::put_field;
 use peerdex_protocol::CodecError;
 
+use super::changes::RecentChanges;
 use super::entries::{EntryTable, Slice};
 use crate::addr_text::{IpText, PortText};
 use crate::journal::Effect;
@@ -33,12 +34,15 @@ pub struct FileInfo<'a> {
     pub content: Option<Content>,
 }
 
-/// The three tables.
+/// The three tables, and which users changed in batches that may not be
+/// durable yet (kept under the same lock, so that a reader sees both as
+/// of the same batch).
 #[derive(Debug, Clone)]
 pub struct Tables {
     users: EntryTable,
     connected: EntryTable,
     files: EntryTable,
+    changes: RecentChanges,
 }
 
 impl Default for Tables {
@@ -47,6 +51,7 @@ impl Default for Tables {
             users: EntryTable::new(1),
             connected: EntryTable::new(1),
             files: EntryTable::new(2),
+            changes: RecentChanges::default(),
         }
     }
 }
@@ -188,6 +193,19 @@ impl Tables {
     /// Number of registered users.
     pub fn user_count(&self) -> usize {
         self.users.len()
+    }
+
+    /// The last batch that changed `user` if it may not be durable yet; 0
+    /// when every change of `user` is durable. An answer about `user` may
+    /// be sent once the journal is synced up to it.
+    pub fn last_change(&self, user: &str) -> u64 {
+        self.changes.last(user)
+    }
+
+    /// Records that batch `seq` changed `user` (every batch up to
+    /// `durable` is durable: older records may be forgotten).
+    pub fn note_change(&mut self, user: &str, seq: u64, durable: u64) {
+        self.changes.note(user, seq, durable);
     }
 
     /// Applies one committed change.
