@@ -152,4 +152,19 @@ pub struct CompareArgs {
     /// stateless, so their windows do not depend on it).
     #[arg(long)]
     pub populate_ceiling: bool,
+    /// Discard and run again a round in which any server's window had more
+    /// than this percentage of steal (the hypervisor running other VMs on
+    /// our CPUs): such a round compares the neighbours, not the servers.
+    /// At most --rounds rounds are discarded; after that rounds are kept
+    /// whatever their steal. Every discarded round is printed and counted.
+    #[arg(long, value_name = "PERCENT", value_parser = percentage)]
+    pub max_steal: Option<f64>,
+}
+
+/// A share from 0 to 100, e.g. `--max-steal 10`.
+fn percentage(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if (0.0..=100.0).contains(&value) => Ok(value),
+        _ => Err(format!("expected a percentage from 0 to 100, not {text:?}")),
+    }
 }

@@ -17,7 +17,9 @@
 //! Every window also reports the machine's idle and steal (/proc/stat): on
 //! a shared VM a round in which the hypervisor stole a tenth of the CPUs
 //! from one server and not the other compares the neighbours, and the
-//! reader should see it.
+//! reader should see it. With `--max-steal` such a round is run again (the
+//! whole round, so that its servers still run side by side), at most
+//! `--rounds` times.
 //!
 //! All servers run as child processes (the ceilings are this binary's
 //! `null-server`), so that none shares the load generator's runtime and all
@@ -84,6 +86,8 @@ struct Runs {
     null: Vec<LoadReport>,
     durable: Vec<LoadReport>,
     ours: Vec<LoadReport>,
+    /// Failed operations in rounds discarded for steal.
+    discarded_errors: u64,
 }
 
 impl Runs {
@@ -103,7 +107,8 @@ impl Runs {
             .chain(&self.durable)
             .chain(&self.ours)
             .map(|r| r.errors)
-            .sum()
+            .sum::<u64>()
+            + self.discarded_errors
     }
 }
 
@@ -233,7 +238,10 @@ async fn rounds(
     report::print_populate(&populated);
 
     let mut runs = Runs::default();
-    for round in 1..=args.rounds {
+    let mut discarded = Vec::new();
+    let mut round = 1;
+    while round <= args.rounds {
+        let mut this_round = Vec::with_capacity(servers.len());
         for server in servers {
             tokio::time::sleep(pause).await;
             let config = LoadConfig {
@@ -245,15 +253,47 @@ async fn rounds(
             };
             let r = workload::run(config).await?;
             report::print_load(&format!("round {round} {}", server.role.name()), &r);
-            runs.of(server.role).push(r);
+            this_round.push((server.role, r));
+        }
+        let steal = worst_steal(this_round.iter().map(|(_, r)| r));
+        if let (Some(limit), Some(steal)) = (args.max_steal, steal) {
+            if discard_round(steal, limit, discarded.len(), args.rounds) {
+                println!(
+                    "round {round}: discarded, steal {steal:.0}% above {limit:.0}% in a window; running it again"
+                );
+                // A discarded round's failed operations still fail the
+                // comparison: errors are never the machine's.
+                runs.discarded_errors += this_round.iter().map(|(_, r)| r.errors).sum::<u64>();
+                discarded.push(steal);
+                continue;
+            }
+        }
+        for (role, r) in this_round {
+            runs.of(role).push(r);
         }
         let ops = |runs: &[LoadReport]| runs.last().map(|r| r.ops_per_sec);
         if let (Some(null), Some(ours)) = (ops(&runs.null), ops(&runs.ours)) {
             println!("{}", round_line(round, null, ops(&runs.durable), ours));
         }
+        round += 1;
     }
-    summarize(args, &populated, null_populated.as_ref(), &runs);
+    summarize(args, &populated, null_populated.as_ref(), &runs, &discarded);
     Ok(runs.errors() == 0)
+}
+
+/// Whether a round whose worst window had `steal` percent of steal is run
+/// again under `--max-steal limit`, with `discarded` rounds discarded so
+/// far: at most `rounds` are, so that a host that never stops stealing
+/// still ends the comparison.
+fn discard_round(steal: f64, limit: f64, discarded: usize, rounds: usize) -> bool {
+    steal > limit && discarded < rounds
+}
+
+/// The highest steal share among `reports`' windows; None without samples.
+fn worst_steal<'r>(reports: impl Iterator<Item = &'r LoadReport>) -> Option<f64> {
+    reports
+        .filter_map(|r| r.machine.map(|m| m.steal_pct))
+        .reduce(f64::max)
 }
 
 /// One round's throughputs (ops/s) and ratios. `ratio` stays ours/null
@@ -279,6 +319,7 @@ fn summarize(
     populated: &populate::PopulateReport,
     null_populated: Option<&populate::PopulateReport>,
     runs: &Runs,
+    discarded: &[f64],
 ) {
     let ops = |runs: &[LoadReport]| runs.iter().map(|r| r.ops_per_sec).collect::<Vec<_>>();
     let (null_ops, our_ops) = (ops(&runs.null), ops(&runs.ours));
@@ -380,6 +421,17 @@ fn summarize(
             println!("  machine during {}: {line}", role.name());
         }
     }
+    if let Some(limit) = args.max_steal {
+        println!(
+            "  rounds discarded for steal above {limit:.0}%: {}{}",
+            discarded.len(),
+            if discarded.is_empty() {
+                String::new()
+            } else {
+                format!(" (their worst steal % {})", list(discarded))
+            }
+        );
+    }
     println!(
         "  errors: {errors}{}",
         if errors > 0 { "  <-- FAILED" } else { "" }
@@ -405,11 +457,16 @@ fn summarize(
             ),
             None => String::new(),
         };
+        // Only with --max-steal, like the durable keys above.
+        let discarded_json = match args.max_steal {
+            Some(_) => format!(",\"discarded_rounds\":{}", discarded.len()),
+            None => String::new(),
+        };
         println!(
             "{{\"kind\":\"compare\",\"users\":{},\"clients\":{},\"mix\":{},\"rounds\":{},\
              \"null_ops_per_sec\":[{}],\"ours_ops_per_sec\":[{}],\"null_median\":{},\
              \"ours_median\":{},\"ratio\":{},\"errors\":{},\"ours_rss_end_kib\":{},\
-             \"ours_hwm_kib\":{},\"populate_secs\":{}{durable_json}{null_populate_json}}}",
+             \"ours_hwm_kib\":{},\"populate_secs\":{}{durable_json}{null_populate_json}{discarded_json}}}",
             args.workload.users,
             args.workload.clients,
             report::string(args.workload.mix.name()),
@@ -619,6 +676,15 @@ mod tests {
             "round 1: null 40000 ops/s, durable 20000 ops/s, ours 15000 ops/s, \
              ratio 0.375, durable/null 0.500, ours/durable 0.750"
         );
+    }
+
+    #[test]
+    fn rounds_with_too_much_steal_are_discarded_a_bounded_number_of_times() {
+        assert!(discard_round(12.0, 10.0, 0, 5));
+        assert!(!discard_round(10.0, 10.0, 0, 5), "at the limit is kept");
+        assert!(!discard_round(3.0, 10.0, 0, 5));
+        assert!(discard_round(40.0, 10.0, 4, 5));
+        assert!(!discard_round(40.0, 10.0, 5, 5), "no more than --rounds");
     }
 
     #[test]

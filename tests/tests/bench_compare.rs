@@ -23,6 +23,8 @@ fn compare_reports_ceilings_populate_and_machine() {
         .args(["--duration", "1", "--warmup", "0", "--pause", "0"])
         .args(["--mix", "no-list-users", "--populate-concurrency", "8"])
         .args(["--durable-ceiling", "--populate-ceiling", "--json"])
+        // Steal never exceeds 100%: the round is kept and the count shown.
+        .args(["--max-steal", "100"])
         .env("TMPDIR", dir.path())
         .output()
         .unwrap();
@@ -36,6 +38,7 @@ fn compare_reports_ceilings_populate_and_machine() {
         "machine during null: idle % ",
         "machine during durable: idle % ",
         "machine during ours: idle % ",
+        "rounds discarded for steal above 100%: 0",
         "  errors: 0",
     ] {
         assert!(stdout.contains(wanted), "no {wanted:?} in:\n{stdout}");
@@ -55,4 +58,22 @@ fn compare_reports_ceilings_populate_and_machine() {
         .unwrap_or_else(|| panic!("no compare JSON in:\n{stdout}"));
     assert!(json.contains("\"null_populate_secs\":"), "{json}");
     assert!(json.contains("\"ratio_durable_null\":"), "{json}");
+    assert!(json.contains("\"discarded_rounds\":0"), "{json}");
+}
+
+#[test]
+fn compare_refuses_a_steal_limit_that_is_not_a_percentage() {
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg(bin("peerdex-bench"))
+        .args(["compare", "--server-cmd", "true", "--users", "1"])
+        .args(["--clients", "1", "--duration", "1", "--max-steal", "150"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("expected a percentage from 0 to 100, not \"150\""),
+        "{stderr}"
+    );
 }
