@@ -546,8 +546,8 @@ mod tests {
         // Listing bo, or listing for bo, shows the new file: it waits.
         assert_eq!(depends_on("al", list_content(Ok("bo"))), staged.seq);
         assert_eq!(depends_on("bo", list_content(Ok("cy"))), staged.seq);
-        // So does every user list, and a missing user's answer that bo's
-        // batch could not have changed does not.
+        // So does every user list. Listing cy, or a user that does not
+        // exist, does not: bo's batch changed neither.
         assert_eq!(depends_on("al", Operation::ListUsers), staged.seq);
         assert!(depends_on("al", list_content(Ok("cy"))) < staged.seq);
         assert!(depends_on("al", list_content(Ok("zed"))) < staged.seq);
