@@ -86,11 +86,20 @@ struct Runs {
     null: Vec<LoadReport>,
     durable: Vec<LoadReport>,
     ours: Vec<LoadReport>,
-    /// Failed operations in rounds discarded for steal.
+    /// Worst steal of each round discarded under `--max-steal`.
+    discarded_steal: Vec<f64>,
+    /// Failed operations in those rounds: errors are never the machine's,
+    /// so they still fail the comparison.
     discarded_errors: u64,
 }
 
 impl Runs {
+    /// Sets aside a round whose worst window had `steal` percent of steal.
+    fn discard(&mut self, round: Vec<(Role, LoadReport)>, steal: f64) {
+        self.discarded_errors += round.iter().map(|(_, r)| r.errors).sum::<u64>();
+        self.discarded_steal.push(steal);
+    }
+
     fn of(&mut self, role: Role) -> &mut Vec<LoadReport> {
         match role {
             Role::Null => &mut self.null,
@@ -238,7 +247,6 @@ async fn rounds(
     report::print_populate(&populated);
 
     let mut runs = Runs::default();
-    let mut discarded = Vec::new();
     let mut round = 1;
     while round <= args.rounds {
         let mut this_round = Vec::with_capacity(servers.len());
@@ -257,14 +265,11 @@ async fn rounds(
         }
         let steal = worst_steal(this_round.iter().map(|(_, r)| r));
         if let (Some(limit), Some(steal)) = (args.max_steal, steal) {
-            if discard_round(steal, limit, discarded.len(), args.rounds) {
+            if discard_round(steal, limit, runs.discarded_steal.len(), args.rounds) {
                 println!(
                     "round {round}: discarded, steal {steal:.0}% above {limit:.0}% in a window; running it again"
                 );
-                // A discarded round's failed operations still fail the
-                // comparison: errors are never the machine's.
-                runs.discarded_errors += this_round.iter().map(|(_, r)| r.errors).sum::<u64>();
-                discarded.push(steal);
+                runs.discard(this_round, steal);
                 continue;
             }
         }
@@ -277,7 +282,7 @@ async fn rounds(
         }
         round += 1;
     }
-    summarize(args, &populated, null_populated.as_ref(), &runs, &discarded);
+    summarize(args, &populated, null_populated.as_ref(), &runs);
     Ok(runs.errors() == 0)
 }
 
@@ -319,7 +324,6 @@ fn summarize(
     populated: &populate::PopulateReport,
     null_populated: Option<&populate::PopulateReport>,
     runs: &Runs,
-    discarded: &[f64],
 ) {
     let ops = |runs: &[LoadReport]| runs.iter().map(|r| r.ops_per_sec).collect::<Vec<_>>();
     let (null_ops, our_ops) = (ops(&runs.null), ops(&runs.ours));
@@ -421,6 +425,7 @@ fn summarize(
             println!("  machine during {}: {line}", role.name());
         }
     }
+    let discarded = &runs.discarded_steal;
     if let Some(limit) = args.max_steal {
         println!(
             "  rounds discarded for steal above {limit:.0}%: {}{}",
