@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use bytes::{Bytes, BytesMut};
+use peerdex_protocol::listen::listen;
 use peerdex_protocol::reply::{put_code, put_count};
 use peerdex_protocol::wire::{field_reader, read_request, RequestRead};
 use peerdex_protocol::{OpKind, Request};
@@ -58,9 +59,10 @@ impl Replies {
     }
 }
 
-/// Binds the listener; port 0 picks a free port.
+/// Binds the listener, with the same backlog as the directory server; port
+/// 0 picks a free port.
 pub async fn bind(ip: IpAddr, port: u16) -> io::Result<TcpListener> {
-    TcpListener::bind(SocketAddr::new(ip, port)).await
+    listen(SocketAddr::new(ip, port))
 }
 
 /// Serves forever, one task per connection; with a journal, every

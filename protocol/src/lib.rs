@@ -14,11 +14,13 @@
 //!   extension requests).
 //! - [`peer_ext`]: peerdex extension ops `GET_HASHES` / `GET_RANGE`.
 //! - [`datetime`]: the `DATETIME` field.
+//! - [`listen`]: listening sockets with a backlog for bursts of clients.
 //! - [`names`]: what a valid user, file name and description are.
 //! - [`rpc`]: the tarpc service of the RPC logger.
 
 pub mod datetime;
 pub mod field;
+pub mod listen;
 pub mod listing;
 pub mod names;
 pub mod op;

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use peerdex_protocol::listen::listen;
 use peerdex_protocol::peer::{read_peer_request, PeerCode, PeerRequest};
 use peerdex_protocol::peer_ext::{put_piece, ExtCode, RangeHeader};
 use peerdex_protocol::wire::field_reader;
@@ -151,7 +152,7 @@ impl Listener {
         directory: Option<DirectoryCheck>,
         hashes: Arc<HashCache>,
     ) -> io::Result<Listener> {
-        let socket = TcpListener::bind(addr).await?;
+        let socket = listen(addr)?;
         let addr = socket.local_addr()?;
         let shared = Arc::new(Shared {
             names: Mutex::new(Names::default()),
