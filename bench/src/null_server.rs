@@ -59,12 +59,6 @@ impl Replies {
     }
 }
 
-/// Binds the listener, with the same backlog as the directory server; port
-/// 0 picks a free port.
-pub async fn bind(ip: IpAddr, port: u16) -> io::Result<TcpListener> {
-    listen(SocketAddr::new(ip, port))
-}
-
 /// Serves forever, one task per connection; with a journal, every
 /// mutating request is durable before its reply.
 pub async fn serve(listener: TcpListener, journal: Option<NullJournal>) -> io::Result<()> {
@@ -175,7 +169,9 @@ pub async fn run(ip: IpAddr, port: u16, durable: Option<&Path>) -> anyhow::Resul
         ),
         None => None,
     };
-    let listener = bind(ip, port).await?;
+    // The directory server's listener, backlog included: the ceiling must
+    // not lose handshakes that ours keeps.
+    let listener = listen(SocketAddr::new(ip, port))?;
     println!("null-server listening on {}", listener.local_addr()?);
     serve(listener, journal).await?;
     Ok(())
