@@ -40,6 +40,11 @@ pub struct Args {
     /// History file of the interactive editor (default $HOME/.peerdex_history).
     #[arg(long, value_name = "FILE")]
     pub history: Option<PathBuf>,
+
+    /// Where the client remembers what each directory server speaks
+    /// (default $XDG_STATE_HOME/peerdex, else ~/.local/state/peerdex).
+    #[arg(long, value_name = "DIR", env = "PEERDEX_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[cfg(test)]

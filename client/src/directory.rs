@@ -41,8 +41,28 @@ pub enum DirectoryError {
     /// extension client reads it as "no directory extensions".
     #[error("directory {addr} closed the connection without a reply ({reason})")]
     NoReply { addr: String, reason: String },
+    /// No reply byte within a probe's short budget: what a classic
+    /// directory that neither answers nor closes an unknown op looks like.
+    #[error("directory {addr} did not answer within {waited:?}")]
+    Silent { addr: String, waited: Duration },
     #[error("cannot encode request: {0}")]
     Encode(#[from] CodecError),
+}
+
+impl DirectoryError {
+    /// The answer of a directory that does not know the op: a close before
+    /// any reply byte, or a code the op does not define (some servers send
+    /// `-1`).
+    pub fn is_unknown_op_answer(&self) -> bool {
+        matches!(
+            self,
+            DirectoryError::NoReply { .. }
+                | DirectoryError::BadReply {
+                    source: ReplyError::UnknownCode(..),
+                    ..
+                }
+        )
+    }
 }
 
 /// Talks to the directory server at one address.
@@ -89,6 +109,25 @@ impl DirectoryClient {
         self.call_with(|_| request.clone(), datetime).await
     }
 
+    /// Like [`Self::call`], but gives up with [`DirectoryError::Silent`]
+    /// when no reply byte arrived within `first_byte`: how an extension
+    /// op is tried on a directory that may be classic and never answer it.
+    pub async fn call_probing(
+        &self,
+        request: &Request,
+        datetime: &str,
+        first_byte: Duration,
+    ) -> Result<Reply, DirectoryError> {
+        self.exchange(|_| request.clone(), datetime, Some(first_byte))
+            .await
+    }
+
+    /// The host and port as given, the key under which findings about this
+    /// server are remembered.
+    pub fn key(&self) -> String {
+        self.addr()
+    }
+
     /// Like [`Self::call`], but the request is built once the connection is
     /// up, from the connection's local address (CONNECT sends the IP the
     /// directory sees us on).
@@ -96,6 +135,15 @@ impl DirectoryClient {
         &self,
         build: impl Fn(SocketAddr) -> Request,
         datetime: &str,
+    ) -> Result<Reply, DirectoryError> {
+        self.exchange(build, datetime, None).await
+    }
+
+    async fn exchange(
+        &self,
+        build: impl Fn(SocketAddr) -> Request,
+        datetime: &str,
+        first_byte: Option<Duration>,
     ) -> Result<Reply, DirectoryError> {
         // A request that cannot be encoded is refused before connecting, so
         // that the directory never sees a connection closed without a request.
@@ -131,6 +179,16 @@ impl DirectoryClient {
                         reason,
                     }
                 });
+            }
+            if let Some(budget) = first_byte {
+                // Data, a close or an error all end the wait; the reader
+                // below sorts them out.
+                if timeout(budget, stream.peek(&mut [0u8; 1])).await.is_err() {
+                    return Err(DirectoryError::Silent {
+                        addr: addr.clone(),
+                        waited: budget,
+                    });
+                }
             }
             let mut counted = Counted::new(&mut stream);
             let result = read_reply(&mut field_reader(&mut counted), op).await;

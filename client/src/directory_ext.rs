@@ -1,77 +1,43 @@
 //! The client side of the directory extensions (`PUBLISH_CONTENT`, `SEARCH`,
 //! `FIND_SOURCES`, docs/PROTOCOL-EXTENSIONS.md).
 //!
-//! Our client must keep working against classic directories, which close
-//! the connection without a reply on an op they do not know. So every
-//! extension call goes through [`ExtDirectory`], which remembers per shell
-//! session whether this directory answered one ([`Support`]): once a
-//! directory refused, no extension op is sent to it again and callers use
-//! the classic ops straight away (one wasted connection per session at most).
+//! Our client must keep working against classic directories, and finding
+//! out must cost them little: a classic directory may close the connection
+//! on an op it does not know, answer it with a code the op does not define
+//! (`-1`), or neither answer nor close. So every extension call goes
+//! through [`ExtDirectory`], which knows per server whether it has the
+//! extensions ([`Support`], remembered across sessions by
+//! [`ServerProfile`]):
+//! - unknown: the first extension op waits at most [`PROBE_BUDGET`] for a
+//!   reply byte; a mutation (`PUBLISH_CONTENT`) is never the one that
+//!   probes, a read-only `FIND_SOURCES` goes first, so that a slow answer
+//!   can never leave a half-known change behind;
+//! - classic: no extension op is sent; callers use the classic ops;
+//! - peerdex: extension ops with the ordinary timeouts; one that gets the
+//!   answer of a directory that does not know it (or none) checks again
+//!   with the short probe, so a server replaced by a classic one is noticed.
 
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::time::Duration;
 
-use peerdex_protocol::{Reply, Request};
+use peerdex_protocol::{Operation, Reply, Request};
 use thiserror::Error;
 
 use crate::directory::{DirectoryClient, DirectoryError};
+use crate::server_profiles::{now_secs, Extensions, ServerProfile};
 
-/// Whether the directory speaks the extensions, as far as this session knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Support {
-    /// Nothing sent yet: try the extension.
-    Unknown,
-    /// It answered an extension op with a code.
-    Yes,
-    /// It closed or reset an extension op's connection before replying.
-    No,
-}
+/// How long a directory of unknown kind has to start answering an
+/// extension op before it is taken for a classic one. Ours answers a
+/// read-only op within a journal sync; a classic server that never
+/// answers costs this much, once.
+pub const PROBE_BUDGET: Duration = Duration::from_millis(500);
 
-impl Support {
-    fn encode(self) -> u8 {
-        match self {
-            Support::Unknown => 0,
-            Support::Yes => 1,
-            Support::No => 2,
-        }
-    }
-
-    fn decode(raw: u8) -> Support {
-        match raw {
-            1 => Support::Yes,
-            2 => Support::No,
-            _ => Support::Unknown,
-        }
-    }
-}
-
-/// Shared tri-state: clones see each other's findings (the session and any
-/// task it hands the directory to).
-#[derive(Debug, Clone, Default)]
-pub struct SupportCell(Arc<AtomicU8>);
-
-impl SupportCell {
-    pub fn get(&self) -> Support {
-        Support::decode(self.0.load(Ordering::Acquire))
-    }
-
-    /// Records a finding. A directory that answered once keeps "yes": a later
-    /// reset is a network problem, not a downgrade of the server.
-    pub fn record(&self, found: Support) {
-        let new = found.encode();
-        let _ = self
-            .0
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |old| {
-                (Support::decode(old) != Support::Yes).then_some(new)
-            });
-    }
-}
+/// Whether the directory speaks the extensions, as far as this client knows.
+pub type Support = Extensions;
 
 /// Why an extension call gave no reply.
 #[derive(Debug, Error)]
 pub enum ExtError {
-    /// The directory is classic (now or earlier in this session): use the
-    /// classic op instead.
+    /// The directory is classic (now or earlier): use the classic op.
     #[error("directory does not support {op}")]
     Unsupported { op: &'static str },
     /// Any other failure (unreachable, timeout, bad reply).
@@ -83,53 +49,140 @@ pub enum ExtError {
 #[derive(Debug, Clone)]
 pub struct ExtDirectory {
     client: DirectoryClient,
-    support: SupportCell,
+    /// What is known about this server, shared and persisted.
+    profile: ServerProfile,
+    /// How long a probe waits for the first reply byte.
+    probe_budget: Duration,
 }
 
 impl ExtDirectory {
+    /// An extension client with nothing remembered about the server.
     pub fn new(client: DirectoryClient) -> Self {
+        let profile = ServerProfile::in_memory(&client.key());
+        Self::with_profile(client, profile)
+    }
+
+    /// An extension client starting from what `profile` remembers.
+    pub fn with_profile(client: DirectoryClient, profile: ServerProfile) -> Self {
         Self {
             client,
-            support: SupportCell::default(),
+            profile,
+            probe_budget: PROBE_BUDGET,
         }
     }
 
-    /// What is known about the server's support.
+    /// What is known about the server's support (an old classic finding
+    /// counts as unknown: it is checked again).
     pub fn support(&self) -> Support {
-        self.support.get()
+        self.profile.get().extensions_now(now_secs())
+    }
+
+    /// The profile this client records its findings in.
+    pub fn profile(&self) -> &ServerProfile {
+        &self.profile
     }
 
     /// Sends an extension request, unless the server is known to be classic.
-    /// A code (any code) proves support; a close before any reply byte proves
-    /// the opposite and is remembered.
     pub async fn call(&self, request: &Request, datetime: &str) -> Result<Reply, ExtError> {
         let op = request.operation.kind().name();
-        if self.support.get() == Support::No {
-            return Err(ExtError::Unsupported { op });
+        let unsupported = || ExtError::Unsupported { op };
+        if self.support() == Support::Unknown {
+            if is_mutation(&request.operation) {
+                self.probe(request, datetime).await?;
+            } else {
+                // A read-only op is its own probe.
+                return match self
+                    .client
+                    .call_probing(request, datetime, self.probe_budget)
+                    .await
+                {
+                    Ok(reply) => {
+                        self.profile.set_extensions(Support::Peerdex);
+                        Ok(reply)
+                    }
+                    Err(err) if is_classic_answer(&err) => {
+                        tracing::debug!("{err}: classic directory");
+                        self.profile.set_extensions(Support::Classic);
+                        Err(unsupported())
+                    }
+                    Err(err) => Err(err.into()),
+                };
+            }
+        }
+        if self.support() == Support::Classic {
+            return Err(unsupported());
         }
         match self.client.call(request, datetime).await {
-            Ok(reply) => {
-                self.support.record(Support::Yes);
-                Ok(reply)
-            }
-            Err(DirectoryError::NoReply { addr, reason }) => {
-                tracing::debug!("{addr} closed {op} without a reply ({reason}): classic directory");
-                self.support.record(Support::No);
-                if self.support.get() == Support::No {
-                    Err(ExtError::Unsupported { op })
-                } else {
-                    Err(DirectoryError::NoReply { addr, reason }.into())
+            Ok(reply) => Ok(reply),
+            Err(err)
+                if err.is_unknown_op_answer() || matches!(err, DirectoryError::Timeout { .. }) =>
+            {
+                // A peerdex server that stopped answering extensions, or a
+                // network problem: the short probe tells which.
+                tracing::debug!("{op}: {err}; checking whether the directory is still peerdex");
+                match self.probe(request, datetime).await {
+                    Ok(Support::Classic) => Err(unsupported()),
+                    _ => Err(err.into()),
                 }
             }
             Err(err) => Err(err.into()),
         }
+    }
+
+    /// Finds out with a read-only op whether the server has the extensions,
+    /// records it and returns it. An unreachable server decides nothing.
+    async fn probe(&self, request: &Request, datetime: &str) -> Result<Support, DirectoryError> {
+        let probe = Request {
+            datetime: None,
+            user: request.user.clone(),
+            operation: Operation::FindSources {
+                hash: Ok(Some(probe_hash(&request.operation))),
+                remote_user: Ok(String::new()),
+                file: Ok(String::new()),
+            },
+        };
+        let found = match self
+            .client
+            .call_probing(&probe, datetime, self.probe_budget)
+            .await
+        {
+            Ok(_) => Support::Peerdex,
+            Err(err) if is_classic_answer(&err) => {
+                tracing::debug!("probe: {err}: classic directory");
+                Support::Classic
+            }
+            Err(err) => return Err(err),
+        };
+        self.profile.set_extensions(found);
+        Ok(found)
+    }
+}
+
+/// Extension ops that change the directory.
+fn is_mutation(operation: &Operation) -> bool {
+    matches!(operation, Operation::PublishContent { .. })
+}
+
+/// What a classic directory does with an op it does not know: close, a
+/// code the op does not define, or silence past the probe's budget.
+fn is_classic_answer(err: &DirectoryError) -> bool {
+    err.is_unknown_op_answer() || matches!(err, DirectoryError::Silent { .. })
+}
+
+/// The hash a probe asks about: the content being published when there is
+/// one (a meaningful question), else zeros.
+fn probe_hash(operation: &Operation) -> [u8; 32] {
+    match operation {
+        Operation::PublishContent { hash: Ok(hash), .. } => *hash,
+        _ => [0; 32],
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use peerdex_protocol::{OpKind, Operation, Outcome};
+    use peerdex_protocol::{OpKind, Outcome};
+    use std::sync::{Arc, Mutex};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -144,66 +197,141 @@ mod tests {
         }
     }
 
-    /// A directory that answers every connection with `reply` after reading
-    /// a little, and counts connections.
-    async fn directory(reply: &'static [u8]) -> (ExtDirectory, Arc<AtomicU8>) {
+    fn publish_content() -> Request {
+        Request {
+            datetime: None,
+            user: Ok("al".into()),
+            operation: Operation::PublishContent {
+                file: Ok("f".into()),
+                description: Ok("d".into()),
+                size: Ok(1),
+                hash: Ok([7; 32]),
+            },
+        }
+    }
+
+    /// A directory that answers every connection with `reply` (`None`:
+    /// never answers, never closes) and records each request's op.
+    async fn directory(reply: Option<&'static [u8]>) -> (ExtDirectory, Arc<Mutex<Vec<String>>>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let count = Arc::new(AtomicU8::new(0));
-        let seen = Arc::clone(&count);
+        let ops = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&ops);
         tokio::spawn(async move {
             loop {
                 let (mut sock, _) = listener.accept().await.unwrap();
-                seen.fetch_add(1, Ordering::SeqCst);
-                let mut buf = [0u8; 256];
-                let _ = sock.read(&mut buf).await;
-                let _ = sock.write_all(reply).await;
+                let mut buf = [0u8; 512];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let op = buf[..n].split(|&b| b == 0).next().unwrap_or_default();
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(op).into_owned());
+                match reply {
+                    Some(reply) => {
+                        let _ = sock.write_all(reply).await;
+                    }
+                    None => {
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_secs(30)).await;
+                            drop(sock);
+                        });
+                    }
+                }
             }
         });
         let client = DirectoryClient::new("127.0.0.1", port);
-        (ExtDirectory::new(client), count)
+        (ExtDirectory::new(client), ops)
     }
 
-    #[test]
-    fn tri_state_starts_unknown_and_yes_sticks() {
-        let cell = SupportCell::default();
-        assert_eq!(cell.get(), Support::Unknown);
-        cell.record(Support::No);
-        assert_eq!(cell.get(), Support::No);
-        let cell = SupportCell::default();
-        cell.record(Support::Yes);
-        cell.record(Support::No);
-        assert_eq!(cell.get(), Support::Yes, "a server that answered stays yes");
-        let shared = cell.clone();
-        assert_eq!(shared.get(), Support::Yes);
+    fn ops(seen: &Arc<Mutex<Vec<String>>>) -> Vec<String> {
+        seen.lock().unwrap().clone()
     }
 
     #[tokio::test]
     async fn a_close_without_reply_means_classic_and_is_remembered() {
-        let (ext, connections) = directory(b"").await;
+        let (ext, seen) = directory(Some(b"")).await;
         let err = ext.call(&search(), "x").await.unwrap_err();
         assert!(
             matches!(err, ExtError::Unsupported { op: "SEARCH" }),
             "{err}"
         );
-        assert_eq!(ext.support(), Support::No);
+        assert_eq!(ext.support(), Support::Classic);
         let err = ext.call(&search(), "x").await.unwrap_err();
         assert_eq!(err.to_string(), "directory does not support SEARCH");
-        assert_eq!(connections.load(Ordering::SeqCst), 1, "not asked again");
+        assert_eq!(ops(&seen), ["SEARCH"], "not asked again");
+    }
+
+    #[tokio::test]
+    async fn a_silent_directory_costs_one_short_wait() {
+        let (ext, seen) = directory(None).await;
+        let started = std::time::Instant::now();
+        let err = ext.call(&search(), "x").await.unwrap_err();
+        assert!(matches!(err, ExtError::Unsupported { .. }), "{err}");
+        assert!(
+            started.elapsed() < REPLY_BOUND,
+            "waited {:?}",
+            started.elapsed()
+        );
+        assert_eq!(ext.support(), Support::Classic);
+        assert!(ext.call(&publish_content(), "x").await.is_err());
+        assert_eq!(ops(&seen), ["SEARCH"]);
+    }
+
+    /// Far below the 10 s reply timeout, far above the probe budget.
+    const REPLY_BOUND: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn an_undefined_code_means_classic() {
+        let (ext, seen) = directory(Some(b"-1\0")).await;
+        let err = ext.call(&publish_content(), "x").await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ExtError::Unsupported {
+                    op: "PUBLISH_CONTENT"
+                }
+            ),
+            "{err}"
+        );
+        // The mutation itself was never sent: a read-only probe went first.
+        assert_eq!(ops(&seen), ["FIND_SOURCES"]);
+        assert_eq!(ext.support(), Support::Classic);
+    }
+
+    #[tokio::test]
+    async fn a_mutation_on_an_unknown_directory_is_sent_after_a_probe() {
+        // 3: FIND_SOURCES "nothing known", PUBLISH_CONTENT "already published".
+        let (ext, seen) = directory(Some(b"3\0")).await;
+        let reply = ext.call(&publish_content(), "x").await.unwrap();
+        assert_eq!(reply, Reply::Status(Outcome::ContentAlreadyPublished));
+        assert_eq!(ops(&seen), ["FIND_SOURCES", "PUBLISH_CONTENT"]);
+        assert_eq!(ext.support(), Support::Peerdex);
+        ext.call(&publish_content(), "x").await.unwrap();
+        assert_eq!(ops(&seen).len(), 3, "known peerdex: no more probes");
+    }
+
+    #[tokio::test]
+    async fn a_remembered_peerdex_server_that_stops_answering_is_checked_again() {
+        let (ext, seen) = directory(Some(b"-1\0")).await;
+        ext.profile().set_extensions(Support::Peerdex);
+        let err = ext.call(&search(), "x").await.unwrap_err();
+        assert!(matches!(err, ExtError::Unsupported { .. }), "{err}");
+        assert_eq!(ops(&seen), ["SEARCH", "FIND_SOURCES"]);
+        assert_eq!(ext.support(), Support::Classic);
     }
 
     #[tokio::test]
     async fn any_code_means_support() {
-        let (ext, _) = directory(b"2\0").await;
+        let (ext, _) = directory(Some(b"2\0")).await;
         let reply = ext.call(&search(), "x").await.unwrap();
         assert_eq!(reply, Reply::Status(Outcome::UserNotConnected));
-        assert_eq!(ext.support(), Support::Yes);
+        assert_eq!(ext.support(), Support::Peerdex);
         assert_eq!(OpKind::Search.code(Outcome::UserNotConnected), 2);
     }
 
     #[tokio::test]
     async fn a_broken_reply_is_not_classic() {
-        let (ext, _) = directory(b"0\x005").await;
+        let (ext, _) = directory(Some(b"0\x005")).await;
         let err = ext.call(&search(), "x").await.unwrap_err();
         assert!(matches!(err, ExtError::Directory(_)), "{err}");
         assert_eq!(ext.support(), Support::Unknown);
@@ -216,6 +344,9 @@ mod tests {
         drop(listener);
         let ext = ExtDirectory::new(DirectoryClient::new("127.0.0.1", port));
         let err = ext.call(&search(), "x").await.unwrap_err();
+        assert!(matches!(err, ExtError::Directory(_)), "{err}");
+        assert_eq!(ext.support(), Support::Unknown);
+        let err = ext.call(&publish_content(), "x").await.unwrap_err();
         assert!(matches!(err, ExtError::Directory(_)), "{err}");
         assert_eq!(ext.support(), Support::Unknown);
     }

@@ -27,6 +27,7 @@ pub mod content;
 pub mod directory;
 pub mod directory_ext;
 pub mod peer;
+pub mod server_profiles;
 pub mod session;
 pub mod shell;
 pub mod time_source;
@@ -43,12 +44,19 @@ use session::{Session, SessionConfig};
 use time_source::TimeSource;
 
 /// Runs the client with parsed arguments until QUIT or end of input.
-pub async fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(args: Args) -> anyhow::Result<shell::Status> {
     let share_dir = args.share_dir.unwrap_or_else(|| PathBuf::from("."));
     let share = ShareDir::new(&share_dir)
         .with_context(|| format!("cannot share {}", share_dir.display()))?;
+    let directory = DirectoryClient::new(args.server, args.port);
+    let state_dir = args
+        .state_dir
+        .clone()
+        .or_else(server_profiles::default_state_dir);
+    let profile = server_profiles::ServerProfile::load(state_dir.as_deref(), &directory.key());
     let config = SessionConfig {
-        directory: DirectoryClient::new(args.server, args.port),
+        directory,
+        profile,
         time: TimeSource::new(args.time_service),
         share,
         listen: args.listen,

@@ -22,6 +22,7 @@ use crate::peer::listener::Listener;
 use crate::peer::published::DirectoryCheck;
 use crate::peer::share::ShareDir;
 use crate::peer::PeerAddr;
+use crate::server_profiles::ServerProfile;
 use crate::shell::command::{help_lines, Command};
 use crate::shell::output::{self, GetFileResult};
 use crate::time_source::TimeSource;
@@ -36,13 +37,34 @@ pub struct Printed {
     pub out: Vec<String>,
     /// Reasons and warnings, for stderr (already prefixed `peerdex: `).
     pub err: Vec<String>,
+    /// The command printed a FAIL or refusal line: a piped shell then exits
+    /// with status 1, so that scripts can tell.
+    pub failed: bool,
 }
 
 impl Printed {
-    fn line(line: String) -> Self {
+    /// A successful command's result line.
+    fn ok(line: String) -> Self {
         Self {
             out: vec![line],
             err: Vec::new(),
+            failed: false,
+        }
+    }
+
+    /// A FAIL or refusal line.
+    fn fail(line: String) -> Self {
+        Self {
+            failed: true,
+            ..Self::ok(line)
+        }
+    }
+
+    /// The result line of a directory reply with `outcome`.
+    fn outcome(line: String, outcome: Outcome) -> Self {
+        Self {
+            failed: outcome != Outcome::Ok,
+            ..Self::ok(line)
         }
     }
 
@@ -71,6 +93,8 @@ struct Connection {
 pub struct SessionConfig {
     /// The directory server.
     pub directory: DirectoryClient,
+    /// What is known about that server (extensions, CONNECT form).
+    pub profile: ServerProfile,
     /// Source of request DATETIMEs.
     pub time: TimeSource,
     /// Files served to peers are resolved here.
@@ -107,7 +131,7 @@ impl Session {
         let hashes = Arc::new(HashCache::for_share(config.share.root()));
         Self {
             hashes,
-            ext: ExtDirectory::new(config.directory.clone()),
+            ext: ExtDirectory::with_profile(config.directory.clone(), config.profile.clone()),
             config,
             last_named: String::new(),
             connected: None,
@@ -163,7 +187,7 @@ impl Session {
             Command::Search(pattern) => self.search(pattern).await,
             Command::Help => Printed {
                 out: help_lines(),
-                err: Vec::new(),
+                ..Printed::default()
             },
             Command::Quit => return (self.shutdown().await, Flow::Quit),
         };
@@ -230,7 +254,7 @@ impl Session {
         self.last_named = user.clone();
         if let Some(connection) = &self.connected {
             if connection.user != user {
-                return Printed::line(output::fail_line(OpKind::Connect)).with_reason(format!(
+                return Printed::fail(output::fail_line(OpKind::Connect)).with_reason(format!(
                     "already connected as {}; DISCONNECT first",
                     connection.user
                 ));
@@ -254,7 +278,7 @@ impl Session {
         let listener = match Listener::start_with_cache(bind, share, Some(check), hashes).await {
             Ok(listener) => listener,
             Err(err) => {
-                return Printed::line(output::fail_line(OpKind::Connect))
+                return Printed::fail(output::fail_line(OpKind::Connect))
                     .with_reason(format!("cannot listen on {bind}: {err}"))
             }
         };
@@ -464,7 +488,7 @@ impl Session {
     /// `SHARE <dir> [description]`: publishes every eligible file under a
     /// directory of the share dir (see [`crate::shell::share`]).
     async fn share(&mut self, dir: &str, description: Option<String>) -> Printed {
-        let fail = |reason: String| Printed::line(output::share_fail_line()).with_reason(reason);
+        let fail = |reason: String| Printed::fail(output::share_fail_line()).with_reason(reason);
         let Some(connection) = &self.connected else {
             return fail("not connected through this shell; CONNECT first".into());
         };
@@ -545,7 +569,7 @@ impl Session {
 
     async fn get_file(&mut self, user: &str, remote_file: &str, local_file: &Path) -> Printed {
         let fail = |reason: String| {
-            Printed::line(output::get_file_line(GetFileResult::Fail)).with_reason(reason)
+            Printed::fail(output::get_file_line(GetFileResult::Fail)).with_reason(reason)
         };
         // Every peer with identical content, and the root it must have,
         // when the directory has the extension and knows the file's hash.
@@ -596,7 +620,7 @@ impl Session {
         }
         match result {
             Ok(fetched) => {
-                let mut printed = Printed::line(output::get_file_line(GetFileResult::Ok));
+                let mut printed = Printed::ok(output::get_file_line(GetFileResult::Ok));
                 match fetched {
                     Fetched::Verified {
                         size,
@@ -623,13 +647,13 @@ impl Session {
             Err(FetchError::Classic(
                 err @ crate::peer::download::DownloadError::NotFound { .. },
             )) => {
-                Printed::line(output::get_file_line(GetFileResult::FileNotExist)).with_reason(err)
+                Printed::fail(output::get_file_line(GetFileResult::FileNotExist)).with_reason(err)
             }
             Err(err @ FetchError::NotFound(_)) => {
-                Printed::line(output::get_file_line(GetFileResult::FileNotExist)).with_reason(err)
+                Printed::fail(output::get_file_line(GetFileResult::FileNotExist)).with_reason(err)
             }
             Err(err) => {
-                let mut printed = Printed::line(output::get_file_line(GetFileResult::Fail));
+                let mut printed = Printed::fail(output::get_file_line(GetFileResult::Fail));
                 for note in err.notes() {
                     printed = printed.with_reason(note);
                 }
@@ -654,7 +678,8 @@ fn request(user: &str, operation: Operation) -> Request {
 fn reply_printed(op: OpKind, result: Result<Reply, DirectoryError>) -> (Printed, Option<Reply>) {
     match result {
         Ok(reply) => {
-            let mut printed = Printed::line(output::result_line(op, reply.outcome()));
+            let mut printed =
+                Printed::outcome(output::result_line(op, reply.outcome()), reply.outcome());
             match &reply {
                 Reply::Users(users) => printed.out.extend(output::user_lines(users)),
                 Reply::Content(files) => printed.out.extend(output::content_lines(files)),
@@ -663,7 +688,7 @@ fn reply_printed(op: OpKind, result: Result<Reply, DirectoryError>) -> (Printed,
             }
             (printed, Some(reply))
         }
-        Err(err) => (Printed::line(output::fail_line(op)).with_reason(err), None),
+        Err(err) => (Printed::fail(output::fail_line(op)).with_reason(err), None),
     }
 }
 
@@ -717,8 +742,10 @@ mod tests {
     }
 
     fn session_for(port: u16, share: &Path) -> Session {
+        let directory = DirectoryClient::new("127.0.0.1", port);
         let config = SessionConfig {
-            directory: DirectoryClient::new("127.0.0.1", port),
+            profile: ServerProfile::in_memory(&directory.key()),
+            directory,
             time: TimeSource::local(),
             share: ShareDir::new(share).unwrap(),
             listen: Some("127.0.0.1:0".parse().unwrap()),
@@ -787,6 +814,8 @@ mod tests {
                     put_count(&mut out, 1);
                     put_user_entry(&mut out, "alice", ip, port).unwrap();
                 }
+                // The extension probe: nothing known about that content.
+                Operation::FindSources { .. } => put_code(&mut out, 3),
                 _ => put_code(&mut out, 0),
             }
             out
@@ -864,6 +893,11 @@ mod tests {
         // The directory lists what alice published in an earlier session.
         let directory = FakeDirectory::start(|request, _| {
             let mut out = bytes::BytesMut::new();
+            if let Operation::FindSources { .. } = request.operation {
+                // The extension probe: nothing known about that content.
+                put_code(&mut out, 3);
+                return out;
+            }
             put_code(&mut out, 0);
             if let Operation::ListContent { .. } = request.operation {
                 put_count(&mut out, 2);
@@ -946,7 +980,9 @@ mod tests {
                 OpKind::Connect,
                 OpKind::ListContent,
                 OpKind::Delete,
-                // The file is in the share dir: published with its identity.
+                // The file is in the share dir: published with its identity,
+                // after a read-only probe of the directory's kind.
+                OpKind::FindSources,
                 OpKind::PublishContent
             ]
         );
@@ -1010,7 +1046,11 @@ mod tests {
 
     #[tokio::test]
     async fn publish_sends_the_content_identity_when_the_directory_has_it() {
-        let directory = FakeDirectory::start(|_, _| code(0)).await;
+        let directory = FakeDirectory::start(|request, _| match request.operation {
+            Operation::FindSources { .. } => code(3),
+            _ => code(0),
+        })
+        .await;
         let shared = tempfile::tempdir().unwrap();
         fs::write(shared.path().join("a.txt"), b"hello").unwrap();
         let mut al = directory.session(shared.path());
@@ -1026,8 +1066,10 @@ mod tests {
             .into_iter()
             .map(|r| r.operation)
             .collect();
+        // A read-only probe first: the directory's kind was unknown.
+        assert_eq!(ops[1].kind(), OpKind::FindSources);
         assert_eq!(
-            ops[1],
+            ops[2],
             Operation::PublishContent {
                 file: Ok("a.txt".into()),
                 description: Ok("the a file".into()),
@@ -1035,7 +1077,7 @@ mod tests {
                 hash: Ok(*blake3::hash(b"hello").as_bytes()),
             }
         );
-        assert_eq!(ops[2].kind(), OpKind::Publish);
+        assert_eq!(ops[3].kind(), OpKind::Publish);
     }
 
     #[tokio::test]
@@ -1056,12 +1098,13 @@ mod tests {
             .iter()
             .map(|r| r.operation.kind())
             .collect();
-        // One PUBLISH_CONTENT refused, then never an extension op again.
+        // One read-only extension probe refused (never the mutation
+        // itself), then never an extension op again.
         assert_eq!(
             ops,
             [
                 OpKind::Register,
-                OpKind::PublishContent,
+                OpKind::FindSources,
                 OpKind::Publish,
                 OpKind::Publish
             ]

@@ -397,7 +397,8 @@ pub struct Shell {
 
 impl Shell {
     /// Starts `peerdex -s 127.0.0.1 -p PORT --share-dir SHARE` in `cwd`,
-    /// with its peer listener on loopback and a private history file.
+    /// with its peer listener on loopback, a private history file and a
+    /// private state dir (`cwd/.peerdex-state`).
     pub fn spawn(
         server_port: u16,
         share_dir: &Path,
@@ -425,6 +426,10 @@ impl Shell {
             .arg(cwd.join(".peerdex_history"));
         if !extra_args.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        if !extra_args.contains(&"--state-dir") {
+            // What the shell learns about servers stays with this test.
+            cmd.arg("--state-dir").arg(cwd.join(".peerdex-state"));
         }
         cmd.args(extra_args).current_dir(cwd);
         Ok(Shell {

@@ -16,7 +16,7 @@
 //! | `X< LINE` | read one line of X's stdout (10 s timeout) and compare it with LINE |
 //! | `@same X PATH Y PATH` | the two files (relative to each shell's working dir) exist and are equal |
 //! | `@absent X PATH` | no such file in X's working dir |
-//! | `@quit X` | close X's stdin: it must exit 0 with no further output |
+//! | `@quit X` | close X's stdin: it must exit with no further output, status 0, or 1 when one of its result lines was a FAIL or refusal |
 //! | `@kill X` | SIGKILL shell X |
 //! | `@restart` | SIGKILL the server and start it again on the same port and data dir |
 //! | `@stop` | SIGKILL the server; it stays down |
@@ -27,8 +27,10 @@
 //! that start with a TAB (list lines) match in any order, since
 //! PROTOCOL.md does not order users or files.
 //!
-//! At the end every running shell gets end of input and must exit 0 with
-//! nothing left unread on its stdout.
+//! At the end every running shell gets end of input and must exit with
+//! nothing left unread on its stdout, and with the status its lines call
+//! for: 1 when any result line it printed was a FAIL, a refusal or a usage
+//! error, else 0.
 //!
 //! Cases run in parallel (4 threads); every failing case is reported with a
 //! transcript. `BATTERY_CASE=<substring>` runs only matching cases.
@@ -253,6 +255,8 @@ fn run_case(path: &Path) -> Result<(), String> {
 struct Run {
     /// The shells by name.
     shells: HashMap<String, Shell>,
+    /// Shells that printed a failure line: they must exit with status 1.
+    failed: std::collections::HashSet<String>,
     /// The server, `None` for `@server down`.
     server: Option<ServerProcess>,
     /// The port the shells point at.
@@ -309,6 +313,7 @@ fn execute(case: &Case, transcript: &mut String, stderr: &mut String) -> Result<
         server,
         port,
         shells: HashMap::new(),
+        failed: Default::default(),
     };
     for (number, step) in &case.steps {
         if let Err(err) = apply(&mut run, step, transcript) {
@@ -327,7 +332,22 @@ fn execute(case: &Case, transcript: &mut String, stderr: &mut String) -> Result<
     Ok(())
 }
 
+/// Whether a stdout line is a result line saying a command failed: the
+/// shell's exit status must then be 1.
+fn is_failure_line(line: &str) -> bool {
+    let Some(text) = line.strip_prefix("c> ") else {
+        return false;
+    };
+    text.contains("FAIL")
+        || text.starts_with("Syntax error")
+        || matches!(
+            text,
+            "USERNAME IN USE" | "USER DOES NOT EXIST" | "USER ALREADY CONNECTED"
+        )
+}
+
 fn quit(run: &mut Run, name: &str, transcript: &mut String) -> Result<()> {
+    let expected = if run.failed.contains(name) { 1 } else { 0 };
     let shell = run.shell(name)?;
     if !shell.proc.is_running() && shell.wait(LINE_TIMEOUT).is_ok_and(|s| s.code().is_none()) {
         return Ok(()); // killed by @kill
@@ -341,8 +361,8 @@ fn quit(run: &mut Run, name: &str, transcript: &mut String) -> Result<()> {
     if !rest.is_empty() {
         bail!("shell {name}: unexpected output at the end: {rest:?}");
     }
-    if !status.success() {
-        bail!("shell {name}: exit status {status} after end of input");
+    if status.code() != Some(expected) {
+        bail!("shell {name}: exit status {status} after end of input, expected {expected}");
     }
     Ok(())
 }
@@ -393,6 +413,9 @@ fn apply(run: &mut Run, step: &Step, transcript: &mut String) -> Result<()> {
             }
             if !lines_match(lines, &got) {
                 bail!("shell {shell}: expected {lines:?}, got {got:?}");
+            }
+            if got.iter().any(|line| is_failure_line(line)) {
+                run.failed.insert(shell.clone());
             }
         }
         Step::Same {

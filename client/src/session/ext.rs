@@ -76,10 +76,13 @@ impl Session {
         match self.ext.call(&request(&user, operation), &datetime).await {
             Ok(Reply::Search(reply)) => Printed {
                 out: output::search_lines(&reply),
-                err: Vec::new(),
+                ..Printed::default()
             },
-            Ok(reply) => Printed::line(output::result_line(OpKind::Search, reply.outcome())),
-            Err(err) => Printed::line(output::fail_line(OpKind::Search)).with_reason(err),
+            Ok(reply) => Printed::outcome(
+                output::result_line(OpKind::Search, reply.outcome()),
+                reply.outcome(),
+            ),
+            Err(err) => Printed::fail(output::fail_line(OpKind::Search)).with_reason(err),
         }
     }
 

@@ -161,7 +161,7 @@ pub enum ParseError {
     #[error("Syntax error. Usage: {}", .0.usage())]
     Usage(&'static Spec),
     /// No such command.
-    #[error("Error: unknown command {0} (type HELP)")]
+    #[error("unknown command {0} (type HELP)")]
     Unknown(String),
 }
 
@@ -376,10 +376,7 @@ mod tests {
 
     #[test]
     fn unknown_commands_name_what_was_typed() {
-        assert_eq!(
-            usage_line("frob a b"),
-            "Error: unknown command frob (type HELP)"
-        );
+        assert_eq!(usage_line("frob a b"), "unknown command frob (type HELP)");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! On a terminal it uses the rustyline editor ([`editor`]); otherwise it
 //! reads stdin line by line. Both print the same lines and flush stdout
 //! after every command, so that a program driving the shell through a pipe
-//! can wait for each result line.
+//! can wait for each result line, and both end with a [`Status`] that says
+//! whether any command failed (the process's exit status).
 
 pub mod command;
 pub mod editor;
@@ -18,15 +19,45 @@ use rustyline::error::ReadlineError;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::session::{Flow, Printed, Session};
-use command::{parse, Command};
+use command::{parse, Command, ParseError};
 use output::PROMPT;
+
+/// How a shell ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Every command succeeded.
+    AllOk,
+    /// At least one command printed a FAIL or refusal line, or was not a
+    /// valid command.
+    SomeFailed,
+}
+
+/// Whether any command of a shell failed so far.
+#[derive(Debug, Default)]
+struct Tally {
+    failed: bool,
+}
+
+impl Tally {
+    fn count(&mut self, printed: &Printed) {
+        self.failed |= printed.failed;
+    }
+
+    fn status(&self) -> Status {
+        if self.failed {
+            Status::SomeFailed
+        } else {
+            Status::AllOk
+        }
+    }
+}
 
 /// Runs the shell until QUIT or end of input.
 pub async fn run(
     session: Session,
     known_users: Arc<Mutex<Vec<String>>>,
     history: Option<PathBuf>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Status> {
     if std::io::stdin().is_terminal() {
         interactive(session, known_users, history).await
     } else {
@@ -37,14 +68,18 @@ pub async fn run(
 /// Parses and runs one line, printing its result. When `interruptible`
 /// (on a terminal), Ctrl-C abandons a running GET_FILE: its temporary file
 /// is removed and the command fails.
-async fn handle_line(session: &mut Session, line: &str, interruptible: bool) -> Flow {
+async fn handle_line(
+    session: &mut Session,
+    line: &str,
+    interruptible: bool,
+    tally: &mut Tally,
+) -> Flow {
     match parse(line) {
         Ok(None) => Flow::Continue,
         Err(err) => {
-            emit(&Printed {
-                out: vec![format!("{PROMPT}{err}")],
-                err: Vec::new(),
-            });
+            let printed = parse_error_printed(&err);
+            tally.count(&printed);
+            emit(&printed);
             Flow::Continue
         }
         Ok(Some(command)) => {
@@ -56,6 +91,7 @@ async fn handle_line(session: &mut Session, line: &str, interruptible: bool) -> 
                         Printed {
                             out: vec![output::get_file_line(output::GetFileResult::Fail)],
                             err: vec!["peerdex: GET_FILE interrupted".into()],
+                            failed: true,
                         },
                         Flow::Continue,
                     ),
@@ -63,9 +99,28 @@ async fn handle_line(session: &mut Session, line: &str, interruptible: bool) -> 
             } else {
                 session.execute(command).await
             };
+            tally.count(&printed);
             emit(&printed);
             flow
         }
+    }
+}
+
+/// A usage error keeps its one-line hint where PROTOCOL.md puts it (a
+/// result line on stdout); an unknown command is not a result line of the
+/// contract, so it goes to stderr. Both count as failed commands.
+fn parse_error_printed(err: &ParseError) -> Printed {
+    match err {
+        ParseError::Usage(_) => Printed {
+            out: vec![format!("{PROMPT}{err}")],
+            err: Vec::new(),
+            failed: true,
+        },
+        ParseError::Unknown(_) => Printed {
+            out: Vec::new(),
+            err: vec![format!("peerdex: {err}")],
+            failed: true,
+        },
     }
 }
 
@@ -84,7 +139,8 @@ fn emit(printed: &Printed) {
     }
 }
 
-async fn piped(mut session: Session) -> anyhow::Result<()> {
+async fn piped(mut session: Session) -> anyhow::Result<Status> {
+    let mut tally = Tally::default();
     let mut stdin = BufReader::new(tokio::io::stdin());
     let mut buf = Vec::new();
     loop {
@@ -98,19 +154,20 @@ async fn piped(mut session: Session) -> anyhow::Result<()> {
             }
         }
         let line = String::from_utf8_lossy(&buf);
-        if handle_line(&mut session, &line, false).await == Flow::Quit {
-            return Ok(());
+        if handle_line(&mut session, &line, false, &mut tally).await == Flow::Quit {
+            return Ok(tally.status());
         }
     }
     emit(&session.shutdown().await);
-    Ok(())
+    Ok(tally.status())
 }
 
 async fn interactive(
     mut session: Session,
     known_users: Arc<Mutex<Vec<String>>>,
     history: Option<PathBuf>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Status> {
+    let mut tally = Tally::default();
     let mut editor = editor::new_editor(known_users)?;
     let history = editor::history_path(history);
     if let Some(path) = &history {
@@ -145,10 +202,10 @@ async fn interactive(
                 }
             }
         }
-        if handle_line(&mut session, &line, true).await == Flow::Quit {
-            return Ok(());
+        if handle_line(&mut session, &line, true, &mut tally).await == Flow::Quit {
+            return Ok(tally.status());
         }
     }
     emit(&session.shutdown().await);
-    Ok(())
+    Ok(tally.status())
 }
