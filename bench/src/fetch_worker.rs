@@ -69,7 +69,7 @@ pub async fn run(args: FetchWorkerArgs) -> anyhow::Result<bool> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let summary = if args.classic {
-        match download(&sources[0].addr, &args.file, &args.out).await {
+        match download(&sources[0].addr, &args.file, &args.out, None).await {
             Ok(size) => Ok(format!("kind=classic size={size} bytes_fetched={size}")),
             Err(err) => Err(err.to_string()),
         }

@@ -15,6 +15,7 @@ mod ext;
 
 use crate::content::cache::HashCache;
 use crate::content::pieces::Manifest;
+use crate::content::Identity;
 use crate::directory::{DirectoryClient, DirectoryError};
 use crate::directory_ext::ExtDirectory;
 use crate::peer::fetch::{fetch, FetchError, FetchOptions, Fetched};
@@ -353,7 +354,12 @@ impl Session {
             ));
         } else {
             match self.hash(&file).await {
-                Ok(manifest) => identity = Some((manifest.size, manifest.root)),
+                Ok(manifest) => {
+                    identity = Some(Identity {
+                        size: manifest.size,
+                        root: manifest.root,
+                    })
+                }
                 // Served all the same; peers fall back or hash on request.
                 Err(err) => warning = Some(format!("warning: cannot hash {file}: {err}")),
             }
@@ -521,7 +527,10 @@ impl Session {
                 continue;
             }
             let identity = match self.hash(&name).await {
-                Ok(manifest) => Some((manifest.size, manifest.root)),
+                Ok(manifest) => Some(Identity {
+                    size: manifest.size,
+                    root: manifest.root,
+                }),
                 Err(err) => {
                     printed
                         .err
@@ -591,7 +600,11 @@ impl Session {
         };
         let options = FetchOptions {
             progress: self.config.progress,
-            expected_root: plan.expected_root,
+            expected: plan.expected,
+            // Only a peer whose content the directory has an identity for
+            // was published by a peerdex client; any other gets only the
+            // classic request.
+            try_extension: plan.expected.is_some(),
             ..FetchOptions::default()
         };
         let sources = |addr: Option<PeerAddr>| {

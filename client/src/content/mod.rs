@@ -12,3 +12,12 @@ pub mod hash;
 pub mod pieces;
 
 pub use peerdex_protocol::peer_ext::Digest;
+
+/// What a file is: its size and BLAKE3 root (the standard `blake3::hash`
+/// of its bytes). The directory keeps it for files published with
+/// `PUBLISH_CONTENT`; a download accepts only bytes that match it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    pub size: u64,
+    pub root: Digest,
+}

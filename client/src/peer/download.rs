@@ -5,6 +5,11 @@
 //! written to a temporary file next to the destination, synced, and renamed
 //! onto it only when the peer has closed the connection: a failed download
 //! never leaves a partial file and never clobbers an existing one.
+//!
+//! When the directory holds the file's [`Identity`], the bytes are hashed
+//! as they are written and the file is renamed into place only if size and
+//! root match: whoever answers at a peer's address cannot pass off other
+//! content, and one that sends more than the size is cut off at once.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,14 +27,18 @@ use tokio::time::timeout;
 
 use super::direct_io::{AlignedBuf, DirectFile};
 use super::PeerAddr;
+use crate::content::{Digest, Identity};
 use crate::directory::describe_io;
 
 /// Bound on connecting to the peer.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Bound on waiting for the reply code.
-pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
-/// A transfer with no byte received for this long is abandoned.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Bound on waiting for the reply code (or an extension reply's header).
+/// A stopped process's listener still completes connections, so this is
+/// what notices a frozen peer: connect and reply together stay under 10 s.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// A transfer with no byte received for this long is abandoned; one that
+/// keeps moving, however slowly, never is.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Write buffer: filled from the socket, then written in one call. Memory
 /// stays flat whatever the file size. A multiple of
 /// [`ALIGN`](super::direct_io::ALIGN): every full buffer lands at an aligned
@@ -53,6 +62,9 @@ pub enum DownloadError {
     Transfer { addr: String, reason: String },
     #[error("cannot write {path}: {reason}")]
     Local { path: PathBuf, reason: String },
+    /// The bytes are not the file the directory knows.
+    #[error("content from peer {addr} does not match the directory's record: {reason}")]
+    Mismatch { addr: String, reason: String },
     #[error("cannot request {0}")]
     Encode(#[from] CodecError),
 }
@@ -64,12 +76,14 @@ impl DownloadError {
     }
 }
 
-/// Downloads `remote_file` from the peer at `addr` into `local_file`.
-/// Returns the number of bytes written.
+/// Downloads `remote_file` from the peer at `addr` into `local_file`,
+/// accepting it only if it matches `expected` when given. Returns the
+/// number of bytes written.
 pub async fn download(
     addr: &PeerAddr,
     remote_file: &str,
     local_file: &Path,
+    expected: Option<Identity>,
 ) -> Result<u64, DownloadError> {
     let (mut stream, leftover) = match ask(addr, &compat_request(remote_file)?).await? {
         (PeerCode::Error, _, _) => {
@@ -82,7 +96,7 @@ pub async fn download(
         (PeerCode::Ok, stream, leftover) => (stream, leftover),
         (code, _, _) => return Err(code_error(code, addr, remote_file)),
     };
-    save(&mut stream, &leftover, addr, local_file).await
+    save(&mut stream, &leftover, addr, local_file, expected).await
 }
 
 fn code_error(code: PeerCode, addr: &PeerAddr, file: &str) -> DownloadError {
@@ -137,6 +151,7 @@ async fn save(
     leftover: &[u8],
     addr: &PeerAddr,
     local_file: &Path,
+    expected: Option<Identity>,
 ) -> Result<u64, DownloadError> {
     let local = |err: std::io::Error| DownloadError::Local {
         path: local_file.to_path_buf(),
@@ -171,11 +186,16 @@ async fn save(
     // Set once everything was received: only then is the file synced.
     let complete = Arc::new(AtomicBool::new(false));
     let synced = Arc::clone(&complete);
-    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+    // The content is hashed by the writer, which has every buffer in turn.
+    let mut hasher = expected.map(|_| blake3::Hasher::new());
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
         let file = DirectFile::new(file);
         let mut offset = 0u64;
         while let Some((buf, len)) = full_rx.blocking_recv() {
             file.write_at(&buf[..len], offset)?;
+            if let Some(hasher) = &mut hasher {
+                hasher.update(&buf[..len]);
+            }
             offset += len as u64;
             let _ = empty_tx.send(buf);
         }
@@ -184,18 +204,22 @@ async fn save(
             // writes' metadata (allocation, size) too.
             file.file().sync_all()?;
         }
-        Ok(file.into_file())
+        Ok((file.into_file(), hasher.map(|h| *h.finalize().as_bytes())))
     });
-    let received = receive(stream, leftover, addr, &full_tx, &mut empty_rx).await;
+    let limit = expected.map(|e| e.size);
+    let received = receive(stream, leftover, addr, limit, &full_tx, &mut empty_rx).await;
     // A transfer error first (the temporary file is removed on return; the
     // writer ends on its own). A writer error shows below.
     let total = received?;
     complete.store(true, Ordering::Release);
     drop(full_tx);
-    let file = writer
+    let (file, root) = writer
         .await
         .map_err(|err| local(std::io::Error::other(err)))?
         .map_err(local)?;
+    if let (Some(expected), Some(root)) = (expected, root) {
+        check(addr, expected, total, &root)?;
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -209,15 +233,37 @@ async fn save(
     Ok(total)
 }
 
+/// Whether `total` bytes hashing to `root` are the file `expected` says.
+fn check(
+    addr: &PeerAddr,
+    expected: Identity,
+    total: u64,
+    root: &Digest,
+) -> Result<(), DownloadError> {
+    let reason = if total != expected.size {
+        format!("{total} bytes instead of {}", expected.size)
+    } else if *root != expected.root {
+        "same size, other bytes (BLAKE3 root differs)".to_string()
+    } else {
+        return Ok(());
+    };
+    Err(DownloadError::Mismatch {
+        addr: addr.to_string(),
+        reason,
+    })
+}
+
 /// Receives the content until the peer closes, handing full buffers to the
 /// writer; `leftover` (content read with the reply code) goes first, into
 /// the first buffer, so that every full buffer starts at an aligned file
-/// offset. Returns the bytes received; stops early (with the count so far)
-/// when the writer is gone, whose error then tells why.
+/// offset. More than `limit` bytes (the known size) is a failure at once.
+/// Returns the bytes received; stops early (with the count so far) when
+/// the writer is gone, whose error then tells why.
 async fn receive(
     stream: &mut TcpStream,
     leftover: &[u8],
     addr: &PeerAddr,
+    limit: Option<u64>,
     full: &tokio::sync::mpsc::Sender<(AlignedBuf, usize)>,
     empty: &mut tokio::sync::mpsc::UnboundedReceiver<AlignedBuf>,
 ) -> Result<u64, DownloadError> {
@@ -245,6 +291,12 @@ async fn receive(
                 Ok(Err(err)) => return Err(transfer(describe_io(&err))),
                 Err(_) => return Err(transfer(format!("no data for {IDLE_TIMEOUT:?}"))),
             }
+        }
+        if let Some(limit) = limit.filter(|&limit| total + filled as u64 > limit) {
+            return Err(DownloadError::Mismatch {
+                addr: addr.to_string(),
+                reason: format!("more than the {limit} bytes the file has"),
+            });
         }
         if filled > 0 {
             if full.send((buf, filled)).await.is_err() {
@@ -292,9 +344,14 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         let target = out.path().join("copy.bin");
         fs::write(&target, b"old content").unwrap();
-        let n = download(&loopback(listener.local_addr().port()), "blob.bin", &target)
-            .await
-            .unwrap();
+        let n = download(
+            &loopback(listener.local_addr().port()),
+            "blob.bin",
+            &target,
+            None,
+        )
+        .await
+        .unwrap();
         assert_eq!(n, content.len() as u64);
         assert!(fs::read(&target).unwrap() == content, "content differs");
         assert_eq!(entries(out.path()), ["copy.bin"]);
@@ -333,7 +390,9 @@ mod tests {
         let (port, peer) = fake_peer(vec![b"2\0", b"0\0hello\0world"]).await;
         let out = tempfile::tempdir().unwrap();
         let target = out.path().join("f");
-        download(&loopback(port), "a.txt", &target).await.unwrap();
+        download(&loopback(port), "a.txt", &target, None)
+            .await
+            .unwrap();
         assert_eq!(fs::read(&target).unwrap(), b"hello\0world");
         let requests = peer.await.unwrap();
         assert_eq!(requests, [&b"GET_FILE \0a.txt\0"[..], b"GET_FILE\0a.txt\0"]);
@@ -346,25 +405,35 @@ mod tests {
         fs::write(out.path().join("keep"), b"keep").unwrap();
 
         let (port, _peer) = fake_peer(vec![b"1\0"]).await;
-        let err = download(&loopback(port), "a", &target).await.unwrap_err();
+        let err = download(&loopback(port), "a", &target, None)
+            .await
+            .unwrap_err();
         assert!(matches!(err, DownloadError::NotFound { .. }), "{err}");
 
         let (port, _peer) = fake_peer(vec![b"2\0", b"2\0"]).await;
-        let err = download(&loopback(port), "a", &target).await.unwrap_err();
+        let err = download(&loopback(port), "a", &target, None)
+            .await
+            .unwrap_err();
         assert!(matches!(err, DownloadError::Refused { .. }), "{err}");
 
         let (port, _peer) = fake_peer(vec![b"9\0"]).await;
-        let err = download(&loopback(port), "a", &target).await.unwrap_err();
+        let err = download(&loopback(port), "a", &target, None)
+            .await
+            .unwrap_err();
         assert!(matches!(err, DownloadError::BadReply { .. }), "{err}");
 
         let (port, _peer) = fake_peer(vec![b""]).await;
-        let err = download(&loopback(port), "a", &target).await.unwrap_err();
+        let err = download(&loopback(port), "a", &target, None)
+            .await
+            .unwrap_err();
         assert!(matches!(err, DownloadError::BadReply { .. }), "{err}");
 
         let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = closed.local_addr().unwrap().port();
         drop(closed);
-        let err = download(&loopback(port), "a", &target).await.unwrap_err();
+        let err = download(&loopback(port), "a", &target, None)
+            .await
+            .unwrap_err();
         assert!(err.is_unreachable(), "{err}");
 
         assert_eq!(entries(out.path()), ["keep"]);
@@ -375,7 +444,9 @@ mod tests {
         let (port, _peer) = fake_peer(vec![b"0\0data"]).await;
         let out = tempfile::tempdir().unwrap();
         let target = out.path().join("no/such/dir/f");
-        let err = download(&loopback(port), "a", &target).await.unwrap_err();
+        let err = download(&loopback(port), "a", &target, None)
+            .await
+            .unwrap_err();
         assert!(matches!(err, DownloadError::Local { .. }), "{err}");
         assert!(entries(out.path()).is_empty());
     }
@@ -396,10 +467,48 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         let target = out.path().join("f");
         fs::write(&target, b"old").unwrap();
-        let result = download(&loopback(port), "a", &target).await;
+        let result = download(&loopback(port), "a", &target, None).await;
         if result.is_err() {
             assert_eq!(fs::read(&target).unwrap(), b"old");
         }
         assert_eq!(entries(out.path()), ["f"]);
+    }
+
+    fn identity_of(bytes: &[u8]) -> Identity {
+        Identity {
+            size: bytes.len() as u64,
+            root: *blake3::hash(bytes).as_bytes(),
+        }
+    }
+
+    #[tokio::test]
+    async fn content_that_matches_the_identity_is_kept() {
+        let (port, _peer) = fake_peer(vec![b"0\0hello world"]).await;
+        let out = tempfile::tempdir().unwrap();
+        let target = out.path().join("f");
+        let expected = identity_of(b"hello world");
+        let n = download(&loopback(port), "a", &target, Some(expected))
+            .await
+            .unwrap();
+        assert_eq!(n, 11);
+        assert_eq!(fs::read(&target).unwrap(), b"hello world");
+    }
+
+    #[tokio::test]
+    async fn other_content_is_refused_and_nothing_is_clobbered() {
+        let out = tempfile::tempdir().unwrap();
+        let target = out.path().join("f");
+        fs::write(&target, b"old").unwrap();
+        let expected = identity_of(b"hello world");
+        // Same size, other bytes; shorter; longer.
+        for reply in [&b"0\0hello WORLD"[..], b"0\0hello", b"0\0hello world!"] {
+            let (port, _peer) = fake_peer(vec![reply]).await;
+            let err = download(&loopback(port), "a", &target, Some(expected))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, DownloadError::Mismatch { .. }), "{err}");
+            assert_eq!(fs::read(&target).unwrap(), b"old");
+            assert_eq!(entries(out.path()), ["f"]);
+        }
     }
 }

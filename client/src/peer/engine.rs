@@ -360,11 +360,14 @@ async fn worker(shared: Arc<Shared>, id: usize, source: Source) {
                 break;
             }
             PieceOutcome::WrongHash => Some(format!("sent a wrong piece {piece}")),
+            // A frozen source is dropped at its first silence: waiting
+            // on it again would hold its pieces past the 10 s bound.
             PieceOutcome::Failed(
                 err @ (SourceError::OtherContent
                 | SourceError::NotFound
                 | SourceError::Refused(_)
-                | SourceError::Unsupported(_)),
+                | SourceError::Unsupported(_)
+                | SourceError::Unresponsive(_)),
             ) => Some(format!("{err}")),
             PieceOutcome::Failed(err) => {
                 failures += 1;

@@ -1,16 +1,24 @@
 //! `GET_FILE`'s download: verified, resumable and multi-source when the
 //! peers speak the extension, the classic transfer otherwise.
 //!
-//! 1. Ask the sources, in order, for the piece list (`GET_HASHES`) until one
-//!    gives a list that merges into its root (and into the expected root,
-//!    when the caller knows it).
+//! 1. When the extension may be tried (the directory holds the file's
+//!    identity, so its publisher is a peerdex client), ask the sources, in
+//!    order, for the piece list (`GET_HASHES`) until one gives a list that
+//!    merges into its root and matches the expected identity. Otherwise a
+//!    classic peer is sent nothing but the classic request.
 //! 2. With a list: open `<local>.part` (resuming when its state matches),
 //!    run the [`engine`](super::engine) over all sources, check the size,
 //!    rename into place.
 //! 3. Without one, when a source answered like a classic peer (code 2, a
-//!    close, or garbage): the classic `GET_FILE` from it, exactly as before.
-//!    Its size is unknowable, so a peer dying mid-file can still look like
-//!    a complete transfer there; only the extension detects truncation.
+//!    close, or garbage), or when the extension is not tried: the classic
+//!    `GET_FILE` from the first such source, accepted only if it matches the
+//!    expected identity when there is one. Without an identity its size is
+//!    unknowable, so a peer dying mid-file can still look like a complete
+//!    transfer there.
+//!
+//! A source that does not answer within the peer step bounds of
+//! [`super::download`] is dropped, never waited on: a frozen peer fails a
+//! download (or leaves it to the other sources) within 10 s.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,19 +31,34 @@ use super::engine::{self, EngineError, Options, Report};
 use super::resume::PartFile;
 use super::sources::{fetch_manifest, Source, SourceError};
 use crate::content::pieces::Manifest;
-use crate::content::Digest;
+use crate::content::Identity;
 use crate::directory::describe_io;
 
 /// How to fetch.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct FetchOptions {
     /// Engine tuning.
     pub engine: Options,
     /// Draw a progress bar on stderr (terminal only).
     pub progress: bool,
-    /// The root hash the content must have, when known (from the directory,
-    /// later); `None` trusts the first source's list.
-    pub expected_root: Option<Digest>,
+    /// The size and root the content must have (the directory's record),
+    /// checked on every path; `None` trusts the first source's list.
+    pub expected: Option<Identity>,
+    /// Ask the sources for piece lists before the classic transfer. Off
+    /// when nothing says the peers are peerdex clients: an extension must
+    /// never cost a classic peer a request it has to refuse.
+    pub try_extension: bool,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        Self {
+            engine: Options::default(),
+            progress: false,
+            expected: None,
+            try_extension: true,
+        }
+    }
 }
 
 /// How a download completed.
@@ -48,7 +71,8 @@ pub enum Fetched {
         resumed: u64,
         report: Report,
     },
-    /// Through the classic GET_FILE (not verifiable).
+    /// Through the classic GET_FILE: checked against the expected identity
+    /// when there was one, else unverifiable.
     Classic { size: u64 },
 }
 
@@ -100,6 +124,13 @@ pub async fn fetch(
     local: &Path,
     options: &FetchOptions,
 ) -> Result<Fetched, FetchError> {
+    if !options.try_extension {
+        let source = sources
+            .first()
+            .ok_or_else(|| FetchError::Failed("no source".into()))?;
+        let size = download(&source.addr, &source.file, local, options.expected).await?;
+        return Ok(Fetched::Classic { size });
+    }
     let mut classic: Option<&Source> = None;
     let mut reasons = Vec::new();
     let (mut not_found, mut unreachable) = (0, 0);
@@ -107,8 +138,8 @@ pub async fn fetch(
         match fetch_manifest(source).await {
             Ok(manifest) => {
                 if options
-                    .expected_root
-                    .is_some_and(|root| root != manifest.root)
+                    .expected
+                    .is_some_and(|e| e.root != manifest.root || e.size != manifest.size)
                 {
                     reasons.push(format!("{source} has other content"));
                     continue;
@@ -123,7 +154,7 @@ pub async fn fetch(
                 not_found += 1;
                 reasons.push(format!("peer {source} does not have {}", source.file));
             }
-            Err(err @ SourceError::Unreachable(_)) => {
+            Err(err @ (SourceError::Unreachable(_) | SourceError::Unresponsive(_))) => {
                 unreachable += 1;
                 reasons.push(format!("peer {source}: {err}"));
             }
@@ -131,7 +162,7 @@ pub async fn fetch(
         }
     }
     if let Some(source) = classic {
-        let size = download(&source.addr, &source.file, local).await?;
+        let size = download(&source.addr, &source.file, local, options.expected).await?;
         return Ok(Fetched::Classic { size });
     }
     let reason = reasons.join("; ");

@@ -19,6 +19,10 @@ use super::PeerAddr;
 use crate::content::pieces::Manifest;
 use crate::directory::describe_io;
 
+/// Piece digests reserved before any arrived: a hostile count costs at most
+/// this much memory up front.
+const PREALLOCATED_PIECES: usize = 4096;
+
 /// A peer that has (or is said to have) the content, and its name there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
@@ -40,6 +44,9 @@ pub enum SourceError {
     /// Connect refused or timed out.
     #[error("cannot reach {0}")]
     Unreachable(String),
+    /// Connected, but no reply within the step's bound: a frozen peer.
+    #[error("no reply within {0:?}")]
+    Unresponsive(Duration),
     /// Code 1: the source does not have (or no longer publishes) the file.
     #[error("the file is not there")]
     NotFound,
@@ -94,23 +101,31 @@ pub async fn fetch_manifest(source: &Source) -> Result<Manifest, SourceError> {
         hashes_request(&source.file).map_err(|err| SourceError::Transfer(err.to_string()))?;
     let stream = connect(&source.addr, &request).await?;
     let mut reader = field_reader(stream);
-    let read = async {
-        let header = read_hashes_header(&mut reader).await?;
-        let mut pieces = Vec::with_capacity(header.count as usize);
-        for _ in 0..header.count {
-            pieces.push(read_piece(&mut reader).await?);
-        }
-        Ok::<_, ExtReplyError>(Manifest {
-            size: header.size,
-            piece_size: header.piece_size,
-            root: header.root,
-            pieces,
-        })
-    };
-    let manifest = match timeout(REPLY_TIMEOUT + IDLE_TIMEOUT, read).await {
-        Ok(Ok(manifest)) => manifest,
+    let header = match timeout(REPLY_TIMEOUT, read_hashes_header(&mut reader)).await {
+        Ok(Ok(header)) => header,
         Ok(Err(err)) => return Err(SourceError::from_reply(err)),
-        Err(_) => return Err(SourceError::Unsupported("no reply in time".into())),
+        Err(_) => return Err(SourceError::Unresponsive(REPLY_TIMEOUT)),
+    };
+    // The list is 32 bytes a piece; each must arrive within the idle bound
+    // (the count was checked against the size, and the vector grows as
+    // pieces arrive instead of trusting it).
+    let mut pieces = Vec::with_capacity((header.count as usize).min(PREALLOCATED_PIECES));
+    for _ in 0..header.count {
+        match timeout(IDLE_TIMEOUT, read_piece(&mut reader)).await {
+            Ok(Ok(piece)) => pieces.push(piece),
+            Ok(Err(err)) => return Err(SourceError::from_reply(err)),
+            Err(_) => {
+                return Err(SourceError::Transfer(format!(
+                    "no data for {IDLE_TIMEOUT:?}"
+                )))
+            }
+        }
+    }
+    let manifest = Manifest {
+        size: header.size,
+        piece_size: header.piece_size,
+        root: header.root,
+        pieces,
     };
     manifest
         .verify()
@@ -138,7 +153,7 @@ pub async fn fetch_range(
             return Err(SourceError::Refused(code))
         }
         Ok(Err(err)) => return Err(SourceError::from_reply(err)),
-        Err(_) => return Err(SourceError::Transfer("no reply in time".into())),
+        Err(_) => return Err(SourceError::Unresponsive(REPLY_TIMEOUT)),
     };
     if header.size != manifest.size || header.root != manifest.root {
         return Err(SourceError::OtherContent);

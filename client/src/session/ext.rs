@@ -10,7 +10,7 @@ use peerdex_protocol::reply::SourcesReply;
 use peerdex_protocol::{OpKind, Operation, Reply};
 
 use super::{request, Printed, Session};
-use crate::content::Digest;
+use crate::content::Identity;
 use crate::directory::DirectoryError;
 use crate::directory_ext::ExtError;
 use crate::peer::sources::Source;
@@ -18,16 +18,14 @@ use crate::peer::PeerAddr;
 use crate::shell::command::SEARCH_LIMIT;
 use crate::shell::output;
 
-/// Size and BLAKE3 root of a published file.
-pub(super) type Identity = (u64, Digest);
-
 /// Where a GET_FILE downloads from.
 #[derive(Debug, Default)]
 pub(super) struct Plan {
     /// Every peer with identical content (FIND_SOURCES), named user excluded.
     pub others: Vec<Source>,
-    /// The root the content must have, when the directory knows it.
-    pub expected_root: Option<Digest>,
+    /// The size and root the content must have, when the directory knows
+    /// them (then the publisher is a peerdex client).
+    pub expected: Option<Identity>,
     /// The named user's address as FIND_SOURCES gave it (saves a LIST_USERS).
     pub named: Option<PeerAddr>,
 }
@@ -44,7 +42,7 @@ impl Session {
         description: &str,
         identity: Option<Identity>,
     ) -> Result<Reply, DirectoryError> {
-        if let Some((size, root)) = identity {
+        if let Some(Identity { size, root }) = identity {
             let operation = Operation::PublishContent {
                 file: Ok(file.to_string()),
                 description: Ok(description.to_string()),
@@ -119,7 +117,10 @@ impl Session {
 /// Splits a FIND_SOURCES reply into the named user's address and the others.
 fn plan_from(user: &str, reply: SourcesReply) -> Plan {
     let mut plan = Plan {
-        expected_root: reply.hash,
+        expected: match (reply.size, reply.hash) {
+            (Some(size), Some(root)) => Some(Identity { size, root }),
+            _ => None,
+        },
         ..Plan::default()
     };
     for entry in reply.sources {
@@ -197,7 +198,13 @@ mod tests {
             ],
         };
         let plan = plan_from("al", reply);
-        assert_eq!(plan.expected_root, Some([1; 32]));
+        assert_eq!(
+            plan.expected,
+            Some(Identity {
+                size: 5,
+                root: [1; 32]
+            })
+        );
         assert_eq!(
             plan.named,
             Some(PeerAddr {
