@@ -66,14 +66,20 @@ pub async fn handle(mut socket: TcpStream, peer: SocketAddr, shared: &Shared) {
         }
         Ok(Err(RequestError {
             op: Some(op),
+            partial,
             source,
         })) => {
             tracing::debug!(%peer, %op, error = %source, "unreadable request, answering FAIL");
+            if shared.log.is_enabled() {
+                shared.log.record(log_record::refused(op, partial));
+            }
             let mut reply = BytesMut::with_capacity(4);
             put_code(&mut reply, op.fail_code());
             send(&mut write_half, &reply, shared.request_timeout).await
         }
-        Ok(Err(RequestError { op: None, source })) => {
+        Ok(Err(RequestError {
+            op: None, source, ..
+        })) => {
             tracing::debug!(%peer, error = %source, "unreadable request, closing");
             Ok(())
         }

@@ -12,11 +12,14 @@
 //! prints, whoever sent it.
 
 use peerdex_protocol::datetime;
+use peerdex_protocol::request::PartialRequest;
 use peerdex_protocol::rpc::OpRecord;
 use peerdex_protocol::{Checked, OpKind, Operation, Outcome, Request};
 
 /// Stands for a field that could not be read (over-long, not UTF-8).
 const MALFORMED: &str = "<malformed>";
+/// Stands for a field that never arrived.
+const MISSING: &str = "<missing>";
 
 /// The record of a request that reached the rules and was answered with
 /// `outcome`.
@@ -33,6 +36,30 @@ pub fn answered(request: &Request, kind: OpKind, outcome: Outcome) -> OpRecord {
         file,
         datetime: request.datetime.clone().unwrap_or_else(datetime::now),
         outcome: Some(replied(kind, outcome).text().to_string()),
+    }
+}
+
+/// The record of a request that could not be read to its end and was
+/// answered with the catch-all.
+pub fn refused(kind: OpKind, partial: PartialRequest) -> OpRecord {
+    let file = match kind {
+        OpKind::Publish | OpKind::PublishContent | OpKind::Delete => Some(
+            partial
+                .file
+                .as_ref()
+                .map_or_else(|| MISSING.to_string(), label),
+        ),
+        _ => None,
+    };
+    OpRecord {
+        user: partial
+            .user
+            .as_ref()
+            .map_or_else(|| MISSING.to_string(), label),
+        op: op_name(kind).to_string(),
+        file,
+        datetime: partial.datetime.unwrap_or_else(datetime::now),
+        outcome: Some(Outcome::Fail.text().to_string()),
     }
 }
 
@@ -115,7 +142,7 @@ mod tests {
     }
 
     #[test]
-    fn malformed_fields_are_labelled() {
+    fn malformed_and_missing_fields_are_labelled() {
         let mut bad = request(
             "al",
             Operation::Delete {
@@ -128,5 +155,12 @@ mod tests {
             (record.user.as_str(), record.file.as_deref()),
             ("<malformed>", Some("<malformed>"))
         );
+        let record = refused(OpKind::Publish, PartialRequest::default());
+        assert_eq!(
+            (record.user.as_str(), record.file.as_deref()),
+            ("<missing>", Some("<missing>"))
+        );
+        assert_eq!(record.outcome.as_deref(), Some("FAIL"));
+        assert!(datetime::is_datetime(&record.datetime));
     }
 }

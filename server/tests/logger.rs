@@ -163,6 +163,43 @@ async fn a_failed_connect_carries_its_failure() {
 }
 
 #[tokio::test]
+async fn requests_refused_before_the_rules_are_logged_as_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, mut records) = logged_server(&dir).await;
+    common::connected(&server, "al", 4000).await;
+    next(&mut records).await;
+    next(&mut records).await;
+    // An over-long file name: the rules never see a usable value.
+    let long = "f".repeat(300);
+    assert_eq!(
+        server.send(&["PUBLISH", DT, "al", &long, "d"]).await,
+        b"4\0"
+    );
+    assert_eq!(
+        fields(&next(&mut records).await),
+        ("al", "PUBLISH", Some("<malformed>"), DT, Some("FAIL"))
+    );
+    // A request cut short: the server answers FAIL without reading it all.
+    let mut cut = common::request(&["DELETE", DT, "al"]);
+    cut.extend_from_slice(b"half a file na");
+    let reply = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        stream.write_all(&cut).await.unwrap();
+        stream.shutdown().await.unwrap();
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).await.unwrap();
+        reply
+    };
+    assert_eq!(reply, b"4\0");
+    assert_eq!(
+        fields(&next(&mut records).await),
+        ("al", "DELETE", Some("<missing>"), DT, Some("FAIL"))
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn logger_down_does_not_slow_operations_and_is_rejoined() {
     let logger_addr = free_port();
     let dir = tempfile::tempdir().unwrap();
