@@ -44,6 +44,31 @@ pub enum Outcome {
 
 use Outcome::*;
 
+impl Outcome {
+    /// The outcome in the words of the shell's result lines (PROTOCOL.md):
+    /// `OK`, `USER DOES NOT EXIST`, ..., `FAIL`. The shell and the logger
+    /// print it, so that both say the same thing.
+    pub fn text(self) -> &'static str {
+        match self {
+            Ok => "OK",
+            UsernameInUse => "USERNAME IN USE",
+            UserDoesNotExist => "USER DOES NOT EXIST",
+            UserAlreadyConnected => "USER ALREADY CONNECTED",
+            UserNotConnected => "USER NOT CONNECTED",
+            ContentAlreadyPublished => "CONTENT ALREADY PUBLISHED",
+            ContentNotPublished => "CONTENT NOT PUBLISHED",
+            RemoteUserDoesNotExist => "REMOTE USER DOES NOT EXIST",
+            Fail => "FAIL",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.text())
+    }
+}
+
 impl OpKind {
     /// Every classic operation, in PROTOCOL.md's order. Extensions are
     /// in [`OpKind::EXTENSIONS`], so code that walks the classic contract

@@ -166,6 +166,19 @@ impl Request {
     }
 }
 
+/// What had arrived of a request that could not be read to its end:
+/// enough for the server to say whose operation it answered with FAIL.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartialRequest {
+    /// The DATETIME, if one had arrived.
+    pub datetime: Option<String>,
+    /// The USER field, if it had arrived.
+    pub user: Option<Checked<String>>,
+    /// The FILE field of PUBLISH, PUBLISH_CONTENT or DELETE, if it had
+    /// arrived.
+    pub file: Option<Checked<String>>,
+}
+
 /// What feeding one more field told the parser.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Progress {
@@ -196,6 +209,21 @@ impl RequestParser {
     /// answer the right catch-all code when the connection breaks.
     pub fn op(&self) -> Option<OpKind> {
         self.op
+    }
+
+    /// What arrived so far of a request that will not be completed.
+    pub fn take_partial(&mut self) -> PartialRequest {
+        let file = match self.op {
+            Some(OpKind::Publish | OpKind::PublishContent | OpKind::Delete) => {
+                self.extras.first().cloned().map(Field::into_text)
+            }
+            _ => None,
+        };
+        PartialRequest {
+            datetime: self.datetime.take(),
+            user: self.user.take(),
+            file,
+        }
     }
 
     /// Feeds the next field.
@@ -370,6 +398,32 @@ pub fn parse_ip(text: &str) -> Checked<Option<IpAddr>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_broken_request_keeps_what_had_arrived() {
+        let mut parser = RequestParser::new();
+        for field in ["PUBLISH", "21/11/2026 09:05:07", "al", "f.txt"] {
+            assert_eq!(parser.feed(Field::Text(field.into())), Progress::NeedMore);
+        }
+        assert_eq!(
+            parser.take_partial(),
+            PartialRequest {
+                datetime: Some("21/11/2026 09:05:07".into()),
+                user: Some(Ok("al".into())),
+                file: Some(Ok("f.txt".into())),
+            }
+        );
+        let mut parser = RequestParser::new();
+        parser.feed(Field::Text("CONNECT".into()));
+        parser.feed(Field::TooLong);
+        assert_eq!(
+            parser.take_partial(),
+            PartialRequest {
+                user: Some(Err(Malformed::TooLong)),
+                ..PartialRequest::default()
+            }
+        );
+    }
 
     fn parse(fields: &[&str]) -> Progress {
         let mut parser = RequestParser::new();

@@ -1,7 +1,6 @@
 //! The RPC logger service (tarpc), shared by the server that sends records,
 //! the logger that prints them, and clients that ask it for the time.
 
-use std::fmt;
 use std::io;
 
 use serde::{Deserialize, Serialize};
@@ -9,26 +8,30 @@ use tarpc::serde_transport::tcp;
 use tarpc::tokio_serde::formats::Json;
 use tokio::net::ToSocketAddrs;
 
-/// One operation the directory server handled.
+/// One operation the directory server handled, as the logger prints it.
+///
+/// Every field is text the server took from the request (or its own
+/// clock), so a printer must treat all of them as untrusted: the logger
+/// escapes them (`peerdex-logger`'s `line` module).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpRecord {
+    /// The USER field as received (it need not be a valid name: refused
+    /// requests are recorded too).
     pub user: String,
-    /// The operation's wire name (`PUBLISH`, ...).
+    /// The operation the user asked for, in the shell's words: `PUBLISH`
+    /// for both publish forms, other ops by their wire name.
     pub op: String,
     /// The file name, for PUBLISH and DELETE.
     pub file: Option<String>,
     /// The client's DATETIME, or the server's clock when the client sent none.
     pub datetime: String,
-}
-
-impl fmt::Display for OpRecord {
-    /// PROTOCOL.md's line: `<user> <OP> <datetime>` or `<user> <OP> <file> <datetime>`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.file {
-            Some(file) => write!(f, "{} {} {} {}", self.user, self.op, file, self.datetime),
-            None => write!(f, "{} {} {}", self.user, self.op, self.datetime),
-        }
-    }
+    /// What the client was answered, in the shell's words (`OK`, `USER DOES
+    /// NOT EXIST`, ..., `FAIL`; see [`crate::Outcome::text`]). A string and
+    /// not the enum, so that a logger older than a new outcome still prints
+    /// it; `None` from a server that predates the field (and a logger that
+    /// predates it ignores it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
 }
 
 /// The logger's RPC interface.
@@ -46,26 +49,4 @@ pub async fn connect(addr: impl ToSocketAddrs) -> io::Result<LoggerClient> {
     transport.config_mut().max_frame_length(16 * 1024 * 1024);
     let transport = transport.await?;
     Ok(LoggerClient::new(tarpc::client::Config::default(), transport).spawn())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn record_lines_follow_protocol() {
-        let mut record = OpRecord {
-            user: "alice".into(),
-            op: "REGISTER".into(),
-            file: None,
-            datetime: "21/11/2026 09:05:07".into(),
-        };
-        assert_eq!(record.to_string(), "alice REGISTER 21/11/2026 09:05:07");
-        record.op = "PUBLISH".into();
-        record.file = Some("a.txt".into());
-        assert_eq!(
-            record.to_string(),
-            "alice PUBLISH a.txt 21/11/2026 09:05:07"
-        );
-    }
 }

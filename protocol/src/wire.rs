@@ -12,7 +12,7 @@ use crate::peer_ext::from_hex;
 use crate::reply::{
     ContentEntry, Reply, SearchEntry, SearchReply, SourceEntry, SourcesReply, UserEntry,
 };
-use crate::request::{Progress, Request, RequestParser};
+use crate::request::{PartialRequest, Progress, Request, RequestParser};
 
 /// A socket read as a stream of fields.
 pub type FieldReader<R> = FramedRead<R, FieldCodec>;
@@ -52,6 +52,8 @@ pub struct RequestError {
     /// The operation, if its field had arrived: the server answers its
     /// catch-all code when it can.
     pub op: Option<OpKind>,
+    /// The fields that had arrived, so that the refusal can be logged.
+    pub partial: PartialRequest,
     #[source]
     pub source: CodecError,
 }
@@ -68,6 +70,7 @@ pub async fn read_request<R: AsyncRead + Unpin>(
             Some(Err(source)) => {
                 return Err(RequestError {
                     op: parser.op(),
+                    partial: parser.take_partial(),
                     source,
                 })
             }
@@ -75,6 +78,7 @@ pub async fn read_request<R: AsyncRead + Unpin>(
             None => {
                 return Err(RequestError {
                     op: parser.op(),
+                    partial: parser.take_partial(),
                     source: CodecError::Truncated,
                 })
             }

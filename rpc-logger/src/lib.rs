@@ -2,18 +2,36 @@
 //! line per operation record the directory server sends, and tells clients
 //! the time.
 //!
+//! A line is PROTOCOL.md's `<user> <OP> [<file>] <datetime>`, then ` -> `
+//! and what the client was answered, in the shell's words:
+//!
+//! ```text
+//! alice PUBLISH song.mp3 21/11/2026 09:05:07 -> OK
+//! bob CONNECT 21/11/2026 09:05:07 -> USER DOES NOT EXIST
+//! ```
+//!
+//! Fields are escaped (`\\`, `\n`, `\r`, `\t`, `\x1b`, ...; a space in a
+//! user, op or file name is `\x20`), so no record can print a second line
+//! or a terminal escape. [`line`] has the format, [`escape`] the escaping.
+//!
 //! Layout:
 //! - [`service`]: the [`Logger`](peerdex_protocol::rpc::Logger) implementation
 //!   and the output it prints to.
+//! - [`line`]: one record as one line.
+//! - [`escape`]: untrusted text made safe for a one-line, terminal log.
 //! - this file: the accept loop ([`serve`]) with its connection cap.
 //!
 //! Invariants:
+//! - Whatever a sender puts in a record, it prints as exactly one line
+//!   without control characters.
 //! - Records of one connection are printed in arrival order: the requests of
 //!   one channel run one after the other, never concurrently.
 //! - A batch is printed as a unit (no interleaving with another connection's
 //!   batch) and the output is flushed after each batch.
 //! - A client that vanishes ends only its own connection task.
 
+pub mod escape;
+pub mod line;
 pub mod service;
 
 use std::io;

@@ -1,4 +1,5 @@
-//! The [`Logger`] service: prints records, tells the time.
+//! The [`Logger`] service: prints records (one line each, see [`line`]),
+//! tells the time.
 
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
@@ -6,6 +7,8 @@ use std::sync::{Arc, Mutex};
 use peerdex_protocol::datetime;
 use peerdex_protocol::rpc::{Logger, OpRecord};
 use tarpc::context;
+
+use crate::line;
 
 /// Where printed lines go. Shared by all connections; one batch holds the
 /// lock while it is written, so batches never interleave.
@@ -29,12 +32,15 @@ impl Output {
         }
     }
 
-    /// Writes one line per record, then flushes.
+    /// Writes one line per record ([`line`]), then flushes. The batch is
+    /// formatted before the lock is taken and written with one call.
     fn print(&self, records: &[OpRecord]) -> io::Result<()> {
-        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut text = String::with_capacity(records.len() * 64);
         for record in records {
-            writeln!(writer, "{record}")?;
+            line::push_line(&mut text, record);
         }
+        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        writer.write_all(text.as_bytes())?;
         writer.flush()
     }
 }

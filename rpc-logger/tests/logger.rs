@@ -35,6 +35,7 @@ fn record(user: &str, op: &str, file: Option<&str>) -> OpRecord {
         op: op.into(),
         file: file.map(Into::into),
         datetime: "21/11/2026 09:05:07".into(),
+        outcome: Some("OK".into()),
     }
 }
 
@@ -62,9 +63,9 @@ async fn prints_batches_in_order_and_tells_the_time() {
     assert_eq!(n, 1);
     assert_eq!(
         captured.text(),
-        "alice REGISTER 21/11/2026 09:05:07\n\
-         alice CONNECT 21/11/2026 09:05:07\n\
-         alice PUBLISH a.txt 21/11/2026 09:05:07\n"
+        "alice REGISTER 21/11/2026 09:05:07 -> OK\n\
+         alice CONNECT 21/11/2026 09:05:07 -> OK\n\
+         alice PUBLISH a.txt 21/11/2026 09:05:07 -> OK\n"
     );
 
     let now = client.now(context::current()).await.unwrap();
@@ -88,7 +89,7 @@ async fn many_batches_without_waiting_stay_in_order() {
     let results = futures::future::join_all(calls).await;
     assert!(results.into_iter().all(|r| r.unwrap() == 1));
     let expected: String = (0..50)
-        .map(|i| format!("u{i} REGISTER 21/11/2026 09:05:07\n"))
+        .map(|i| format!("u{i} REGISTER 21/11/2026 09:05:07 -> OK\n"))
         .collect();
     assert_eq!(captured.text(), expected);
 }
@@ -130,5 +131,47 @@ async fn a_vanishing_client_does_not_break_the_next_one() {
     .unwrap()
     .unwrap();
     assert_eq!(n, 1);
-    assert_eq!(captured.text(), "bob REGISTER 21/11/2026 09:05:07\n");
+    assert_eq!(captured.text(), "bob REGISTER 21/11/2026 09:05:07 -> OK\n");
+}
+
+#[tokio::test]
+async fn hostile_fields_print_as_one_line_without_control_characters() {
+    let captured = Captured::default();
+    let logger = serve_with_output("127.0.0.1:0", Output::new(captured.clone()))
+        .await
+        .unwrap();
+    let client = rpc::connect(logger.local_addr()).await.unwrap();
+    let hostile = OpRecord {
+        user: "eve\nmallory REGISTER 21/11/2026 09:05:07".into(),
+        op: "PUBLISH".into(),
+        file: Some("a\u{1b}[2Jb\r".into()),
+        datetime: "\t21/11/2026\u{9b}".into(),
+        outcome: Some("USER DOES NOT EXIST\n".into()),
+    };
+    let n = client.log(context::current(), vec![hostile]).await.unwrap();
+    assert_eq!(n, 1);
+    let text = captured.text();
+    assert_eq!(text.matches('\n').count(), 1, "{text:?}");
+    assert!(
+        !text.trim_end_matches('\n').chars().any(char::is_control),
+        "{text:?}"
+    );
+    assert_eq!(
+        text,
+        "eve\\nmallory\\x20REGISTER\\x2021/11/2026\\x2009:05:07 PUBLISH a\\x1b[2Jb\\r \
+         \\t21/11/2026\\x9b -> USER DOES NOT EXIST\\n\n"
+    );
+}
+
+#[tokio::test]
+async fn a_record_from_a_server_without_outcomes_prints_the_classic_line() {
+    let captured = Captured::default();
+    let logger = serve_with_output("127.0.0.1:0", Output::new(captured.clone()))
+        .await
+        .unwrap();
+    let client = rpc::connect(logger.local_addr()).await.unwrap();
+    let mut old = record("alice", "DELETE", Some("a.txt"));
+    old.outcome = None;
+    client.log(context::current(), vec![old]).await.unwrap();
+    assert_eq!(captured.text(), "alice DELETE a.txt 21/11/2026 09:05:07\n");
 }

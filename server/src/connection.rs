@@ -12,19 +12,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use peerdex_protocol::datetime;
 use peerdex_protocol::reply::{put_code, put_count};
-use peerdex_protocol::rpc::OpRecord;
 use peerdex_protocol::wire::{
     read_request, request_reader, FieldReader, RequestError, RequestRead, REQUEST_BUFFER,
 };
-use peerdex_protocol::{OpKind, Operation, Outcome, Request};
+use peerdex_protocol::{OpKind, Outcome, Request};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::commit::{Committer, Mutation};
 use crate::directory::{self, ListAnswer, Plan};
+use crate::log_record;
 use crate::log_sink::LogSink;
 use crate::query::{self, QueryAnswer};
 use crate::state::State;
@@ -67,14 +66,20 @@ pub async fn handle(mut socket: TcpStream, peer: SocketAddr, shared: &Shared) {
         }
         Ok(Err(RequestError {
             op: Some(op),
+            partial,
             source,
         })) => {
             tracing::debug!(%peer, %op, error = %source, "unreadable request, answering FAIL");
+            if shared.log.is_enabled() {
+                shared.log.record(log_record::refused(op, partial));
+            }
             let mut reply = BytesMut::with_capacity(4);
             put_code(&mut reply, op.fail_code());
             send(&mut write_half, &reply, shared.request_timeout).await
         }
-        Ok(Err(RequestError { op: None, source })) => {
+        Ok(Err(RequestError {
+            op: None, source, ..
+        })) => {
             tracing::debug!(%peer, error = %source, "unreadable request, closing");
             Ok(())
         }
@@ -174,25 +179,18 @@ async fn stream_listing<W: AsyncWrite + Unpin>(
 }
 
 /// Hands the operation's record to the logger sink (never waits).
+/// `outcome` is what the reply says: callers pass it after every wait for
+/// durability, just before they write it.
 fn log_operation(shared: &Shared, request: &Request, kind: OpKind, outcome: Outcome) {
     tracing::debug!(op = %kind, user = %directory::user_label(&request.user), ?outcome, "handled");
     if !shared.log.is_enabled() {
-        // No logger: building the record would be three allocations per
+        // No logger: building the record would be four allocations per
         // operation for nothing.
         return;
     }
-    let file = match &request.operation {
-        Operation::Publish { file, .. }
-        | Operation::PublishContent { file, .. }
-        | Operation::Delete { file } => Some(file.clone().unwrap_or_else(|_| "<malformed>".into())),
-        _ => None,
-    };
-    shared.log.record(OpRecord {
-        user: directory::user_label(&request.user),
-        op: kind.name().to_string(),
-        file,
-        datetime: request.datetime.clone().unwrap_or_else(datetime::now),
-    });
+    shared
+        .log
+        .record(log_record::answered(request, kind, outcome));
 }
 
 /// Writes all of `bytes` within `limit`.

@@ -24,6 +24,7 @@
 //!   start-up.
 //! - [`index`], [`query`]: SEARCH / FIND_SOURCES.
 //! - [`addr_text`]: IP and port text for LIST_USERS without heap strings.
+//! - [`log_record`]: what the RPC logger is told about one operation.
 //! - [`log_sink`]: records for the RPC logger, off the critical path.
 //! - [`shutdown`]: the signals that stop the server.
 //!
@@ -50,6 +51,7 @@ pub mod directory;
 pub mod engine;
 pub mod index;
 pub mod journal;
+pub mod log_record;
 pub mod log_sink;
 pub mod net_effects;
 pub mod query;

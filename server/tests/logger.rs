@@ -59,14 +59,30 @@ fn free_port() -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
-#[tokio::test]
-async fn records_carry_user_op_file_and_datetime() {
+/// A record as `(user, op, file, datetime, outcome)`, for comparisons.
+fn fields(record: &OpRecord) -> (&str, &str, Option<&str>, &str, Option<&str>) {
+    (
+        &record.user,
+        &record.op,
+        record.file.as_deref(),
+        &record.datetime,
+        record.outcome.as_deref(),
+    )
+}
+
+/// A server reporting to a collecting logger.
+async fn logged_server(dir: &tempfile::TempDir) -> (TestServer, mpsc::UnboundedReceiver<OpRecord>) {
     let logger_addr = free_port();
-    let mut records = start_logger(logger_addr).await;
-    let dir = tempfile::tempdir().unwrap();
+    let records = start_logger(logger_addr).await;
     let mut cfg = config(dir.path());
     cfg.logger = Some(logger_addr.to_string());
-    let server = TestServer::start(cfg).await;
+    (TestServer::start(cfg).await, records)
+}
+
+#[tokio::test]
+async fn records_carry_user_op_file_datetime_and_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, mut records) = logged_server(&dir).await;
     assert_eq!(server.send(&["REGISTER", DT, "al"]).await, b"0\0");
     assert_eq!(server.send(&["CONNECT", "al", "4000"]).await, b"0\0");
     assert_eq!(
@@ -76,23 +92,111 @@ async fn records_carry_user_op_file_and_datetime() {
     assert_eq!(server.send(&["DELETE", DT, "zz", "g"]).await, b"1\0");
     assert_eq!(server.send(&["FROB", DT, "al"]).await, b"");
     let first = next(&mut records).await;
-    assert_eq!(first.to_string(), format!("al REGISTER {DT}"));
+    assert_eq!(fields(&first), ("al", "REGISTER", None, DT, Some("OK")));
     let second = next(&mut records).await;
     assert_eq!(
-        (second.user.as_str(), second.op.as_str()),
-        ("al", "CONNECT")
+        (
+            second.user.as_str(),
+            second.op.as_str(),
+            second.outcome.as_deref()
+        ),
+        ("al", "CONNECT", Some("OK"))
     );
     assert!(peerdex_protocol::datetime::is_datetime(&second.datetime));
     assert_eq!(
-        next(&mut records).await.to_string(),
-        format!("al PUBLISH f.txt {DT}")
+        fields(&next(&mut records).await),
+        ("al", "PUBLISH", Some("f.txt"), DT, Some("OK"))
     );
     assert_eq!(
-        next(&mut records).await.to_string(),
-        format!("zz DELETE g {DT}")
+        fields(&next(&mut records).await),
+        ("zz", "DELETE", Some("g"), DT, Some("USER DOES NOT EXIST"))
     );
     server.stop().await.unwrap();
     assert!(records.try_recv().is_err(), "no record for an unknown op");
+}
+
+#[tokio::test]
+async fn a_failed_connect_carries_its_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, mut records) = logged_server(&dir).await;
+    assert_eq!(
+        server
+            .send(&["CONNECT", DT, "ghost", "10.0.0.1", "4000"])
+            .await,
+        b"1\0"
+    );
+    common::connected(&server, "al", 4000).await;
+    assert_eq!(
+        server
+            .send(&["CONNECT", DT, "al", "10.0.0.1", "4001"])
+            .await,
+        b"2\0"
+    );
+    // A malformed port is the catch-all, once the user's checks passed.
+    assert_eq!(server.send(&["REGISTER", DT, "bo"]).await, b"0\0");
+    assert_eq!(
+        server.send(&["CONNECT", DT, "bo", "10.0.0.1", "0"]).await,
+        b"3\0"
+    );
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        let record = next(&mut records).await;
+        got.push(format!(
+            "{} {} {}",
+            record.user,
+            record.op,
+            record.outcome.unwrap_or_default()
+        ));
+    }
+    assert_eq!(
+        got,
+        [
+            "ghost CONNECT USER DOES NOT EXIST",
+            "al REGISTER OK",
+            "al CONNECT OK",
+            "al CONNECT USER ALREADY CONNECTED",
+            "bo REGISTER OK",
+            "bo CONNECT FAIL",
+        ]
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn requests_refused_before_the_rules_are_logged_as_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, mut records) = logged_server(&dir).await;
+    common::connected(&server, "al", 4000).await;
+    next(&mut records).await;
+    next(&mut records).await;
+    // An over-long file name: the rules never see a usable value.
+    let long = "f".repeat(300);
+    assert_eq!(
+        server.send(&["PUBLISH", DT, "al", &long, "d"]).await,
+        b"4\0"
+    );
+    assert_eq!(
+        fields(&next(&mut records).await),
+        ("al", "PUBLISH", Some("<malformed>"), DT, Some("FAIL"))
+    );
+    // A request cut short: the server answers FAIL without reading it all.
+    let mut cut = common::request(&["DELETE", DT, "al"]);
+    cut.extend_from_slice(b"half a file na");
+    let reply = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        stream.write_all(&cut).await.unwrap();
+        stream.shutdown().await.unwrap();
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).await.unwrap();
+        reply
+    };
+    assert_eq!(reply, b"4\0");
+    assert_eq!(
+        fields(&next(&mut records).await),
+        ("al", "DELETE", Some("<missing>"), DT, Some("FAIL"))
+    );
+    server.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -116,5 +220,31 @@ async fn logger_down_does_not_slow_operations_and_is_rejoined() {
     for i in 0..50 {
         assert_eq!(next(&mut records).await.user, format!("u{i}"));
     }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn publish_content_is_logged_as_publish() {
+    let logger_addr = free_port();
+    let mut records = start_logger(logger_addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.logger = Some(logger_addr.to_string());
+    let server = TestServer::start(cfg).await;
+    common::connected(&server, "al", 4000).await;
+    let hash = "ab".repeat(32);
+    assert_eq!(
+        server
+            .send(&["PUBLISH_CONTENT", DT, "al", "song.mp3", "d", "5", &hash])
+            .await,
+        b"0\0"
+    );
+    next(&mut records).await; // REGISTER
+    next(&mut records).await; // CONNECT
+    let publish = next(&mut records).await;
+    assert_eq!(
+        (publish.op.as_str(), publish.file.as_deref()),
+        ("PUBLISH", Some("song.mp3"))
+    );
     server.stop().await.unwrap();
 }

@@ -1,5 +1,7 @@
 //! The server reports every operation to the RPC logger; the logger is
 //! never on the critical path, and the server reconnects by itself.
+//!
+//! A logger line is `<user> <OP> [<file>] <datetime> -> <OUTCOME>`.
 
 use std::time::{Duration, Instant};
 
@@ -9,16 +11,19 @@ use peerdex_tests::{closed_port, LoggerProcess, ServerProcess, Shell};
 
 const LINE: Duration = Duration::from_secs(10);
 
-/// Splits a logger line into the part before the DATETIME and checks the
-/// DATETIME.
+/// A logger line without its DATETIME: `<user> <OP> [<file>] -> <OUTCOME>`,
+/// after checking that the DATETIME sits right before the outcome.
 fn without_datetime(line: &str) -> String {
-    assert!(line.len() > 20, "short logger line {line:?}");
-    let (head, dt) = line.split_at(line.len() - 19);
+    let (head, outcome) = line
+        .rsplit_once(" -> ")
+        .unwrap_or_else(|| panic!("no outcome in logger line {line:?}"));
+    assert!(head.len() > 20, "short logger line {line:?}");
+    let (head, dt) = head.split_at(head.len() - 19);
     assert!(
         datetime::is_datetime(dt),
-        "no DATETIME at the end of {line:?}"
+        "no DATETIME before the outcome in {line:?}"
     );
-    head.trim_end().to_string()
+    format!("{} -> {outcome}", head.trim_end())
 }
 
 fn next_record(logger: &LoggerProcess) -> String {
@@ -70,16 +75,88 @@ fn operations_through_a_shell_are_logged_in_order() {
     assert!(a.quit().unwrap().success());
 
     let expected = [
-        "alice REGISTER",
-        "alice CONNECT",
-        "alice PUBLISH song.mp3",
-        "alice LIST_USERS",
-        "alice LIST_CONTENT",
-        "alice DELETE song.mp3",
-        "alice DISCONNECT",
-        "alice UNREGISTER",
+        "alice REGISTER -> OK",
+        "alice CONNECT -> OK",
+        "alice PUBLISH song.mp3 -> OK",
+        "alice LIST_USERS -> OK",
+        "alice LIST_CONTENT -> OK",
+        "alice DELETE song.mp3 -> OK",
+        "alice DISCONNECT -> OK",
+        "alice UNREGISTER -> OK",
     ];
     expect_records(&logger, &expected);
+}
+
+#[test]
+fn failures_are_logged_as_the_shell_says_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let logger = LoggerProcess::start(0).unwrap();
+    let server = logged_server(&dir, logger.port);
+    let mut a = shell(&dir, &server, &[]);
+    // A file in the share directory: the shell publishes it with its
+    // identity (PUBLISH_CONTENT), which is still the user's PUBLISH.
+    std::fs::write(dir.path().join("a/share/song.mp3"), b"la la la").unwrap();
+
+    a.expect("CONNECT bob", "CONNECT FAIL, USER DOES NOT EXIST")
+        .unwrap();
+    a.expect("REGISTER alice", "REGISTER OK").unwrap();
+    a.expect("REGISTER alice", "USERNAME IN USE").unwrap();
+    a.expect("CONNECT alice", "CONNECT OK").unwrap();
+    a.expect("CONNECT alice", "USER ALREADY CONNECTED").unwrap();
+    a.expect("PUBLISH song.mp3 a song", "PUBLISH OK").unwrap();
+    a.expect(
+        "PUBLISH song.mp3 a song",
+        "PUBLISH FAIL, CONTENT ALREADY PUBLISHED",
+    )
+    .unwrap();
+    a.expect("DELETE nope.txt", "DELETE FAIL, CONTENT NOT PUBLISHED")
+        .unwrap();
+    a.expect(
+        "LIST_CONTENT carol",
+        "LIST_CONTENT FAIL, REMOTE USER DOES NOT EXIST",
+    )
+    .unwrap();
+    assert!(a.quit().unwrap().success());
+
+    expect_records(
+        &logger,
+        &[
+            "bob CONNECT -> USER DOES NOT EXIST",
+            "alice REGISTER -> OK",
+            "alice REGISTER -> USERNAME IN USE",
+            "alice CONNECT -> OK",
+            "alice CONNECT -> USER ALREADY CONNECTED",
+            "alice PUBLISH song.mp3 -> OK",
+            "alice PUBLISH song.mp3 -> CONTENT ALREADY PUBLISHED",
+            "alice DELETE nope.txt -> CONTENT NOT PUBLISHED",
+            "alice LIST_CONTENT -> REMOTE USER DOES NOT EXIST",
+            "alice DISCONNECT -> OK",
+        ],
+    );
+}
+
+#[test]
+fn hostile_names_are_escaped_on_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let logger = LoggerProcess::start(0).unwrap();
+    let server = logged_server(&dir, logger.port);
+    // Names the directory refuses still reach the logger as sent.
+    let forged = "eve\nmallory REGISTER 21/11/2026 09:05:07 -> OK";
+    assert_eq!(code(server.port, "REGISTER", forged, &[]).unwrap(), "2");
+    assert_eq!(
+        code(server.port, "UNREGISTER", "a\u{1b}[2J\\", &[]).unwrap(),
+        "1"
+    );
+    assert_eq!(
+        logger.read_line(LINE).unwrap(),
+        "eve\\nmallory\\x20REGISTER\\x2021/11/2026\\x2009:05:07\\x20->\\x20OK \
+         REGISTER 21/11/2026 09:05:07 -> FAIL"
+    );
+    assert_eq!(
+        logger.read_line(LINE).unwrap(),
+        "a\\x1b[2J\\\\ UNREGISTER 21/11/2026 09:05:07 -> USER DOES NOT EXIST"
+    );
+    assert_eq!(logger.read_line(Duration::from_millis(300)), None);
 }
 
 #[test]
@@ -96,7 +173,7 @@ fn raw_operations_are_logged_in_order_with_the_client_datetime() {
     for i in 0..30 {
         let line = logger.read_line(LINE).expect("a logger line");
         // `code` sends DATETIME 21/11/2026 09:05:07: the logger prints it.
-        assert_eq!(line, format!("u{i} REGISTER 21/11/2026 09:05:07"));
+        assert_eq!(line, format!("u{i} REGISTER 21/11/2026 09:05:07 -> OK"));
     }
 }
 
@@ -134,7 +211,7 @@ fn the_server_reconnects_to_a_restarted_logger() {
     let server = logged_server(&dir, logger_port);
 
     assert_eq!(code(server.port, "REGISTER", "before", &[]).unwrap(), "0");
-    assert_eq!(next_record(&logger), "before REGISTER");
+    assert_eq!(next_record(&logger), "before REGISTER -> OK");
 
     // Let the acknowledgement reach the server; a record whose ack is lost
     // is sent again (at-least-once), which the checks below allow.
@@ -172,13 +249,13 @@ fn the_server_reconnects_to_a_restarted_logger() {
         }
     };
     assert!(
-        first.starts_with("after") || first.starts_with("down") || first == "before REGISTER",
+        first.starts_with("after") || first.starts_with("down") || first == "before REGISTER -> OK",
         "unexpected record {first:?}"
     );
     // From now on each new operation is logged.
     while logger.read_line(Duration::from_millis(500)).is_some() {}
     assert_eq!(code(server.port, "REGISTER", "last", &[]).unwrap(), "0");
-    assert_eq!(next_record(&logger), "last REGISTER");
+    assert_eq!(next_record(&logger), "last REGISTER -> OK");
 }
 
 #[test]
@@ -194,7 +271,11 @@ fn the_shell_can_take_its_time_from_the_logger() {
     // End of input disconnected alice.
     expect_records(
         &logger,
-        &["alice REGISTER", "alice CONNECT", "alice DISCONNECT"],
+        &[
+            "alice REGISTER -> OK",
+            "alice CONNECT -> OK",
+            "alice DISCONNECT -> OK",
+        ],
     );
 }
 

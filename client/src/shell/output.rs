@@ -102,21 +102,7 @@ fn result_text(op: OpKind, outcome: Outcome) -> String {
         (OpKind::Register, Outcome::UsernameInUse) => "USERNAME IN USE".into(),
         (OpKind::Unregister, Outcome::UserDoesNotExist) => "USER DOES NOT EXIST".into(),
         (OpKind::Connect, Outcome::UserAlreadyConnected) => "USER ALREADY CONNECTED".into(),
-        (_, outcome) => format!("{op} FAIL, {}", outcome_text(outcome)),
-    }
-}
-
-fn outcome_text(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Ok => "OK",
-        Outcome::UsernameInUse => "USERNAME IN USE",
-        Outcome::UserDoesNotExist => "USER DOES NOT EXIST",
-        Outcome::UserAlreadyConnected => "USER ALREADY CONNECTED",
-        Outcome::UserNotConnected => "USER NOT CONNECTED",
-        Outcome::ContentAlreadyPublished => "CONTENT ALREADY PUBLISHED",
-        Outcome::ContentNotPublished => "CONTENT NOT PUBLISHED",
-        Outcome::RemoteUserDoesNotExist => "REMOTE USER DOES NOT EXIST",
-        Outcome::Fail => "FAIL",
+        (_, outcome) => format!("{op} FAIL, {}", outcome.text()),
     }
 }
 
