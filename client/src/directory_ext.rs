@@ -129,6 +129,27 @@ impl ExtDirectory {
         }
     }
 
+    /// Finds out, if not known yet, whether the server has the extensions
+    /// (a short read-only probe acting for `user`). Failures to reach it
+    /// leave it unknown.
+    pub async fn ensure_known(&self, user: &str, datetime: &str) -> Support {
+        if self.support() != Support::Unknown {
+            return self.support();
+        }
+        let probe = Request {
+            datetime: None,
+            user: Ok(user.to_string()),
+            operation: Operation::ListUsers,
+        };
+        match self.probe(&probe, datetime).await {
+            Ok(found) => found,
+            Err(err) => {
+                tracing::debug!("cannot tell whether the directory is peerdex: {err}");
+                Support::Unknown
+            }
+        }
+    }
+
     /// Finds out with a read-only op whether the server has the extensions,
     /// records it and returns it. An unreachable server decides nothing.
     async fn probe(&self, request: &Request, datetime: &str) -> Result<Support, DirectoryError> {

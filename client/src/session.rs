@@ -9,8 +9,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use peerdex_protocol::{ConnectAddr, OpKind, Operation, Outcome, Reply, Request, UserEntry};
+use peerdex_protocol::{OpKind, Operation, Outcome, Reply, Request, UserEntry};
 
+mod connect_form;
 mod ext;
 
 use crate::content::cache::HashCache;
@@ -284,8 +285,11 @@ impl Session {
             }
         };
         let result = self.send_connect(&user, listener.local_addr()).await;
-        let (printed, reply) = reply_printed(OpKind::Connect, result);
+        let (mut printed, reply) = reply_printed(OpKind::Connect, result);
         if reply.is_some_and(|r| r.outcome() == Outcome::Ok) {
+            if let Some(warning) = self.settle_connect_form(&user, listener.local_addr()).await {
+                printed = printed.with_reason(warning);
+            }
             self.connected = Some(Connection { user, listener });
             if let Some(dir) = self.config.auto_share.clone() {
                 let shared = self.share(&dir, None).await;
@@ -298,27 +302,6 @@ impl Session {
             listener.stop().await;
         }
         printed
-    }
-
-    /// Sends CONNECT for a listener at `listen`. An unspecified listener IP
-    /// is replaced by the local IP of the connection to the directory.
-    async fn send_connect(&self, user: &str, listen: SocketAddr) -> Result<Reply, DirectoryError> {
-        let datetime = self.config.time.now().await;
-        let build = |local: SocketAddr| {
-            let ip = if listen.ip().is_unspecified() {
-                local.ip()
-            } else {
-                listen.ip()
-            };
-            request(
-                user,
-                Operation::Connect(ConnectAddr {
-                    ip: Ok(Some(ip)),
-                    port: Ok(listen.port()),
-                }),
-            )
-        };
-        self.config.directory.call_with(build, &datetime).await
     }
 
     async fn disconnect(&mut self, user: String) -> Printed {
@@ -936,10 +919,12 @@ mod tests {
                 .map(|r| r.operation.kind())
                 .collect()
         };
+        // CONNECT lists nothing of earlier sessions; the directory's kind
+        // being unknown, one read-only probe follows it (once per server).
         assert_eq!(
             ops(&directory),
-            [OpKind::Connect],
-            "CONNECT sends only CONNECT"
+            [OpKind::Connect, OpKind::FindSources],
+            "CONNECT sends only CONNECT and the probe"
         );
         let listen = alice.listener_addr().unwrap();
 
@@ -955,8 +940,11 @@ mod tests {
             assert_eq!(reply, expected, "{name}");
         }
         let requests = directory.requests();
-        assert_eq!(ops(&directory), [OpKind::Connect, OpKind::ListContent]);
-        let query = &requests[1];
+        assert_eq!(
+            ops(&directory),
+            [OpKind::Connect, OpKind::FindSources, OpKind::ListContent]
+        );
+        let query = &requests[2];
         assert_eq!(query.user, Ok("alice".into()));
         assert_eq!(
             query.operation,
@@ -991,11 +979,10 @@ mod tests {
             ops(&directory),
             [
                 OpKind::Connect,
+                OpKind::FindSources,
                 OpKind::ListContent,
                 OpKind::Delete,
-                // The file is in the share dir: published with its identity,
-                // after a read-only probe of the directory's kind.
-                OpKind::FindSources,
+                // The file is in the share dir: published with its identity.
                 OpKind::PublishContent
             ]
         );

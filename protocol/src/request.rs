@@ -22,7 +22,8 @@ pub const MAX_SEARCH_LIMIT: u32 = 1000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectAddr {
     /// `None` when the client sent an empty or unspecified IP, or only a port:
-    /// the server records the TCP source address instead.
+    /// the server records the TCP source address instead. Encoded, `None`
+    /// is the port-only form.
     pub ip: Checked<Option<IpAddr>>,
     /// Listening port, 1..=65535.
     pub port: Checked<u16>,
@@ -120,12 +121,13 @@ impl Request {
             | Operation::Disconnect
             | Operation::ListUsers => {}
             Operation::Connect(addr) => {
-                let ip = match addr.ip {
-                    Ok(Some(ip)) => ip.to_string(),
-                    _ => "0.0.0.0".to_string(),
-                };
                 let port = addr.port.map_err(|_| CodecError::EncodeTooLong(0))?;
-                put_field(&mut dst, &ip)?;
+                // No IP: the port-only form, which means the same to a
+                // server of PROTOCOL.md (the source address is the IP) and
+                // is the only one some deployed servers read.
+                if let Ok(Some(ip)) = addr.ip {
+                    put_field(&mut dst, &ip.to_string())?;
+                }
                 put_field(&mut dst, &port.to_string())?;
             }
             Operation::Publish { file, description } => {

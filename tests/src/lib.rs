@@ -26,6 +26,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+pub mod classic;
 pub mod raw;
 pub mod scene;
 
