@@ -399,7 +399,7 @@ pub struct Shell {
 impl Shell {
     /// Starts `peerdex -s 127.0.0.1 -p PORT --share-dir SHARE` in `cwd`,
     /// with its peer listener on loopback, a private history file and a
-    /// private state dir (`cwd/.peerdex-state`).
+    /// private state dir ([`state_dir_of`]).
     pub fn spawn(
         server_port: u16,
         share_dir: &Path,
@@ -429,8 +429,9 @@ impl Shell {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
         if !extra_args.contains(&"--state-dir") {
-            // What the shell learns about servers stays with this test.
-            cmd.arg("--state-dir").arg(cwd.join(".peerdex-state"));
+            // What the shell learns about servers stays with this test,
+            // beside the working dir (tests look for stray files in it).
+            cmd.arg("--state-dir").arg(state_dir_of(cwd));
         }
         cmd.args(extra_args).current_dir(cwd);
         Ok(Shell {
@@ -499,6 +500,17 @@ impl Shell {
     pub fn wait(&mut self, timeout: Duration) -> Result<ExitStatus> {
         self.proc.wait(timeout)
     }
+}
+
+/// The state dir a shell started in `cwd` gets: `.<name>.peerdex-state`
+/// beside `cwd`, so one working dir keeps its findings across sessions.
+pub fn state_dir_of(cwd: &Path) -> PathBuf {
+    let name = cwd
+        .file_name()
+        .map_or_else(|| "shell".into(), |n| n.to_string_lossy().into_owned());
+    cwd.parent()
+        .unwrap_or(cwd)
+        .join(format!(".{name}.peerdex-state"))
 }
 
 /// Polls `check` every 20 ms until it returns true or `timeout` passes.

@@ -72,8 +72,8 @@ fn download_onto_full_disk_fails_cleanly() {
     let rest = downloader.rest_of_stdout(TIMEOUT);
     assert_eq!(
         rest,
-        ["EXIT: 0", "LEFT: big.bin ", "OLD: old"],
-        "the shell must exit 0, leave no temporary file and keep the old file; stderr:\n{}",
+        ["EXIT: 1", "LEFT: big.bin ", "OLD: old"],
+        "the shell must exit 1 (GET_FILE failed), leave no temporary file and keep the old file; stderr:\n{}",
         downloader.stderr()
     );
     let stderr = downloader.stderr();

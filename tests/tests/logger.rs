@@ -34,12 +34,18 @@ fn next_record(logger: &LoggerProcess) -> String {
 }
 
 /// Reads records and checks they are exactly `expected`, in order: the shell
-/// sends only the operations typed (and DISCONNECT at end of input).
+/// sends only the operations typed (and DISCONNECT at end of input), plus,
+/// the first time it meets a server, one read-only probe of its kind after
+/// CONNECT ([`PROBE`]).
 fn expect_records(logger: &LoggerProcess, expected: &[&str]) {
     for want in expected {
         assert_eq!(next_record(logger), *want);
     }
 }
+
+/// The one-time probe a shell sends after its first CONNECT to a server of
+/// unknown kind: FIND_SOURCES of no content, answered "not published".
+const PROBE: &str = "alice FIND_SOURCES -> CONTENT NOT PUBLISHED";
 
 fn logged_server(dir: &tempfile::TempDir, logger_port: u16) -> ServerProcess {
     let logger = format!("127.0.0.1:{logger_port}");
@@ -72,11 +78,13 @@ fn operations_through_a_shell_are_logged_in_order() {
     a.expect("DELETE song.mp3", "DELETE OK").unwrap();
     a.expect("DISCONNECT alice", "DISCONNECT OK").unwrap();
     a.expect("UNREGISTER alice", "UNREGISTER OK").unwrap();
-    assert!(a.quit().unwrap().success());
+    // The usage error was a failed command.
+    assert_eq!(a.quit().unwrap().code(), Some(1));
 
     let expected = [
         "alice REGISTER -> OK",
         "alice CONNECT -> OK",
+        PROBE,
         "alice PUBLISH song.mp3 -> OK",
         "alice LIST_USERS -> OK",
         "alice LIST_CONTENT -> OK",
@@ -116,7 +124,7 @@ fn failures_are_logged_as_the_shell_says_them() {
         "LIST_CONTENT FAIL, REMOTE USER DOES NOT EXIST",
     )
     .unwrap();
-    assert!(a.quit().unwrap().success());
+    assert_eq!(a.quit().unwrap().code(), Some(1));
 
     expect_records(
         &logger,
@@ -125,6 +133,7 @@ fn failures_are_logged_as_the_shell_says_them() {
             "alice REGISTER -> OK",
             "alice REGISTER -> USERNAME IN USE",
             "alice CONNECT -> OK",
+            PROBE,
             "alice CONNECT -> USER ALREADY CONNECTED",
             "alice PUBLISH song.mp3 -> OK",
             "alice PUBLISH song.mp3 -> CONTENT ALREADY PUBLISHED",
@@ -274,9 +283,15 @@ fn the_shell_can_take_its_time_from_the_logger() {
         &[
             "alice REGISTER -> OK",
             "alice CONNECT -> OK",
+            PROBE,
             "alice DISCONNECT -> OK",
         ],
     );
+    // A new session remembers what the server is: no probe again.
+    let mut a = shell(&dir, &server, &["--time-service", &time_service]);
+    a.expect("CONNECT alice", "CONNECT OK").unwrap();
+    assert!(a.quit().unwrap().success());
+    expect_records(&logger, &["alice CONNECT -> OK", "alice DISCONNECT -> OK"]);
 }
 
 #[test]
