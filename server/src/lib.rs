@@ -22,6 +22,8 @@
 //!   the database.
 //! - [`store`]: where state is stored on disk: the redb database, loaded at
 //!   start-up.
+//! - [`quiet_panic`]: a panic (redb's, on a damaged file) caught as an
+//!   error without the hook's noise.
 //! - [`index`], [`query`]: SEARCH / FIND_SOURCES.
 //! - [`addr_text`]: IP and port text for LIST_USERS without heap strings.
 //! - [`log_sink`]: records for the RPC logger, off the critical path.
@@ -53,6 +55,7 @@ pub mod journal;
 pub mod log_sink;
 pub mod net_effects;
 pub mod query;
+pub mod quiet_panic;
 pub mod server;
 pub mod shutdown;
 pub mod state;
