@@ -261,6 +261,10 @@ impl fmt::Display for CheckReport {
                 f,
                 "database {db}: not closed cleanly; redb repairs it when the server next opens it (not read)"
             )?,
+            Survey::InUse => writeln!(
+                f,
+                "database {db}: open by a running server (stop it for a full check; not read)"
+            )?,
             Survey::OlderSchema(version) => writeln!(
                 f,
                 "database {db}: schema version {version}, migrated when the server next opens it (not read)"

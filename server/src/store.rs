@@ -368,6 +368,8 @@ pub enum Survey {
     NeedsRepair,
     /// An older schema, migrated when the server next opens it.
     OlderSchema(u64),
+    /// A running server has it open.
+    InUse,
     /// It cannot be opened or loaded.
     Damaged(StoreError),
 }
@@ -386,6 +388,7 @@ pub fn survey(dir: &Path) -> Survey {
         let db = match opened {
             Ok(db) => db,
             Err(redb::DatabaseError::RepairAborted) => return Ok(Survey::NeedsRepair),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Ok(Survey::InUse),
             Err(err) => {
                 return Err(StoreError::Open {
                     path: path.clone(),
