@@ -16,8 +16,8 @@ use std::path::Path;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread;
 
-use crate::journal::segment_path;
-use crate::store::Store;
+use crate::journal::{read_segment, segment_path};
+use crate::store::{Store, StoreError};
 
 /// Finished segments waiting before the writer blocks: if the database
 /// cannot keep up, commits slow down instead of the journal growing
@@ -74,11 +74,21 @@ fn run(store: Store, dir: &Path, segments: Receiver<u64>) -> Store {
 }
 
 /// Applies waiting segments in order; stops at the first failure, which
-/// is retried later.
+/// is retried later. A damaged segment is never applied nor deleted: it
+/// stops checkpoints until a restart, which refuses to start until
+/// `peerdex-server salvage` set it aside (the running server keeps serving
+/// from memory, and every record after the damage stays in the journal).
 fn apply_waiting(store: &Store, dir: &Path, waiting: &mut VecDeque<u64>) {
     while let Some(number) = waiting.front().copied() {
         let path = segment_path(dir, number);
-        match store.apply_segment(&path) {
+        // A finished segment is never the newest: its records end clean.
+        let applied = read_segment(&path, false)
+            .map_err(StoreError::from)
+            .and_then(|read| {
+                read.intact()?;
+                store.apply_segment(&read)
+            });
+        match applied {
             Ok(effects) => {
                 tracing::debug!(segment = number, effects, "checkpoint done");
                 waiting.pop_front();

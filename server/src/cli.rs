@@ -4,22 +4,37 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 use crate::server::Config;
 
+/// The data directory when none is given.
+const DEFAULT_DATA_DIR: &str = "./peerdex-data";
+
 /// peerdex directory server.
+///
+/// `peerdex-server -p PORT ...` runs the server; `check` and `salvage`
+/// look at (and repair) a data directory whose journal is damaged.
 #[derive(Debug, Parser)]
-#[command(name = "peerdex-server", version, about)]
+#[command(
+    name = "peerdex-server",
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 pub struct Args {
+    /// A tool to run instead of the server.
+    #[command(subcommand)]
+    pub command: Option<Tool>,
     /// TCP port to listen on (0 = let the OS choose; the chosen port is printed).
-    #[arg(short = 'p', long = "port")]
-    pub port: u16,
+    #[arg(short = 'p', long = "port", required = true)]
+    pub port: Option<u16>,
     /// Address to bind.
     #[arg(long, default_value = "0.0.0.0")]
     pub bind: IpAddr,
     /// Directory holding the database (created if missing).
-    #[arg(long, default_value = "./peerdex-data")]
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// RPC logger to send one record per operation to (HOST:PORT).
     #[arg(long, value_name = "HOST:PORT")]
@@ -32,17 +47,39 @@ pub struct Args {
     pub request_timeout_ms: u64,
 }
 
+/// Tools for a data directory, run instead of the server.
+#[derive(Debug, Subcommand)]
+pub enum Tool {
+    /// Reports what of the journal and the database is intact and what is
+    /// damaged, changing nothing. Exits 1 when damage is found (a torn
+    /// tail, the last write that was never acknowledged, is not damage).
+    Check {
+        /// Directory holding the database.
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// Applies everything before the first journal damage to the database,
+    /// moves the damaged segment and every later one into `damaged/`, and
+    /// prints every lost record, so that its operations can be redone.
+    Salvage {
+        /// Directory holding the database.
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+}
+
 impl Args {
-    /// The server configuration these arguments describe.
-    pub fn config(&self) -> Config {
-        Config {
+    /// The server configuration these arguments describe; `None` when they
+    /// name a tool instead (then there is no port).
+    pub fn config(&self) -> Option<Config> {
+        Some(Config {
             bind: self.bind,
-            port: self.port,
+            port: self.port?,
             data_dir: self.data_dir.clone(),
             logger: self.logger.clone(),
             max_connections: self.max_connections as usize,
             request_timeout: Duration::from_millis(self.request_timeout_ms),
-        }
+        })
     }
 }
 
@@ -53,7 +90,8 @@ mod tests {
     #[test]
     fn defaults() {
         let args = Args::try_parse_from(["peerdex-server", "-p", "0"]).unwrap();
-        let config = args.config();
+        assert!(args.command.is_none());
+        let config = args.config().unwrap();
         assert_eq!(config.bind.to_string(), "0.0.0.0");
         assert_eq!(config.data_dir, PathBuf::from("./peerdex-data"));
         assert_eq!(config.max_connections, 1024);
@@ -79,7 +117,7 @@ mod tests {
             "250",
         ])
         .unwrap();
-        let config = args.config();
+        let config = args.config().unwrap();
         assert_eq!(config.port, 4000);
         assert_eq!(config.logger.as_deref(), Some("localhost:9000"));
         assert_eq!(config.max_connections, 8);
@@ -91,5 +129,20 @@ mod tests {
         assert!(
             Args::try_parse_from(["peerdex-server", "-p", "0", "--max-connections", "0"]).is_err()
         );
+    }
+
+    #[test]
+    fn tools_need_no_port_and_take_no_server_flags() {
+        let args = Args::try_parse_from(["peerdex-server", "check", "--data-dir", "/d"]).unwrap();
+        assert!(
+            matches!(&args.command, Some(Tool::Check { data_dir }) if data_dir == &PathBuf::from("/d"))
+        );
+        assert!(args.config().is_none());
+        let args = Args::try_parse_from(["peerdex-server", "salvage"]).unwrap();
+        assert!(
+            matches!(&args.command, Some(Tool::Salvage { data_dir }) if data_dir == &PathBuf::from(DEFAULT_DATA_DIR))
+        );
+        assert!(Args::try_parse_from(["peerdex-server", "-p", "1", "check"]).is_err());
+        assert!(Args::try_parse_from(["peerdex-server", "check", "-p", "1"]).is_err());
     }
 }

@@ -2,9 +2,13 @@
 //! time while running, and a clean close.
 //!
 //! Start-up ([`Engine::open`]): the journal segments a previous run left are
-//! applied to the database in one durable transaction and deleted, then
-//! the database is loaded into memory ([`crate::state`]) and a new segment
-//! is started. Nothing is served before this is done.
+//! read and checked first; if one is damaged (not a torn tail, see
+//! [`crate::journal`]) start-up stops with an error naming the file and the
+//! offset, and nothing is changed. Otherwise each is applied to the
+//! database in one durable transaction and only then deleted, the database
+//! is loaded into memory ([`crate::state`]) and a new segment is started.
+//! Nothing is served before this is done. A panic inside redb while
+//! opening, replaying or loading is an error naming the database file.
 //!
 //! A batch ([`Engine::stage`]): the rules run against the state seen
 //! through the batch's own changes ([`Batch`]); the effects are appended to
@@ -25,9 +29,10 @@ use peerdex_protocol::{Operation, Outcome};
 
 use crate::checkpoint::Checkpointer;
 use crate::directory;
-use crate::journal::{self, Journal, JournalError, SyncHandle, SEGMENT_BYTES};
+use crate::journal::{self, Ending, Journal, JournalError, SyncHandle, SEGMENT_BYTES};
+use crate::quiet_panic;
 use crate::state::{Batch, State};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, DB_FILE_NAME};
 
 /// One mutation to apply.
 #[derive(Debug, Clone)]
@@ -72,16 +77,44 @@ impl Engine {
     /// Opens the directory in `dir` (created if missing) and recovers what
     /// the previous run committed.
     pub fn open(dir: &Path) -> Result<Engine, StoreError> {
+        // The store catches redb's panics itself; this also covers what
+        // runs around it (dropping a store that panicked, replay).
+        quiet_panic::catch(|| Engine::open_unguarded(dir)).unwrap_or_else(|message| {
+            Err(StoreError::Panicked {
+                path: dir.join(DB_FILE_NAME),
+                during: "starting with",
+                message,
+            })
+        })
+    }
+
+    fn open_unguarded(dir: &Path) -> Result<Engine, StoreError> {
         let store = Store::open(dir)?;
         let segments = journal::segments(dir)?;
+        // Above every segment there is now (they are deleted below) and
+        // every one moved aside.
+        let next = journal::next_segment_number(dir)?;
+        // Everything is checked before anything is applied or deleted.
+        let reads = journal::read_segments(&segments)?;
+        for read in &reads {
+            read.intact()?;
+        }
         // The checkpointer's own step, in order: apply a segment in one
         // durable transaction, then delete it (replay is idempotent, so a
         // crash in between only replays it again).
         let mut replayed = 0;
-        for segment in &segments {
-            replayed += store.apply_segment(&segment.path)?;
-            std::fs::remove_file(&segment.path).map_err(|source| JournalError::Io {
-                path: segment.path.clone(),
+        for read in &reads {
+            replayed += store.apply_segment(read)?;
+            if let Ending::TornTail { offset, flaw } = read.ending() {
+                tracing::warn!(
+                    path = %read.path().display(),
+                    offset,
+                    %flaw,
+                    "journal segment ends in a torn record, dropped: its write was never acknowledged"
+                );
+            }
+            std::fs::remove_file(read.path()).map_err(|source| JournalError::Io {
+                path: read.path().to_path_buf(),
                 source,
             })?;
         }
@@ -93,7 +126,6 @@ impl Engine {
             );
         }
         let (tables, indexes) = store.load()?;
-        let next = segments.last().map_or(1, |s| s.number + 1);
         let journal = Journal::create(dir, next)?;
         let checkpointer = Checkpointer::start(store, dir).map_err(|source| JournalError::Io {
             path: dir.to_path_buf(),
@@ -384,6 +416,155 @@ mod tests {
         engine.close().unwrap();
         let engine = Engine::open(dir.path()).unwrap();
         assert!(engine.state().tables().user_exists("al"));
+    }
+
+    /// `n` REGISTERs, each its own batch (one journal record each), then a
+    /// stop like SIGKILL: everything stays in segment 1.
+    fn registers_then_crash(n: usize) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut engine = Engine::open(dir.path()).unwrap();
+        for i in 1..=n {
+            let outcomes = engine.commit(&[mutation(&format!("u{i}"), Operation::Register)]);
+            assert_eq!(outcomes, [Outcome::Ok]);
+        }
+        engine.stop_without_close();
+        let path = journal::segment_path(dir.path(), 1);
+        (dir, path)
+    }
+
+    /// Byte offsets of the records of the journal file `bytes`.
+    fn record_offsets(bytes: &[u8]) -> Vec<usize> {
+        let mut offsets = Vec::new();
+        let mut at = journal::MAGIC.len();
+        while at + 12 <= bytes.len() {
+            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            if len == 0 {
+                break;
+            }
+            offsets.push(at);
+            at += 12 + len;
+        }
+        offsets
+    }
+
+    /// Changes the journal at `path` with `damage` (given the file and the
+    /// offset of its 50th record), opens the engine, and checks that it
+    /// refuses, naming the file and the offset, and leaves the file as it
+    /// was.
+    fn assert_open_refuses(damage: impl FnOnce(&mut Vec<u8>, usize)) {
+        let (dir, path) = registers_then_crash(100);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let offsets = record_offsets(&bytes);
+        assert_eq!(offsets.len(), 100);
+        let at = offsets[49];
+        damage(&mut bytes, at);
+        std::fs::write(&path, &bytes).unwrap();
+        let err = match Engine::open(dir.path()) {
+            Ok(engine) => {
+                let users = engine.state().tables().user_count();
+                panic!("opened a journal damaged at offset {at}, serving {users} users");
+            }
+            Err(err) => err.to_string(),
+        };
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains(&format!("offset {at}")), "{err}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "the segment was changed"
+        );
+    }
+
+    #[test]
+    fn a_flipped_byte_in_the_middle_stops_open_and_keeps_the_segment() {
+        assert_open_refuses(|bytes, at| bytes[at + 12 + 3] ^= 0x01);
+    }
+
+    #[test]
+    fn a_length_past_the_end_in_the_middle_stops_open_and_keeps_the_segment() {
+        assert_open_refuses(|bytes, at| bytes[at..at + 4].copy_from_slice(&[0xff; 4]));
+    }
+
+    #[test]
+    fn a_torn_last_record_is_dropped_and_the_rest_replayed() {
+        let (dir, path) = registers_then_crash(100);
+        let bytes = std::fs::read(&path).unwrap();
+        let last = *record_offsets(&bytes).last().unwrap();
+        // The write of the last record stopped after its header: the file
+        // ends there (it was being extended).
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(last as u64 + 14).unwrap();
+        drop(file);
+        let engine = Engine::open(dir.path()).unwrap();
+        let tables = engine.state().tables();
+        assert!(tables.user_exists("u99"));
+        assert!(!tables.user_exists("u100"));
+        assert_eq!(tables.user_count(), 99);
+        drop(tables);
+        assert!(!path.exists(), "a replayed segment is deleted");
+    }
+
+    /// A database made by a run with users, addresses and files, closed
+    /// cleanly; its bytes.
+    fn populated_database() -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut engine = Engine::open(dir.path()).unwrap();
+        let mut batch = Vec::new();
+        for i in 0..300u16 {
+            let user = format!("u{i:03}");
+            batch.push(mutation(&user, Operation::Register));
+            batch.push(mutation(&user, connect(1000 + i)));
+            for f in 0..3 {
+                batch.push(mutation(&user, publish(&format!("file{f}.mp3"))));
+            }
+        }
+        for chunk in batch.chunks(200) {
+            engine.commit(chunk);
+        }
+        engine.close().unwrap();
+        std::fs::read(dir.path().join(crate::store::DB_FILE_NAME)).unwrap()
+    }
+
+    /// Four flipped bytes anywhere in the database: opening either works
+    /// (the bytes were not in use) or fails with an error naming the
+    /// file; it never panics.
+    #[test]
+    fn flipped_bytes_in_the_database_are_an_error_never_a_panic() {
+        let db = populated_database();
+        let dir = tempfile::tempdir().unwrap();
+        let mut panicked = Vec::new();
+        let mut refused = 0;
+        let mut at = 0;
+        while at + 4 <= db.len() {
+            let trial = dir.path().join(format!("at-{at}"));
+            std::fs::create_dir_all(&trial).unwrap();
+            let path = trial.join(crate::store::DB_FILE_NAME);
+            let mut bytes = db.clone();
+            bytes[at..at + 4].iter_mut().for_each(|b| *b ^= 0xff);
+            std::fs::write(&path, &bytes).unwrap();
+            match std::panic::catch_unwind(|| Engine::open(&trial)) {
+                Ok(Ok(engine)) => engine.close().unwrap_or_default(),
+                Ok(Err(err)) => {
+                    let message = format!("{err}");
+                    assert!(
+                        message.contains(&path.display().to_string()),
+                        "offset {at}: {message}"
+                    );
+                    refused += 1;
+                }
+                Err(_) => panicked.push(at),
+            }
+            std::fs::remove_dir_all(&trial).unwrap();
+            // Every 64 bytes of the header pages, then a stride that is
+            // not a multiple of the page size, so that each page is hit
+            // at a different place.
+            at += if at < 8192 { 64 } else { 509 };
+        }
+        assert!(
+            panicked.is_empty(),
+            "Engine::open panicked at offsets {panicked:?}"
+        );
+        assert!(refused > 0, "no flip was noticed");
     }
 
     #[test]

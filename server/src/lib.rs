@@ -22,6 +22,10 @@
 //!   the database.
 //! - [`store`]: where state is stored on disk: the redb database, loaded at
 //!   start-up.
+//! - [`recovery`]: `check` and `salvage`, the operator's way out of a
+//!   damaged journal.
+//! - [`quiet_panic`]: a panic (redb's, on a damaged file) caught as an
+//!   error without the hook's noise.
 //! - [`index`], [`query`]: SEARCH / FIND_SOURCES.
 //! - [`addr_text`]: IP and port text for LIST_USERS without heap strings.
 //! - [`log_record`]: what the RPC logger is told about one operation.
@@ -55,6 +59,8 @@ pub mod log_record;
 pub mod log_sink;
 pub mod net_effects;
 pub mod query;
+pub mod quiet_panic;
+pub mod recovery;
 pub mod server;
 pub mod shutdown;
 pub mod state;

@@ -30,24 +30,29 @@
 //! ([`Store::apply_segment`]); while the server runs, the checkpointer
 //! ([`crate::checkpoint`]) applies each full journal segment in one durable
 //! transaction. Nothing else writes it.
+//!
+//! redb trusts its file: some damaged pages make it panic instead of
+//! returning an error. Every operation here runs inside
+//! [`quiet_panic::catch`] and turns such a panic into
+//! [`StoreError::Panicked`], naming the file like any other corruption.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use bytes::BytesMut;
 use peerdex_protocol::field::put_field;
 use peerdex_protocol::CodecError;
 use redb::{
-    Database, ReadableDatabase, ReadableTable, Table, TableDefinition, TableHandle,
-    WriteTransaction,
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition,
+    TableHandle, WriteTransaction,
 };
 use thiserror::Error;
 
 use crate::addr_text::{IpText, PortText};
 use crate::index::Indexes;
-use crate::journal::{Effect, JournalError};
+use crate::journal::{Effect, JournalError, SegmentRead};
 use crate::net_effects::NetEffects;
+use crate::quiet_panic;
 use crate::state::Tables;
 
 /// Name of the database file inside the data directory.
@@ -80,8 +85,27 @@ pub enum StoreError {
         #[source]
         source: redb::Error,
     },
-    #[error("database {path} is corrupt: redb panicked while opening it")]
-    OpenPanicked { path: PathBuf },
+    #[error("database {path} is corrupt: redb panicked while {during} it ({message})")]
+    Panicked {
+        path: PathBuf,
+        /// What was being done: "opening", "loading", ...
+        during: &'static str,
+        /// The panic's message.
+        message: String,
+    },
+    #[error("cannot load database {path}")]
+    Load {
+        path: PathBuf,
+        #[source]
+        source: Box<StoreError>,
+    },
+    #[error("cannot apply journal segment {segment} to database {path}")]
+    Apply {
+        path: PathBuf,
+        segment: PathBuf,
+        #[source]
+        source: Box<StoreError>,
+    },
     #[error("database {path} is not a peerdex database (it has tables but no schema version)")]
     Foreign { path: PathBuf },
     #[error("database {path} has schema version {found}, this server supports {SCHEMA_VERSION}")]
@@ -153,86 +177,42 @@ impl Store {
         };
         // redb trusts a cleanly closed file and may panic on one altered
         // behind its back: turn that into an error too.
-        let opened = catch_unwind(AssertUnwindSafe(|| {
+        guarded(&path, "opening", || {
             redb::Builder::new()
                 .set_cache_size(CACHE_BYTES)
                 .create(&path)
-        }));
-        let db = match opened {
-            Ok(Ok(db)) => db,
-            Ok(Err(err)) => return Err(open_err(err.into())),
-            Err(_) => return Err(StoreError::OpenPanicked { path }),
-        };
-        let store = Store { db, path };
-        store.check_schema()?;
-        Ok(store)
+                .map_err(|err| open_err(err.into()))
+                .and_then(|db| {
+                    let store = Store {
+                        db,
+                        path: path.clone(),
+                    };
+                    store.check_schema().map(|()| store)
+                })
+        })
     }
 
     /// Loads the whole committed state: the tables and the search indexes.
+    /// Any error names the file (a damaged page shows here first).
     pub fn load(&self) -> Result<(Tables, Indexes), StoreError> {
-        let txn = self.db.begin_read()?;
-        let mut tables = Tables::default();
-        let mut indexes = Indexes::default();
-        let mut effects = Vec::with_capacity(1);
-        let mut load = |effect: Effect, tables: &mut Tables, indexes: &mut Indexes| {
-            let user = match &effect {
-                Effect::AddUser(u) | Effect::SetAddress(u, _) => u.clone(),
-                Effect::AddFile { user, .. } | Effect::SetContent { user, .. } => user.clone(),
-                _ => String::new(),
-            };
-            tables
-                .apply(&effect)
-                .map_err(|err| StoreError::CorruptEntry(user, err))?;
-            effects.clear();
-            effects.push(effect);
-            indexes.apply(&effects);
-            Ok::<(), StoreError>(())
-        };
-        for entry in txn.open_table(USERS)?.iter()? {
-            let (name, _) = entry?;
-            load(
-                Effect::AddUser(name.value().to_string()),
-                &mut tables,
-                &mut indexes,
-            )?;
+        guarded(&self.path, "loading", || {
+            self.db
+                .begin_read()
+                .map_err(StoreError::from)
+                .and_then(load_tables)
+        })
+        .map_err(|err| self.load_err(err))
+    }
+
+    /// `err` from loading, with the file named unless it already is.
+    fn load_err(&self, err: StoreError) -> StoreError {
+        match err {
+            err @ StoreError::Panicked { .. } => err,
+            err => StoreError::Load {
+                path: self.path.clone(),
+                source: Box::new(err),
+            },
         }
-        for entry in txn.open_table(CONNECTED)?.iter()? {
-            let (name, value) = entry?;
-            let name = name.value().to_string();
-            let addr = decode_addr(value.value())
-                .ok_or_else(|| StoreError::CorruptAddress(name.clone()))?;
-            load(Effect::SetAddress(name, addr), &mut tables, &mut indexes)?;
-        }
-        for entry in txn.open_table(FILES)?.iter()? {
-            let (key, description) = entry?;
-            let (user, file) = key.value();
-            let effect = Effect::AddFile {
-                user: user.to_string(),
-                file: file.to_string(),
-                description: description.value().to_string(),
-            };
-            load(effect, &mut tables, &mut indexes)?;
-        }
-        for entry in txn.open_table(CONTENT)?.iter()? {
-            let (key, value) = entry?;
-            let (user, file) = key.value();
-            if let Some((size, hash)) = decode_content(value.value()) {
-                let effect = Effect::SetContent {
-                    user: user.to_string(),
-                    file: file.to_string(),
-                    size,
-                    hash,
-                };
-                load(effect, &mut tables, &mut indexes)?;
-            }
-        }
-        tracing::info!(
-            users = tables.user_count(),
-            files = indexes.names.len(),
-            table_mib = tables.heap_bytes() / (1024 * 1024),
-            "directory loaded"
-        );
-        Ok((tables, indexes))
     }
 
     /// The database file.
@@ -297,13 +277,28 @@ impl Store {
         Ok(())
     }
 
-    /// Applies the journal segment at `path` in one durable transaction;
-    /// returns the number of effects. What is written is the segment's net
-    /// change ([`NetEffects`]: most effects of a busy segment cancel), or,
-    /// for a sequence the rules never produce, every effect in order.
-    pub fn apply_segment(&self, path: &Path) -> Result<usize, StoreError> {
+    /// Applies the whole records of `segment` (all of them, or those
+    /// before its damage or torn tail) in one durable transaction; returns
+    /// the number of effects. What is written is the segment's net change
+    /// ([`NetEffects`]: most effects of a busy segment cancel), or, for a
+    /// sequence the rules never produce, every effect in order.
+    pub fn apply_segment(&self, segment: &SegmentRead) -> Result<usize, StoreError> {
+        guarded(&self.path, "applying a journal segment to", || {
+            self.apply_records(segment)
+        })
+        .map_err(|err| match err {
+            err @ StoreError::Panicked { .. } => err,
+            err => StoreError::Apply {
+                path: self.path.clone(),
+                segment: segment.path().to_path_buf(),
+                source: Box::new(err),
+            },
+        })
+    }
+
+    fn apply_records(&self, segment: &SegmentRead) -> Result<usize, StoreError> {
         let mut net = Some(NetEffects::default());
-        let read = crate::journal::for_each_record(path, |effects| {
+        let read = segment.for_each_record(|effects| {
             if let Some(sum) = &mut net {
                 if effects
                     .iter()
@@ -324,8 +319,8 @@ impl Store {
                     .iter()
                     .try_for_each(|effect| tables.apply_effect(effect))?,
                 None => {
-                    tracing::warn!(path = %path.display(), "journal segment not nettable, applying it effect by effect");
-                    crate::journal::for_each_record(path, |effects| {
+                    tracing::warn!(path = %segment.path().display(), "journal segment not nettable, applying it effect by effect");
+                    segment.for_each_record(|effects| {
                         effects
                             .iter()
                             .try_for_each(|effect| tables.apply_effect(effect))
@@ -342,6 +337,159 @@ impl Store {
         self.db.close()?;
         Ok(())
     }
+}
+
+/// Runs `f` on the database at `path`, turning a panic inside it into
+/// [`StoreError::Panicked`].
+fn guarded<T>(
+    path: &Path,
+    during: &'static str,
+    f: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    quiet_panic::catch(f).unwrap_or_else(|message| {
+        Err(StoreError::Panicked {
+            path: path.to_path_buf(),
+            during,
+            message,
+        })
+    })
+}
+
+/// What a read-only look at the database found ([`survey`]).
+#[derive(Debug)]
+pub enum Survey {
+    /// There is no database file: the next start creates one.
+    Missing,
+    /// It loads as the server would load it.
+    Intact { users: usize, files: usize },
+    /// It was not closed cleanly (a crash): redb repairs it when the
+    /// server next opens it for writing, so it cannot be read without
+    /// changing it.
+    NeedsRepair,
+    /// An older schema, migrated when the server next opens it.
+    OlderSchema(u64),
+    /// A running server has it open.
+    InUse,
+    /// It cannot be opened or loaded.
+    Damaged(StoreError),
+}
+
+/// Looks at the database in `dir` without changing anything: opens it
+/// read-only and loads every table the way start-up does.
+pub fn survey(dir: &Path) -> Survey {
+    let path = dir.join(DB_FILE_NAME);
+    if !path.exists() {
+        return Survey::Missing;
+    }
+    let looked = guarded(&path, "reading", || {
+        let opened = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .open_read_only(&path);
+        let db = match opened {
+            Ok(db) => db,
+            Err(redb::DatabaseError::RepairAborted) => return Ok(Survey::NeedsRepair),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Ok(Survey::InUse),
+            Err(err) => {
+                return Err(StoreError::Open {
+                    path: path.clone(),
+                    source: err.into(),
+                })
+            }
+        };
+        let txn = db.begin_read()?;
+        let version = match txn.open_table(META) {
+            Ok(meta) => meta.get(SCHEMA_KEY)?.map(|v| v.value()),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(err) => return Err(err.into()),
+        };
+        match version {
+            Some(SCHEMA_VERSION) => {}
+            Some(found @ (1 | 2)) => return Ok(Survey::OlderSchema(found)),
+            Some(found) => {
+                return Err(StoreError::SchemaVersion {
+                    path: path.clone(),
+                    found,
+                })
+            }
+            None => return Err(StoreError::Foreign { path: path.clone() }),
+        }
+        let (tables, indexes) = load_tables(txn).map_err(|err| StoreError::Load {
+            path: path.clone(),
+            source: Box::new(err),
+        })?;
+        Ok(Survey::Intact {
+            users: tables.user_count(),
+            files: indexes.names.len(),
+        })
+    });
+    looked.unwrap_or_else(Survey::Damaged)
+}
+
+/// Reads every table of a database in `txn` into memory: the tables and
+/// the search indexes. Errors do not name the file (the caller does).
+fn load_tables(txn: ReadTransaction) -> Result<(Tables, Indexes), StoreError> {
+    let mut tables = Tables::default();
+    let mut indexes = Indexes::default();
+    let mut effects = Vec::with_capacity(1);
+    let mut load = |effect: Effect, tables: &mut Tables, indexes: &mut Indexes| {
+        let user = match &effect {
+            Effect::AddUser(u) | Effect::SetAddress(u, _) => u.clone(),
+            Effect::AddFile { user, .. } | Effect::SetContent { user, .. } => user.clone(),
+            _ => String::new(),
+        };
+        tables
+            .apply(&effect)
+            .map_err(|err| StoreError::CorruptEntry(user, err))?;
+        effects.clear();
+        effects.push(effect);
+        indexes.apply(&effects);
+        Ok::<(), StoreError>(())
+    };
+    for entry in txn.open_table(USERS)?.iter()? {
+        let (name, _) = entry?;
+        load(
+            Effect::AddUser(name.value().to_string()),
+            &mut tables,
+            &mut indexes,
+        )?;
+    }
+    for entry in txn.open_table(CONNECTED)?.iter()? {
+        let (name, value) = entry?;
+        let name = name.value().to_string();
+        let addr =
+            decode_addr(value.value()).ok_or_else(|| StoreError::CorruptAddress(name.clone()))?;
+        load(Effect::SetAddress(name, addr), &mut tables, &mut indexes)?;
+    }
+    for entry in txn.open_table(FILES)?.iter()? {
+        let (key, description) = entry?;
+        let (user, file) = key.value();
+        let effect = Effect::AddFile {
+            user: user.to_string(),
+            file: file.to_string(),
+            description: description.value().to_string(),
+        };
+        load(effect, &mut tables, &mut indexes)?;
+    }
+    for entry in txn.open_table(CONTENT)?.iter()? {
+        let (key, value) = entry?;
+        let (user, file) = key.value();
+        if let Some((size, hash)) = decode_content(value.value()) {
+            let effect = Effect::SetContent {
+                user: user.to_string(),
+                file: file.to_string(),
+                size,
+                hash,
+            };
+            load(effect, &mut tables, &mut indexes)?;
+        }
+    }
+    tracing::info!(
+        users = tables.user_count(),
+        files = indexes.names.len(),
+        table_mib = tables.heap_bytes() / (1024 * 1024),
+        "directory loaded"
+    );
+    Ok((tables, indexes))
 }
 
 /// Rewrites a version-1 database as version 2 inside `txn`: addresses from
