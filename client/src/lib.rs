@@ -1,5 +1,5 @@
 //! peerdex client: an interactive shell that talks to the directory server
-//! and shares files with other peers (see `shared/PROTOCOL.md`).
+//! and shares files with other peers (see `docs/PROTOCOL.md`).
 //!
 //! Layout:
 //! - [`cli`]: command-line arguments.

@@ -1,6 +1,6 @@
 //! The peerdex wire protocol: the one crate that turns bytes into typed
 //! messages and back. Server, client and logger all use it; nobody else
-//! parses bytes. See `../shared/PROTOCOL.md` for the contract.
+//! parses bytes. See `docs/PROTOCOL.md` for the contract.
 //!
 //! Layout:
 //! - [`field`]: NUL-terminated fields and their tokio-util codec.

@@ -1,6 +1,6 @@
 //! The peerdex directory server: who is registered, who is connected where,
 //! and what each user published. Speaks the classic protocol of
-//! `shared/PROTOCOL.md` through the `peerdex-protocol` crate.
+//! `docs/PROTOCOL.md` through the `peerdex-protocol` crate.
 //!
 //! Layout (one file per concern):
 //! - [`cli`]: command-line arguments.
