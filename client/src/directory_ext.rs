@@ -19,7 +19,7 @@
 
 use std::time::Duration;
 
-use peerdex_protocol::{Operation, Reply, Request};
+use peerdex_protocol::{Checked, Operation, Reply, Request};
 use thiserror::Error;
 
 use crate::directory::{DirectoryClient, DirectoryError};
@@ -88,7 +88,8 @@ impl ExtDirectory {
         let unsupported = || ExtError::Unsupported { op };
         if self.support() == Support::Unknown {
             if is_mutation(&request.operation) {
-                self.probe(request, datetime).await?;
+                self.probe(&request.user, probe_hash(&request.operation), datetime)
+                    .await?;
             } else {
                 // A read-only op is its own probe.
                 return match self
@@ -120,7 +121,8 @@ impl ExtDirectory {
                 // A peerdex server that stopped answering extensions, or a
                 // network problem: the short probe tells which.
                 tracing::debug!("{op}: {err}; checking whether the directory is still peerdex");
-                match self.probe(request, datetime).await {
+                let hash = probe_hash(&request.operation);
+                match self.probe(&request.user, hash, datetime).await {
                     Ok(Support::Classic) => Err(unsupported()),
                     _ => Err(err.into()),
                 }
@@ -136,12 +138,7 @@ impl ExtDirectory {
         if self.support() != Support::Unknown {
             return self.support();
         }
-        let probe = Request {
-            datetime: None,
-            user: Ok(user.to_string()),
-            operation: Operation::ListUsers,
-        };
-        match self.probe(&probe, datetime).await {
+        match self.probe(&Ok(user.to_string()), [0; 32], datetime).await {
             Ok(found) => found,
             Err(err) => {
                 tracing::debug!("cannot tell whether the directory is peerdex: {err}");
@@ -150,14 +147,20 @@ impl ExtDirectory {
         }
     }
 
-    /// Finds out with a read-only op whether the server has the extensions,
-    /// records it and returns it. An unreachable server decides nothing.
-    async fn probe(&self, request: &Request, datetime: &str) -> Result<Support, DirectoryError> {
+    /// Finds out with a read-only op (`FIND_SOURCES` of `hash`, acting for
+    /// `user`) whether the server has the extensions, records it and
+    /// returns it. An unreachable server decides nothing.
+    async fn probe(
+        &self,
+        user: &Checked<String>,
+        hash: [u8; 32],
+        datetime: &str,
+    ) -> Result<Support, DirectoryError> {
         let probe = Request {
             datetime: None,
-            user: request.user.clone(),
+            user: user.clone(),
             operation: Operation::FindSources {
-                hash: Ok(Some(probe_hash(&request.operation))),
+                hash: Ok(Some(hash)),
                 remote_user: Ok(String::new()),
                 file: Ok(String::new()),
             },
