@@ -1,10 +1,9 @@
 //! The peerdex transfer extensions through real binaries: SHARE, resume
 //! after SIGKILL of the downloader, classic and peerdex peers side by side.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use peerdex_tests::classic::ClassicPeer;
 use peerdex_tests::raw;
 use peerdex_tests::scene::{hash_file, random_file, Scene};
 
@@ -111,8 +110,8 @@ fn a_download_killed_with_sigkill_resumes_when_run_again() {
 fn classic_and_peerdex_peers_in_one_session() {
     let setup = Scene::new();
     // A classic peer: answers 2 to anything but GET_FILE, serves GET_FILE.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port().to_string();
+    let classic = ClassicPeer::serving(b"classic content");
+    let port = classic.port.to_string();
     assert_eq!(
         raw::code(setup.port(), "REGISTER", "old", &[]).unwrap(),
         "0"
@@ -125,28 +124,6 @@ fn classic_and_peerdex_peers_in_one_session() {
         raw::code(setup.port(), "PUBLISH", "old", &["old.txt", "classic"]).unwrap(),
         "0"
     );
-    let classic = std::thread::spawn(move || {
-        let mut ops = Vec::new();
-        for _ in 0..3 {
-            let (mut stream, _) = listener.accept().unwrap();
-            stream
-                .set_read_timeout(Some(Duration::from_secs(5)))
-                .unwrap();
-            let request = read_request(&mut stream);
-            let op = request.split(|&b| b == 0).next().unwrap_or(&[]).to_vec();
-            let op = String::from_utf8_lossy(&op).trim().to_string();
-            if op == "GET_FILE" {
-                let _ = stream.write_all(b"0\0classic content");
-            } else {
-                let _ = stream.write_all(b"2\0");
-            }
-            ops.push(op);
-            if ops.last().is_some_and(|o| o == "GET_FILE") {
-                break;
-            }
-        }
-        ops
-    });
     std::fs::write(setup.share("b").join("new.txt"), b"peerdex content").unwrap();
     let mut b = setup.shell("b", "bob");
     b.expect("PUBLISH new.txt new", "PUBLISH OK").unwrap();
@@ -158,7 +135,7 @@ fn classic_and_peerdex_peers_in_one_session() {
     // The directory holds no identity for old.txt (a classic PUBLISH), so
     // its peer is taken for a classic one and sent only the classic
     // request: an extension never costs a classic peer a refusal.
-    assert_eq!(classic.join().unwrap(), ["GET_FILE"]);
+    assert_eq!(classic.ops(), ["GET_FILE"]);
     let dir = setup.workdir("a");
     assert_eq!(
         std::fs::read(dir.join("from_old")).unwrap(),
@@ -170,17 +147,4 @@ fn classic_and_peerdex_peers_in_one_session() {
     );
     assert!(a.quit().unwrap().success());
     assert!(b.quit().unwrap().success());
-}
-
-/// Reads until two NULs (op and file) arrived.
-fn read_request(stream: &mut TcpStream) -> Vec<u8> {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 512];
-    while got.iter().filter(|&&b| b == 0).count() < 2 {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
-    }
-    got
 }
