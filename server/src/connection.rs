@@ -21,8 +21,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::commit::{Committer, Mutation};
 use crate::directory::{self, ListAnswer, Plan};
+use crate::durable::writer::{Committer, Mutation};
 use crate::log_record;
 use crate::log_sink::LogSink;
 use crate::query::{self, QueryAnswer};

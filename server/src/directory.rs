@@ -287,7 +287,7 @@ pub fn user_label(user: &Checked<String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{Engine, Mutation};
+    use crate::durable::engine::{Engine, Mutation};
     use peerdex_protocol::{ConnectAddr, Malformed, OpKind};
     use std::cell::RefCell;
     const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7));

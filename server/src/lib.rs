@@ -10,22 +10,14 @@
 //!   dispatch, write the whole reply, close cleanly.
 //! - [`directory`]: the rules: where a command is applied to state, reply
 //!   codes checked in PROTOCOL.md's order.
-//! - [`commit`]: group commit: one writer thread takes queued mutations as
-//!   one batch and only answers once it is durable.
-//! - [`engine`]: start-up recovery, the commit of one batch (journal, then
-//!   memory), close.
-//! - [`state`]: the committed directory in memory, which every request
-//!   reads ([`state::tables`], on [`state::entries`]).
-//! - [`journal`]: the write-ahead journal segments that make a batch
-//!   durable with one write and one fdatasync.
-//! - [`checkpoint`]: the background thread that applies full segments to
-//!   the database.
-//! - [`store`]: where state is stored on disk: the redb database, loaded at
-//!   start-up.
-//! - [`recovery`]: `check` and `salvage`, the operator's way out of a
-//!   damaged journal.
-//! - [`quiet_panic`]: a panic (redb's, on a damaged file) caught as an
-//!   error without the hook's noise.
+//! - [`state`]: the directory in memory, which every request reads
+//!   ([`state::tables`], on [`state::entries`]).
+//! - [`durable`]: everything between a mutation and the disk: the
+//!   group-commit writer and syncer ([`durable::writer`]), the staging of
+//!   one batch, recovery and close ([`durable::engine`]), the write-ahead
+//!   journal ([`durable::journal`]), the checkpoint into redb
+//!   ([`durable::checkpoint`], [`durable::store`]), and `check` / `salvage`
+//!   ([`durable::recovery`]).
 //! - [`index`], [`query`]: SEARCH / FIND_SOURCES.
 //! - [`addr_text`]: IP and port text for LIST_USERS without heap strings.
 //! - [`log_record`]: what the RPC logger is told about one operation.
@@ -47,23 +39,16 @@
 //! ```
 
 pub mod addr_text;
-pub mod checkpoint;
 pub mod cli;
-pub mod commit;
 pub mod connection;
 pub mod directory;
-pub mod engine;
+pub mod durable;
 pub mod index;
-pub mod journal;
 pub mod log_record;
 pub mod log_sink;
-pub mod net_effects;
 pub mod query;
-pub mod quiet_panic;
-pub mod recovery;
 pub mod server;
 pub mod shutdown;
 pub mod state;
-pub mod store;
 
 pub use server::{run, Config, Server, ServerError};

@@ -10,9 +10,10 @@ use std::path::Path;
 use anyhow::Context;
 use clap::Parser;
 use peerdex_server::cli::{Args, Tool};
-use peerdex_server::journal::JournalError;
-use peerdex_server::store::StoreError;
-use peerdex_server::{recovery, shutdown, Server, ServerError};
+use peerdex_server::durable::journal::JournalError;
+use peerdex_server::durable::recovery;
+use peerdex_server::durable::store::StoreError;
+use peerdex_server::{shutdown, Server, ServerError};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()

@@ -17,11 +17,11 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::commit::Committer;
 use crate::connection::{self, Shared};
-use crate::engine::Engine;
+use crate::durable::engine::Engine;
+use crate::durable::store::StoreError;
+use crate::durable::writer::Committer;
 use crate::log_sink::LogSink;
-use crate::store::StoreError;
 
 /// Extra time, beyond the request deadline, that shutdown waits for
 /// in-flight connections.

@@ -7,7 +7,7 @@ use peerdex_protocol::reply::{SearchEntry, SourcesReply};
 use peerdex_protocol::wire::{field_reader, read_reply};
 use peerdex_protocol::{ConnectAddr, OpKind, Operation, Outcome, Reply, Request};
 use peerdex_server::directory::{self, Plan};
-use peerdex_server::engine::{Engine, Mutation};
+use peerdex_server::durable::engine::{Engine, Mutation};
 use peerdex_server::query::{query, QueryAnswer};
 use std::cell::RefCell;
 

@@ -13,7 +13,7 @@ pub mod glob;
 pub mod search;
 pub mod sources;
 
-use crate::journal::Effect;
+use crate::durable::journal::Effect;
 
 pub use glob::{Pattern, PatternError};
 pub use search::{Hit, SearchIndex};

@@ -2,7 +2,7 @@
 //! reader wait for the journal sync only when its answer depends on them.
 //!
 //! Why: the state holds batches whose journal sync is still running
-//! ([`crate::commit`]), and nothing read from them may be answered before
+//! ([`crate::durable::writer`]), and nothing read from them may be answered before
 //! they are durable. Waiting for every batch in flight made almost every
 //! LIST_CONTENT under load wait for a sync that had nothing to do with the
 //! users it lists (issue 3). A LIST_CONTENT depends on two users; if

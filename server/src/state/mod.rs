@@ -9,8 +9,8 @@
 //!
 //! Invariant: [`State`] holds exactly what is durable. Only the commit
 //! writer changes it, with the effects of a batch whose journal record is
-//! already synced ([`crate::commit`]); the on-disk store (redb) catches up
-//! from the journal in the background ([`crate::checkpoint`]).
+//! already synced ([`crate::durable::writer`]); the on-disk store (redb) catches up
+//! from the journal in the background ([`crate::durable::checkpoint`]).
 
 pub mod batch;
 mod changes;
@@ -21,8 +21,8 @@ pub mod tables;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard};
 
+use crate::durable::journal::Effect;
 use crate::index::Indexes;
-use crate::journal::Effect;
 
 pub use batch::Batch;
 pub use entries::Slice;
@@ -39,7 +39,7 @@ pub struct State {
     /// Sequence number of the last batch applied (see [`State::apply`]).
     applied: AtomicU64,
     /// Every batch up to this sequence number is durable (set by the
-    /// syncer, [`crate::commit`]); lets the tables forget old changes.
+    /// syncer, [`crate::durable::writer`]); lets the tables forget old changes.
     durable: AtomicU64,
     /// Set when a journal sync failed: the state may hold changes that are
     /// not durable, so nothing may be answered from it any more.
@@ -76,7 +76,7 @@ impl State {
     /// then always finds its entries in the tables or, for a just-removed
     /// entry, leaves it out). Whoever answers from the state must first
     /// wait until the journal is synced up to [`State::applied_seq`] read
-    /// after looking ([`crate::commit::Durability`]), or, for an answer
+    /// after looking ([`crate::durable::writer::Durability`]), or, for an answer
     /// about given users only, up to their [`Tables::last_change`].
     pub fn apply(&self, effects: &[Effect], seq: u64) {
         {

@@ -2,7 +2,7 @@
 //! with their address, and published files.
 //!
 //! This is the authority every reader and the writer's rules consult (redb
-//! is only the checkpoint behind the journal, see [`crate::checkpoint`]).
+//! is only the checkpoint behind the journal, see [`crate::durable::checkpoint`]).
 //! Each table is an [`EntryTable`] of wire-encoded entries:
 //! - `users`: `user\0`.
 //! - `connected`: `user\0ip\0port\0`, a LIST_USERS entry as sent.
@@ -19,7 +19,7 @@ use peerdex_protocol::CodecError;
 use super::changes::RecentChanges;
 use super::entries::{EntryTable, Slice};
 use crate::addr_text::{IpText, PortText};
-use crate::journal::Effect;
+use crate::durable::journal::Effect;
 
 /// Size and BLAKE3 root of a file published with PUBLISH_CONTENT.
 pub type Content = (u64, [u8; 32]);

@@ -9,7 +9,7 @@
 //! is d", never "do PUBLISH") to the current journal segment and syncs it;
 //! that is the commit. The in-memory state is then updated
 //! ([`crate::state`]), and redb catches up later, one whole segment per
-//! transaction, in the background ([`crate::checkpoint`]), which then
+//! transaction, in the background ([`crate::durable::checkpoint`]), which then
 //! deletes the segment. At start-up every remaining segment is replayed
 //! over the database, in order.
 //!
@@ -60,7 +60,7 @@
 //!
 //! Anything else is **damage** ([`Damage`]): start-up stops with an error
 //! naming the file and the offset and changes nothing; `peerdex-server
-//! check` and `salvage` ([`crate::recovery`]) are the way out. Segments
+//! check` and `salvage` ([`crate::durable::recovery`]) are the way out. Segments
 //! moved aside by `salvage` go to [`DAMAGED_DIR`], which the server does
 //! not read but counts when it numbers new segments.
 

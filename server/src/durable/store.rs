@@ -17,18 +17,14 @@
 //!   touched before.
 //! - `peerdex_meta`: `schema_version` -> version of this layout.
 //!
-//! Version 2 had no `file_content` table; opening it creates the table and
-//! sets version 3 (entries published before stay without size and hash).
-//!
-//! Version 1 stored the address as binary (`[4, a, b, c, d, port]`) and kept
-//! a `file_counts` table; [`Store::open`] migrates such a database in one
-//! transaction.
+//! [`Store::open`] migrates a database of an older layout (version 1 or 2)
+//! in the transaction that checks the version: [`migrate`].
 //!
 //! The database is the checkpoint behind the journal, not what requests
 //! read: at start-up it is loaded into memory ([`Store::load`]) after the
 //! journal segments left by the previous run were applied to it
 //! ([`Store::apply_segment`]); while the server runs, the checkpointer
-//! ([`crate::checkpoint`]) applies each full journal segment in one durable
+//! ([`crate::durable::checkpoint`]) applies each full journal segment in one durable
 //! transaction. Nothing else writes it.
 //!
 //! redb trusts its file: some damaged pages make it panic instead of
@@ -36,7 +32,7 @@
 //! [`quiet_panic::catch`] and turns such a panic into
 //! [`StoreError::Panicked`], naming the file like any other corruption.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use bytes::BytesMut;
@@ -49,11 +45,13 @@ use redb::{
 use thiserror::Error;
 
 use crate::addr_text::{IpText, PortText};
+use crate::durable::journal::{Effect, JournalError, SegmentRead};
+use crate::durable::net_effects::NetEffects;
+use crate::durable::quiet_panic;
 use crate::index::Indexes;
-use crate::journal::{Effect, JournalError, SegmentRead};
-use crate::net_effects::NetEffects;
-use crate::quiet_panic;
 use crate::state::Tables;
+
+mod migrate;
 
 /// Name of the database file inside the data directory.
 pub const DB_FILE_NAME: &str = "peerdex.redb";
@@ -67,8 +65,6 @@ const USERS: TableDefinition<&str, ()> = TableDefinition::new("users");
 const CONNECTED: TableDefinition<&str, &[u8]> = TableDefinition::new("connected");
 const FILES: TableDefinition<(&str, &str), &str> = TableDefinition::new("files");
 const CONTENT: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("file_content");
-/// Version 1 only: number of files per user.
-const FILE_COUNTS_V1: TableDefinition<&str, u64> = TableDefinition::new("file_counts");
 
 /// Why the store could not be opened, read or written.
 #[derive(Debug, Error)]
@@ -232,12 +228,12 @@ impl Store {
                 Some(SCHEMA_VERSION) => {}
                 Some(1) => {
                     drop(meta);
-                    migrate_from_v1(&txn)?;
-                    migrate_from_v2(&txn)?;
+                    migrate::from_v1(&txn)?;
+                    migrate::from_v2(&txn)?;
                 }
                 Some(2) => {
                     drop(meta);
-                    migrate_from_v2(&txn)?;
+                    migrate::from_v2(&txn)?;
                 }
                 Some(found) => {
                     return Err(StoreError::SchemaVersion {
@@ -492,37 +488,6 @@ fn load_tables(txn: ReadTransaction) -> Result<(Tables, Indexes), StoreError> {
     Ok((tables, indexes))
 }
 
-/// Rewrites a version-1 database as version 2 inside `txn`: addresses from
-/// binary to their encoded fields, and the `file_counts` table dropped.
-fn migrate_from_v1(txn: &WriteTransaction) -> Result<(), StoreError> {
-    let mut connected = txn.open_table(CONNECTED)?;
-    let mut rows = Vec::new();
-    for entry in connected.iter()? {
-        let (name, value) = entry?;
-        let name = name.value().to_string();
-        let addr = decode_addr_v1(value.value())
-            .ok_or_else(|| StoreError::CorruptAddress(name.clone()))?;
-        rows.push((name, encode_addr(addr)?));
-    }
-    for (name, value) in rows {
-        connected.insert(name.as_str(), &value[..])?;
-    }
-    drop(connected);
-    txn.delete_table(FILE_COUNTS_V1)?;
-    txn.open_table(META)?.insert(SCHEMA_KEY, 2)?;
-    tracing::info!("database migrated from schema version 1 to 2");
-    Ok(())
-}
-
-/// Rewrites a version-2 database as version 3 inside `txn`: adds the
-/// `file_content` table (empty: earlier entries have no size nor hash).
-fn migrate_from_v2(txn: &WriteTransaction) -> Result<(), StoreError> {
-    txn.open_table(CONTENT)?;
-    txn.open_table(META)?.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
-    tracing::info!("database migrated from schema version 2 to {SCHEMA_VERSION}");
-    Ok(())
-}
-
 /// A `file_content` value: size (u64 LE) then the 32-byte root.
 fn encode_content(size: u64, hash: &[u8; 32]) -> [u8; 40] {
     let mut out = [0u8; 40];
@@ -561,24 +526,6 @@ fn decode_addr(bytes: &[u8]) -> Option<SocketAddr> {
     let mut fields = text.split_terminator('\0');
     let ip: IpAddr = fields.next()?.parse().ok()?;
     let port: u16 = fields.next()?.parse().ok()?;
-    Some(SocketAddr::new(ip, port))
-}
-
-/// Decodes a version-1 address: `[4, a, b, c, d, port_hi, port_lo]` or
-/// `[6, 16 bytes, port_hi, port_lo]`.
-fn decode_addr_v1(bytes: &[u8]) -> Option<SocketAddr> {
-    let (ip, port): (IpAddr, &[u8]) = match bytes {
-        [4, rest @ ..] if rest.len() == 6 => {
-            let octets: [u8; 4] = rest[..4].try_into().ok()?;
-            (Ipv4Addr::from(octets).into(), &rest[4..])
-        }
-        [6, rest @ ..] if rest.len() == 18 => {
-            let octets: [u8; 16] = rest[..16].try_into().ok()?;
-            (Ipv6Addr::from(octets).into(), &rest[16..])
-        }
-        _ => return None,
-    };
-    let port = u16::from_be_bytes(port.try_into().ok()?);
     Some(SocketAddr::new(ip, port))
 }
 
@@ -659,7 +606,7 @@ impl WriteTables<'_> {
 
     /// Records `user`'s address, leaving the row alone when it already
     /// holds it: a DISCONNECT and CONNECT from the same address nets to
-    /// this (see [`crate::net_effects`]), and in redb a read is much
+    /// this (see [`crate::durable::net_effects`]), and in redb a read is much
     /// cheaper than an insert, which copies the B-tree path it changes.
     pub fn set_address(&mut self, user: &str, addr: SocketAddr) -> Result<(), StoreError> {
         let encoded = encode_addr(addr)?;
@@ -717,14 +664,6 @@ mod tests {
 
     fn temp() -> tempfile::TempDir {
         tempfile::tempdir().unwrap()
-    }
-
-    /// The schema version stored in the database.
-    fn schema_version(store: &Store) -> u64 {
-        let txn = store.db.begin_read().unwrap();
-        let meta = txn.open_table(META).unwrap();
-        let version = meta.get(SCHEMA_KEY).unwrap().unwrap().value();
-        version
     }
 
     #[test]
@@ -844,112 +783,6 @@ mod tests {
         }
         assert_eq!(decode_addr(&[4, 1, 2]), None);
         assert_eq!(decode_addr(b"1.2.3.4\0"), None);
-        assert_eq!(
-            decode_addr_v1(&[4, 10, 0, 0, 1, 0, 80]),
-            Some("10.0.0.1:80".parse().unwrap())
-        );
-    }
-
-    #[test]
-    fn version_1_database_is_migrated() {
-        let dir = temp();
-        let db = Database::create(dir.path().join(DB_FILE_NAME)).unwrap();
-        let txn = db.begin_write().unwrap();
-        {
-            txn.open_table(META).unwrap().insert(SCHEMA_KEY, 1).unwrap();
-            let mut users = txn.open_table(USERS).unwrap();
-            let mut connected = txn.open_table(CONNECTED).unwrap();
-            for user in ["al", "bo", "cy"] {
-                users.insert(user, ()).unwrap();
-            }
-            connected
-                .insert("al", &[4u8, 10, 0, 0, 1, 0x1f, 0x40][..])
-                .unwrap();
-            let mut v6 = vec![6u8];
-            v6.extend_from_slice(&"::1".parse::<Ipv6Addr>().unwrap().octets());
-            v6.extend_from_slice(&[0, 80]);
-            connected.insert("bo", &v6[..]).unwrap();
-            txn.open_table(FILES)
-                .unwrap()
-                .insert(("al", "f"), "d")
-                .unwrap();
-            txn.open_table(FILE_COUNTS_V1)
-                .unwrap()
-                .insert("al", 1)
-                .unwrap();
-        }
-        txn.commit().unwrap();
-        drop(db);
-
-        let store = Store::open(dir.path()).unwrap();
-        let (tables, _) = store.load().unwrap();
-        let listed: Vec<u8> = tables
-            .connected_entries()
-            .runs()
-            .flatten()
-            .copied()
-            .collect();
-        assert_eq!(listed, b"al\x0010.0.0.1\x008000\x00bo\x00::1\x0080\x00");
-        assert_eq!(tables.file_entries("al").len(), 1);
-        let txn = store.db.begin_write().unwrap();
-        assert!(!txn
-            .list_tables()
-            .unwrap()
-            .any(|t| t.name() == "file_counts"));
-        drop(txn);
-        assert_eq!(schema_version(&store), SCHEMA_VERSION);
-    }
-
-    #[test]
-    fn version_2_database_is_migrated() {
-        let dir = temp();
-        let db = Database::create(dir.path().join(DB_FILE_NAME)).unwrap();
-        let txn = db.begin_write().unwrap();
-        {
-            txn.open_table(META).unwrap().insert(SCHEMA_KEY, 2).unwrap();
-            txn.open_table(USERS).unwrap().insert("al", ()).unwrap();
-            txn.open_table(CONNECTED)
-                .unwrap()
-                .insert(
-                    "al",
-                    &encode_addr("10.0.0.1:80".parse().unwrap()).unwrap()[..],
-                )
-                .unwrap();
-            txn.open_table(FILES)
-                .unwrap()
-                .insert(("al", "Song.mp3"), "d")
-                .unwrap();
-        }
-        txn.commit().unwrap();
-        drop(db);
-
-        let store = Store::open(dir.path()).unwrap();
-        let (tables, indexes) = store.load().unwrap();
-        let file = tables.file("al", "Song.mp3").unwrap();
-        assert_eq!((file.description, file.content), ("d", None));
-        // The index was built from the migrated store.
-        let pattern = crate::index::Pattern::parse("song").unwrap();
-        assert_eq!(indexes.names.search(&pattern, 10).0, 1);
-        store
-            .apply_durably(&[
-                Effect::AddFile {
-                    user: "al".into(),
-                    file: "g".into(),
-                    description: String::new(),
-                },
-                Effect::SetContent {
-                    user: "al".into(),
-                    file: "g".into(),
-                    size: 3,
-                    hash: [1; 32],
-                },
-            ])
-            .unwrap();
-        store.close().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let (tables, _) = store.load().unwrap();
-        assert_eq!(tables.file("al", "g").unwrap().content, Some((3, [1; 32])));
-        assert_eq!(schema_version(&store), 3);
     }
 
     #[test]

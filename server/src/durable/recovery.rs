@@ -2,7 +2,7 @@
 //! check` and `peerdex-server salvage`.
 //!
 //! Why: start-up refuses a journal damaged in the middle (see
-//! [`crate::journal`]) instead of dropping the acknowledged operations
+//! [`crate::durable::journal`]) instead of dropping the acknowledged operations
 //! after the damage. The operator then needs to know what is intact
 //! ([`check`], which changes nothing) and a way to start again with
 //! everything before the damage, knowing exactly what to redo
@@ -25,10 +25,10 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::journal::{
+use crate::durable::journal::{
     self, Damage, Effect, Ending, JournalError, LostRecord, SegmentRead, DAMAGED_DIR,
 };
-use crate::store::{self, Store, StoreError, Survey, DB_FILE_NAME};
+use crate::durable::store::{self, Store, StoreError, Survey, DB_FILE_NAME};
 
 /// What [`check`] found.
 #[derive(Debug)]
@@ -401,8 +401,8 @@ fn write_op(f: &mut fmt::Formatter<'_>, effect: &Effect) -> fmt::Result {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Engine;
-    use crate::journal::{segment_path, Journal};
+    use crate::durable::engine::Engine;
+    use crate::durable::journal::{segment_path, Journal};
 
     fn users(prefix: &str, n: usize) -> Vec<Vec<Effect>> {
         (1..=n)

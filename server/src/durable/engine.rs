@@ -3,7 +3,7 @@
 //!
 //! Start-up ([`Engine::open`]): the journal segments a previous run left are
 //! read and checked first; if one is damaged (not a torn tail, see
-//! [`crate::journal`]) start-up stops with an error naming the file and the
+//! [`crate::durable::journal`]) start-up stops with an error naming the file and the
 //! offset, and nothing is changed. Otherwise each is applied to the
 //! database in one durable transaction and only then deleted, the database
 //! is loaded into memory ([`crate::state`]) and a new segment is started.
@@ -14,12 +14,12 @@
 //! through the batch's own changes ([`Batch`]); the effects are appended to
 //! the journal and applied to the shared state. Nobody is answered from
 //! that state until the journal is synced past it: mutations are answered
-//! by the syncer ([`crate::commit`]), readers wait for it
-//! ([`crate::commit::Durability`]). A full segment is handed to the
-//! checkpointer ([`crate::checkpoint`]).
+//! by the syncer ([`crate::durable::writer`]), readers wait for it
+//! ([`crate::durable::writer::Durability`]). A full segment is handed to the
+//! checkpointer ([`crate::durable::checkpoint`]).
 //!
 //! Only one thread calls [`Engine::commit`] (the group-commit writer,
-//! [`crate::commit`]); every reader uses [`Engine::state`].
+//! [`crate::durable::writer`]); every reader uses [`Engine::state`].
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -27,12 +27,12 @@ use std::sync::Arc;
 
 use peerdex_protocol::{Operation, Outcome};
 
-use crate::checkpoint::Checkpointer;
 use crate::directory;
-use crate::journal::{self, Ending, Journal, JournalError, SyncHandle, SEGMENT_BYTES};
-use crate::quiet_panic;
+use crate::durable::checkpoint::Checkpointer;
+use crate::durable::journal::{self, Ending, Journal, JournalError, SyncHandle, SEGMENT_BYTES};
+use crate::durable::quiet_panic;
+use crate::durable::store::{Store, StoreError, DB_FILE_NAME};
 use crate::state::{Batch, State};
-use crate::store::{Store, StoreError, DB_FILE_NAME};
 
 /// One mutation to apply.
 #[derive(Debug, Clone)]
@@ -155,7 +155,7 @@ impl Engine {
     /// Applies `mutations` in order as one batch, syncs the journal and
     /// returns their outcomes: every outcome is final, a 0 means durable.
     /// (The server pipelines instead: [`Engine::stage`] here, the sync in
-    /// [`crate::commit`]'s syncer thread.)
+    /// [`crate::durable::writer`]'s syncer thread.)
     pub fn commit<'m>(
         &mut self,
         mutations: impl IntoIterator<Item = &'m Mutation>,
@@ -402,7 +402,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // Written by an older server: one journal file, never checkpointed.
         let mut old = Journal::create(dir.path(), 1).unwrap();
-        old.append(&[crate::journal::Effect::AddUser("al".into())])
+        old.append(&[crate::durable::journal::Effect::AddUser("al".into())])
             .unwrap();
         drop(old);
         std::fs::rename(
@@ -522,7 +522,7 @@ mod tests {
             engine.commit(chunk);
         }
         engine.close().unwrap();
-        std::fs::read(dir.path().join(crate::store::DB_FILE_NAME)).unwrap()
+        std::fs::read(dir.path().join(crate::durable::store::DB_FILE_NAME)).unwrap()
     }
 
     /// Four flipped bytes anywhere in the database: opening either works
@@ -538,7 +538,7 @@ mod tests {
         while at + 4 <= db.len() {
             let trial = dir.path().join(format!("at-{at}"));
             std::fs::create_dir_all(&trial).unwrap();
-            let path = trial.join(crate::store::DB_FILE_NAME);
+            let path = trial.join(crate::durable::store::DB_FILE_NAME);
             let mut bytes = db.clone();
             bytes[at..at + 4].iter_mut().for_each(|b| *b ^= 0xff);
             std::fs::write(&path, &bytes).unwrap();

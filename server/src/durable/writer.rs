@@ -26,8 +26,8 @@ use peerdex_protocol::Outcome;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use crate::engine::Mutation;
-use crate::engine::{Engine, Staged};
+pub use crate::durable::engine::Mutation;
+use crate::durable::engine::{Engine, Staged};
 use crate::state::State;
 
 /// Most operations applied in one batch.
@@ -211,7 +211,7 @@ fn sync_loop(
         }
         let target = round.iter().map(|p| p.staged.seq).max().unwrap_or(durable);
         if !failed && target > durable {
-            let mut handles: Vec<&crate::journal::SyncHandle> = Vec::new();
+            let mut handles: Vec<&crate::durable::journal::SyncHandle> = Vec::new();
             for p in &round {
                 if !handles.iter().any(|h| h.same_segment(&p.staged.sync)) {
                     handles.push(&p.staged.sync);

@@ -23,7 +23,7 @@ use std::collections::HashSet;
 use std::hash::RandomState;
 use std::net::SocketAddr;
 
-use crate::journal::Effect;
+use crate::durable::journal::Effect;
 
 /// A key's state across the run.
 #[derive(Debug, Clone)]
@@ -234,8 +234,8 @@ fn entry<'m, T>(
 mod tests {
     use super::*;
     use crate::directory;
+    use crate::durable::store::Store;
     use crate::state::{Batch, Tables};
-    use crate::store::Store;
     use peerdex_protocol::{ConnectAddr, Operation};
     use proptest::prelude::*;
 

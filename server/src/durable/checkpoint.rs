@@ -16,8 +16,8 @@ use std::path::Path;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread;
 
-use crate::journal::{read_segment, segment_path};
-use crate::store::{Store, StoreError};
+use crate::durable::journal::{read_segment, segment_path};
+use crate::durable::store::{Store, StoreError};
 
 /// Finished segments waiting before the writer blocks: if the database
 /// cannot keep up, commits slow down instead of the journal growing
