@@ -10,6 +10,8 @@
 //!   dispatch, write the whole reply, close cleanly.
 //! - [`directory`]: the rules: where a command is applied to state, reply
 //!   codes checked in PROTOCOL.md's order.
+//! - [`effect`]: [`effect::Effect`], one change to the directory, shared by
+//!   the rules, the state, the indexes and the durable path.
 //! - [`state`]: the directory in memory, which every request reads
 //!   ([`state::tables`], on [`state::entries`]).
 //! - [`durable`]: everything between a mutation and the disk: the
@@ -43,6 +45,7 @@ pub mod cli;
 pub mod connection;
 pub mod directory;
 pub mod durable;
+pub mod effect;
 pub mod index;
 pub mod log_record;
 pub mod log_sink;

@@ -402,7 +402,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // Written by an older server: one journal file, never checkpointed.
         let mut old = Journal::create(dir.path(), 1).unwrap();
-        old.append(&[crate::durable::journal::Effect::AddUser("al".into())])
+        old.append(&[crate::effect::Effect::AddUser("al".into())])
             .unwrap();
         drop(old);
         std::fs::rename(

@@ -73,6 +73,8 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
+use crate::effect::Effect;
+
 /// Name of the single journal of versions before segments.
 pub const LEGACY_JOURNAL_NAME: &str = "peerdex.journal";
 
@@ -206,48 +208,6 @@ pub enum Ending {
     TornTail { offset: u64, flaw: Flaw },
     /// A bad record that held acknowledged operations, or may have.
     Damaged(Damage),
-}
-
-/// One change written to the tables: what the journal records and replays.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Effect {
-    AddUser(String),
-    /// The user, its address and all its files are gone.
-    RemoveUser(String),
-    SetAddress(String, SocketAddr),
-    ClearAddress(String),
-    AddFile {
-        user: String,
-        file: String,
-        description: String,
-    },
-    RemoveFile {
-        user: String,
-        file: String,
-    },
-    /// The size and BLAKE3 root of a published file (PUBLISH_CONTENT);
-    /// always journaled right after its `AddFile`.
-    SetContent {
-        user: String,
-        file: String,
-        size: u64,
-        hash: [u8; 32],
-    },
-}
-
-impl Effect {
-    /// The user whose data the effect changes.
-    pub fn user(&self) -> &str {
-        match self {
-            Effect::AddUser(user)
-            | Effect::RemoveUser(user)
-            | Effect::SetAddress(user, _)
-            | Effect::ClearAddress(user)
-            | Effect::AddFile { user, .. }
-            | Effect::RemoveFile { user, .. }
-            | Effect::SetContent { user, .. } => user,
-        }
-    }
 }
 
 /// A journal file found in the data directory.

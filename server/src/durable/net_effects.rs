@@ -23,7 +23,7 @@ use std::collections::HashSet;
 use std::hash::RandomState;
 use std::net::SocketAddr;
 
-use crate::durable::journal::Effect;
+use crate::effect::Effect;
 
 /// A key's state across the run.
 #[derive(Debug, Clone)]

@@ -26,9 +26,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::durable::journal::{
-    self, Damage, Effect, Ending, JournalError, LostRecord, SegmentRead, DAMAGED_DIR,
+    self, Damage, Ending, JournalError, LostRecord, SegmentRead, DAMAGED_DIR,
 };
 use crate::durable::store::{self, Store, StoreError, Survey, DB_FILE_NAME};
+use crate::effect::Effect;
 
 /// What [`check`] found.
 #[derive(Debug)]

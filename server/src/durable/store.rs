@@ -45,9 +45,10 @@ use redb::{
 use thiserror::Error;
 
 use crate::addr_text::{IpText, PortText};
-use crate::durable::journal::{Effect, JournalError, SegmentRead};
+use crate::durable::journal::{JournalError, SegmentRead};
 use crate::durable::net_effects::NetEffects;
 use crate::durable::quiet_panic;
+use crate::effect::Effect;
 use crate::index::Indexes;
 use crate::state::Tables;
 

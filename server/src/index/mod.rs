@@ -13,7 +13,7 @@ pub mod glob;
 pub mod search;
 pub mod sources;
 
-use crate::durable::journal::Effect;
+use crate::effect::Effect;
 
 pub use glob::{Pattern, PatternError};
 pub use search::{Hit, SearchIndex};

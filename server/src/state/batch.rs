@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use hashbrown::{HashMap, HashSet};
 
 use super::tables::{Presence, Tables};
-use crate::durable::journal::Effect;
+use crate::effect::Effect;
 
 /// The committed tables seen through one batch's uncommitted changes.
 ///

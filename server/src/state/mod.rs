@@ -21,7 +21,7 @@ pub mod tables;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard};
 
-use crate::durable::journal::Effect;
+use crate::effect::Effect;
 use crate::index::Indexes;
 
 pub use batch::Batch;

@@ -19,7 +19,7 @@ use peerdex_protocol::CodecError;
 use super::changes::RecentChanges;
 use super::entries::{EntryTable, Slice};
 use crate::addr_text::{IpText, PortText};
-use crate::durable::journal::Effect;
+use crate::effect::Effect;
 
 /// Size and BLAKE3 root of a file published with PUBLISH_CONTENT.
 pub type Content = (u64, [u8; 32]);

@@ -71,7 +71,7 @@ mod tests {
 
     use super::super::{Store, DB_FILE_NAME, FILES, USERS};
     use super::*;
-    use crate::durable::journal::Effect;
+    use crate::effect::Effect;
 
     fn temp() -> tempfile::TempDir {
         tempfile::tempdir().unwrap()
