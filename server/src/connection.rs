@@ -21,11 +21,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::directory::{self, ListAnswer, Plan};
 use crate::durable::writer::{Committer, Mutation};
 use crate::log_record;
 use crate::log_sink::LogSink;
 use crate::query::{self, QueryAnswer};
+use crate::rules::{self, ListAnswer, Plan};
 use crate::state::State;
 
 /// Listing replies are flushed to the socket in chunks of about this size.
@@ -106,7 +106,7 @@ async fn serve<W: AsyncWrite + Unpin>(
     out: &mut W,
 ) -> io::Result<()> {
     let kind = request.operation.kind();
-    let outcome = match directory::plan(request) {
+    let outcome = match rules::plan(request) {
         Plan::Answer(outcome) => outcome,
         Plan::Mutate { user } => {
             let mutation = Mutation {
@@ -129,7 +129,7 @@ async fn serve<W: AsyncWrite + Unpin>(
                 Outcome::Fail
             }
         },
-        Plan::Read { user } => match directory::list(&shared.state, &user, &request.operation) {
+        Plan::Read { user } => match rules::list(&shared.state, &user, &request.operation) {
             (_, depends_on) if !is_durable(shared, depends_on).await => Outcome::Fail,
             (ListAnswer::Status(outcome), _) => outcome,
             (ListAnswer::Listing(listing), _) => {
@@ -156,7 +156,7 @@ async fn is_durable(shared: &Shared, seen: u64) -> bool {
 /// so that a huge listing never sits in memory (the entries themselves are
 /// a shared snapshot).
 async fn stream_listing<W: AsyncWrite + Unpin>(
-    mut listing: Box<directory::Listing>,
+    mut listing: Box<rules::Listing>,
     chunk_timeout: Duration,
     out: &mut W,
 ) -> io::Result<()> {
@@ -182,7 +182,7 @@ async fn stream_listing<W: AsyncWrite + Unpin>(
 /// `outcome` is what the reply says: callers pass it after every wait for
 /// durability, just before they write it.
 fn log_operation(shared: &Shared, request: &Request, kind: OpKind, outcome: Outcome) {
-    tracing::debug!(op = %kind, user = %directory::user_label(&request.user), ?outcome, "handled");
+    tracing::debug!(op = %kind, user = %rules::user_label(&request.user), ?outcome, "handled");
     if !shared.log.is_enabled() {
         // No logger: building the record would be four allocations per
         // operation for nothing.

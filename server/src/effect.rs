@@ -1,7 +1,7 @@
 //! [`Effect`]: one change to the directory, the unit every part of the
 //! server that holds or stores the directory shares.
 //!
-//! The rules ([`crate::directory`]) decide what an operation changes and record
+//! The rules ([`crate::rules`]) decide what an operation changes and record
 //! it as effects in the batch overlay ([`crate::state::Batch`]); the
 //! journal writes them ([`crate::durable::journal`]); the in-memory tables
 //! ([`crate::state`]) and the search indexes ([`crate::index`]) apply them;

@@ -8,8 +8,8 @@
 //!   [`Server`] / [`run`] start a server in-process.
 //! - [`connection`]: one connection: read a request with a deadline,
 //!   dispatch, write the whole reply, close cleanly.
-//! - [`directory`]: the rules: where a command is applied to state, reply
-//!   codes checked in PROTOCOL.md's order.
+//! - [`rules`]: the rules of each operation: where a command is applied to
+//!   state, reply codes checked in PROTOCOL.md's order.
 //! - [`effect`]: [`effect::Effect`], one change to the directory, shared by
 //!   the rules, the state, the indexes and the durable path.
 //! - [`state`]: the directory in memory, which every request reads
@@ -43,13 +43,13 @@
 pub mod addr_text;
 pub mod cli;
 pub mod connection;
-pub mod directory;
 pub mod durable;
 pub mod effect;
 pub mod index;
 pub mod log_record;
 pub mod log_sink;
 pub mod query;
+pub mod rules;
 pub mod server;
 pub mod shutdown;
 pub mod state;

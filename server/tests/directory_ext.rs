@@ -6,9 +6,9 @@ use std::net::IpAddr;
 use peerdex_protocol::reply::{SearchEntry, SourcesReply};
 use peerdex_protocol::wire::{field_reader, read_reply};
 use peerdex_protocol::{ConnectAddr, OpKind, Operation, Outcome, Reply, Request};
-use peerdex_server::directory::{self, Plan};
 use peerdex_server::durable::engine::{Engine, Mutation};
 use peerdex_server::query::{query, QueryAnswer};
+use peerdex_server::rules::{self, Plan};
 use std::cell::RefCell;
 
 const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7));
@@ -42,7 +42,7 @@ impl Fixture {
             user: Ok(user.to_string()),
             operation,
         };
-        let outcome = match directory::plan(&request) {
+        let outcome = match rules::plan(&request) {
             Plan::Answer(outcome) => outcome,
             Plan::Mutate { user } => self.commit(&[Mutation {
                 user,

@@ -27,11 +27,11 @@ use std::sync::Arc;
 
 use peerdex_protocol::{Operation, Outcome};
 
-use crate::directory;
 use crate::durable::checkpoint::Checkpointer;
 use crate::durable::journal::{self, Ending, Journal, JournalError, SyncHandle, SEGMENT_BYTES};
 use crate::durable::quiet_panic;
 use crate::durable::store::{Store, StoreError, DB_FILE_NAME};
+use crate::rules;
 use crate::state::{Batch, State};
 
 /// One mutation to apply.
@@ -195,7 +195,7 @@ impl Engine {
             let mut batch = Batch::new(&tables);
             let outcomes: Vec<Outcome> = mutations
                 .into_iter()
-                .map(|m| directory::apply(&mut batch, &m.user, &m.operation, m.peer_ip))
+                .map(|m| rules::apply(&mut batch, &m.user, &m.operation, m.peer_ip))
                 .collect();
             (outcomes, batch.into_effects())
         };

@@ -7,7 +7,7 @@
 //! cancel: a file published and deleted again, a user disconnected and
 //! connected again. Only the net change needs writing.
 //!
-//! Why it is exact: effects come from the rules ([`crate::directory`]),
+//! Why it is exact: effects come from the rules ([`crate::rules`]),
 //! which add only what is absent and remove only what is present. So the
 //! first effect on a key says whether it existed when the run began, and a
 //! key that was absent then and is absent at the end needs no write at all.
@@ -233,8 +233,8 @@ fn entry<'m, T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::directory;
     use crate::durable::store::Store;
+    use crate::rules;
     use crate::state::{Batch, Tables};
     use peerdex_protocol::{ConnectAddr, Operation};
     use proptest::prelude::*;
@@ -279,7 +279,7 @@ mod tests {
         for (user, op) in ops {
             let effects = {
                 let mut batch = Batch::new(tables);
-                directory::apply(&mut batch, USERS[*user], op, "127.0.0.1".parse().unwrap());
+                rules::apply(&mut batch, USERS[*user], op, "127.0.0.1".parse().unwrap());
                 batch.into_effects()
             };
             for effect in &effects {

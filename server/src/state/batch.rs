@@ -4,7 +4,7 @@
 //! Why an overlay: operations of one batch must see each other in order
 //! (REGISTER then CONNECT of the same user in one batch), but readers must
 //! not see any of them before the batch's journal record is synced. So the
-//! rules ([`crate::directory::apply`]) read the committed [`Tables`] through
+//! rules ([`crate::rules::apply`]) read the committed [`Tables`] through
 //! this overlay and record [`Effect`]s; the writer journals the effects and
 //! only then applies them to the shared tables.
 

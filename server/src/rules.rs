@@ -1,4 +1,4 @@
-//! The directory's rules: where a command is applied to state.
+//! The rules of each operation: where a command is applied to state.
 //!
 //! Reply codes are checked strictly in PROTOCOL.md's order (user exists,
 //! user connected, the op's own condition, then the catch-all). Mutations run
