@@ -21,7 +21,6 @@
 //!   ([`durable::checkpoint`], [`durable::store`]), and `check` / `salvage`
 //!   ([`durable::recovery`]).
 //! - [`index`], [`query`]: SEARCH / FIND_SOURCES.
-//! - [`addr_text`]: IP and port text for LIST_USERS without heap strings.
 //! - [`log_record`]: what the RPC logger is told about one operation.
 //! - [`log_sink`]: records for the RPC logger, off the critical path.
 //! - [`shutdown`]: the signals that stop the server.
@@ -40,7 +39,6 @@
 //! # Ok(()) }
 //! ```
 
-pub mod addr_text;
 pub mod cli;
 pub mod connection;
 pub mod durable;

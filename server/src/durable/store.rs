@@ -44,7 +44,6 @@ use redb::{
 };
 use thiserror::Error;
 
-use crate::addr_text::{IpText, PortText};
 use crate::durable::journal::{JournalError, SegmentRead};
 use crate::durable::net_effects::NetEffects;
 use crate::durable::quiet_panic;
@@ -507,8 +506,8 @@ fn decode_content(bytes: &[u8]) -> Option<(u64, [u8; 32])> {
 /// Encodes an address as the IP and PORT fields of a LIST_USERS entry.
 fn encode_addr(addr: SocketAddr) -> Result<BytesMut, StoreError> {
     let mut out = BytesMut::with_capacity(24);
-    put_field(&mut out, IpText::new(addr.ip()).as_str())?;
-    put_field(&mut out, PortText::new(addr.port()).as_str())?;
+    put_field(&mut out, &addr.ip().to_string())?;
+    put_field(&mut out, &addr.port().to_string())?;
     Ok(out)
 }
 

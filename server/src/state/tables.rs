@@ -18,7 +18,6 @@ use peerdex_protocol::CodecError;
 
 use super::changes::RecentChanges;
 use super::entries::{EntryTable, Slice};
-use crate::addr_text::{IpText, PortText};
 use crate::effect::Effect;
 
 /// Size and BLAKE3 root of a file published with PUBLISH_CONTENT.
@@ -86,12 +85,14 @@ fn fields<const N: usize>(bytes: &[u8]) -> Option<([&[u8]; N], &[u8])> {
     Some((out, rest))
 }
 
-/// The LIST_USERS entry of `user` connected at `addr`.
+/// The LIST_USERS entry of `user` connected at `addr`. Built once per
+/// CONNECT (and per connected user at start-up), never per listing: a
+/// listing copies the encoded entries.
 fn connected_entry(user: &str, addr: SocketAddr) -> Result<BytesMut, CodecError> {
     let mut out = BytesMut::with_capacity(user.len() + 24);
     put_field(&mut out, user)?;
-    put_field(&mut out, IpText::new(addr.ip()).as_str())?;
-    put_field(&mut out, PortText::new(addr.port()).as_str())?;
+    put_field(&mut out, &addr.ip().to_string())?;
+    put_field(&mut out, &addr.port().to_string())?;
     Ok(out)
 }
 
