@@ -37,8 +37,8 @@ pub fn is_datetime(field: &str) -> bool {
 
 /// Whether a field of the right shape names a real calendar time, checked
 /// from its digits. Every request carries a DATETIME, and matching it
-/// against [`FORMAT`] with chrono's parser was ~1% of the directory
-/// server's worker time (issue 3); the property test below holds this to
+/// against [`FORMAT`] with chrono's parser is a measurable share of the
+/// directory server's worker time; the property test below holds this to
 /// exactly what that parser accepts.
 fn names_a_real_time(bytes: &[u8]) -> bool {
     let number = |at: usize, len: usize| {

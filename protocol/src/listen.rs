@@ -2,10 +2,9 @@
 //! connection of its own, so a burst of clients is a burst of handshakes.
 //!
 //! Why not `TcpListener::bind`: it listens with a backlog of 128. With more
-//! clients than that connecting at once (populating a directory from 256
-//! connections, issue 3), the kernel's accept queue overflowed about once
-//! every 160 connections and each dropped handshake cost its client a
-//! one-second retransmission.
+//! clients than that connecting at once (populating a directory from a few
+//! hundred connections), the kernel's accept queue overflows and each
+//! dropped handshake costs its client a one-second retransmission.
 
 use std::io;
 use std::net::SocketAddr;

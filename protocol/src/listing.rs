@@ -1,10 +1,9 @@
 //! A streaming, allocation-free reader of LIST_USERS / LIST_CONTENT replies.
 //!
 //! Why it exists beside [`crate::wire::read_reply`]: `read_reply` builds a
-//! `Vec` of entries with one `String` per field, which costs about 5 ms of
-//! client CPU for a 10,000-user LIST_USERS. That is fine for the shell, but a
-//! load generator that measures LIST_USERS latency (target: p50 < 2 ms at
-//! 10k users) would then measure itself. [`ListingReader`] reads the code and
+//! `Vec` of entries with one `String` per field, which costs client CPU per
+//! entry. That is fine for the shell, but a load generator that measures
+//! LIST_USERS latency would then measure itself. [`ListingReader`] reads the code and
 //! the count, then hands out one entry at a time as `&str`s borrowed from the
 //! reader's buffer (or, for an entry split across two reads, from a fixed
 //! buffer inside the reader), so a listing of any length costs no

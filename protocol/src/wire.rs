@@ -24,9 +24,9 @@ pub fn field_reader<R: AsyncRead>(reader: R) -> FieldReader<R> {
 
 /// First buffer size of [`request_reader`]: a request is a few short
 /// fields, and buffers this small come from the allocator's per-thread
-/// cache. The default 8 KiB does not: in issue 3's profile at a million
-/// users, glibc's path for large chunks was ~5% of the server's samples,
-/// and this buffer, allocated for every connection, its largest source.
+/// cache. The default 8 KiB does not: glibc's path for large chunks then
+/// shows in the server's profile, and this buffer, allocated for every
+/// connection, is its largest source.
 pub const REQUEST_BUFFER: usize = 512;
 
 /// Wraps a socket that sends one request: like [`field_reader`], with a

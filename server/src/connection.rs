@@ -37,7 +37,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What every connection handler shares.
 pub struct Shared {
-    /// The committed state: listings and queries read it.
+    /// The directory in memory: listings and queries read it (and wait for
+    /// the batches they depend on to be durable).
     pub state: Arc<State>,
     /// The group-commit writer, for every mutation.
     pub committer: Committer,
@@ -161,8 +162,8 @@ async fn stream_listing<W: AsyncWrite + Unpin>(
     out: &mut W,
 ) -> io::Result<()> {
     // A listing that fits in one chunk gets a buffer of its own size: most
-    // LIST_CONTENT replies are a few hundred bytes, and an 80 KiB buffer
-    // per reply was a large allocation on every one (issue 3's profile).
+    // LIST_CONTENT replies are a few hundred bytes, and a full-chunk buffer
+    // per reply would be a large allocation on every one.
     let header = 4 + 21;
     let capacity = header + listing.bytes_bound().min(CHUNK + 16 * 1024);
     let mut buf = BytesMut::with_capacity(capacity);
@@ -207,8 +208,8 @@ async fn send<W: AsyncWrite + Unpin>(out: &mut W, bytes: &[u8], limit: Duration)
 /// Reads and discards what the peer still sends until it closes, at most
 /// [`DRAIN_LIMIT`] bytes and [`DRAIN_TIMEOUT`]. It reads into the request
 /// reader's buffer: an array of its own would be part of every
-/// connection's task, allocated and copied at each accept (measured in
-/// issue 3: 4 KiB of the 4.8 KiB task).
+/// connection's task, allocated and copied at each accept (most of the
+/// task's size).
 async fn drain<R: AsyncRead + Unpin>(reader: FieldReader<R>) {
     let parts = reader.into_parts();
     let (mut socket, mut buffer) = (parts.io, parts.read_buf);

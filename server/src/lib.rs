@@ -53,3 +53,6 @@ pub mod shutdown;
 pub mod state;
 
 pub use server::{run, Config, Server, ServerError};
+
+#[cfg(test)]
+mod extension_tests;

@@ -20,11 +20,10 @@ use tokio::task::JoinHandle;
 const QUEUE_CAPACITY: usize = 16 * 1024;
 /// Most records per RPC.
 const MAX_BATCH: usize = 1000;
-/// Most records kept while the logger is unreachable: about two seconds
-/// of the benchmark's full rate, a few MiB. 100,000 records cost 14 MiB of
-/// RSS while a logger was down (issue 3's memory target is 32 MiB at
-/// 10,000 users); a logger that is away longer loses the oldest records,
-/// which are counted.
+/// Most records kept while the logger is unreachable: a couple of seconds
+/// at full load, a few MiB, so that a logger that is down cannot grow the
+/// server's memory without bound; a logger that is away longer loses the
+/// oldest records, which are counted.
 const MAX_BACKLOG: usize = 30_000;
 /// Deadline of one `log` call, and of connecting.
 const RPC_DEADLINE: Duration = Duration::from_secs(5);

@@ -3,8 +3,8 @@
 //! Reply codes are checked strictly in PROTOCOL.md's order (user exists,
 //! user connected, the op's own condition, then the catch-all). Mutations run
 //! inside the group-commit writer's batch ([`apply`] over a [`Batch`]);
-//! listings take a snapshot of the committed state ([`list`]) and stream
-//! from it ([`Listing`]).
+//! listings take a snapshot of the state ([`list`]), stream from it
+//! ([`Listing`]) once the batches it depends on are durable.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -24,7 +24,7 @@ pub enum Plan {
     Answer(Outcome),
     /// A mutation: goes through the group-commit writer.
     Mutate { user: String },
-    /// A listing: answered from a snapshot of the committed state.
+    /// A listing: answered from a snapshot of the state.
     Read { user: String },
     /// SEARCH / FIND_SOURCES: answered from the in-memory indexes and
     /// tables ([`crate::query`]).
@@ -225,13 +225,13 @@ pub enum ListAnswer {
     Listing(Box<Listing>),
 }
 
-/// Checks a listing request against the committed state and snapshots the
+/// Checks a listing request against the state and snapshots the
 /// entries it lists; also returns the batch the answer depends on, which
 /// must be durable before the answer is sent.
 ///
 /// LIST_CONTENT depends only on the requester and the listed user: it
 /// waits only if one of them changed in a batch still being synced, not
-/// for every batch in flight (issue 3). LIST_USERS depends on every user.
+/// for every batch in flight. LIST_USERS depends on every user.
 pub fn list(state: &State, user: &str, operation: &Operation) -> (ListAnswer, u64) {
     let tables = state.tables();
     let mut depends_on = tables.last_change(user);
@@ -322,7 +322,7 @@ mod tests {
                     };
                     self.engine.borrow_mut().commit([&mutation])[0]
                 }
-                Plan::Query { .. } => panic!("query ops are tested in tests/directory_ext.rs"),
+                Plan::Query { .. } => panic!("query ops are tested in extension_tests.rs"),
                 Plan::Read { user } => {
                     match list(self.engine.borrow().state(), &user, &request.operation).0 {
                         ListAnswer::Status(outcome) => outcome,

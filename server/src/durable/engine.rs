@@ -1,10 +1,10 @@
-//! The directory's engine: recovery at start-up, one batch commit at a
+//! The directory's engine: recovery at start-up, one batch staged at a
 //! time while running, and a clean close.
 //!
 //! Start-up ([`Engine::open`]): the journal segments a previous run left are
 //! read and checked first; if one is damaged (not a torn tail, see
-//! [`crate::durable::journal`]) start-up stops with an error naming the file and the
-//! offset, and nothing is changed. Otherwise each is applied to the
+//! [`crate::durable::journal`]) start-up stops with an error naming the file
+//! and the offset, and nothing is changed. Otherwise each is applied to the
 //! database in one durable transaction and only then deleted, the database
 //! is loaded into memory ([`crate::state`]) and a new segment is started.
 //! Nothing is served before this is done. A panic inside redb while
@@ -12,13 +12,13 @@
 //!
 //! A batch ([`Engine::stage`]): the rules run against the state seen
 //! through the batch's own changes ([`Batch`]); the effects are appended to
-//! the journal and applied to the shared state. Nobody is answered from
-//! that state until the journal is synced past it: mutations are answered
-//! by the syncer ([`crate::durable::writer`]), readers wait for it
-//! ([`crate::durable::writer::Durability`]). A full segment is handed to the
-//! checkpointer ([`crate::durable::checkpoint`]).
+//! the journal, not synced, and applied to the shared state. Nobody is
+//! answered from that state until the journal is synced past it: mutations
+//! are answered by the syncer ([`crate::durable::writer`]), readers wait for
+//! it ([`crate::durable::writer::Durability`]). A full segment is handed to
+//! the checkpointer ([`crate::durable::checkpoint`]).
 //!
-//! Only one thread calls [`Engine::commit`] (the group-commit writer,
+//! Only one thread calls [`Engine::stage`] (the group-commit writer,
 //! [`crate::durable::writer`]); every reader uses [`Engine::state`].
 
 use std::net::IpAddr;
@@ -49,7 +49,7 @@ pub struct Mutation {
 pub struct Engine {
     /// The data directory.
     dir: PathBuf,
-    /// The committed state every reader sees.
+    /// The state every reader sees, updated by [`Engine::stage`].
     state: Arc<State>,
     /// The segment being appended to.
     journal: Journal,
@@ -147,15 +147,17 @@ impl Engine {
         self.segment_bytes = bytes.max(1);
     }
 
-    /// The committed state, for readers.
+    /// The state, for readers (it may hold staged batches not yet synced:
+    /// [`crate::state`]).
     pub fn state(&self) -> &Arc<State> {
         &self.state
     }
 
     /// Applies `mutations` in order as one batch, syncs the journal and
     /// returns their outcomes: every outcome is final, a 0 means durable.
-    /// (The server pipelines instead: [`Engine::stage`] here, the sync in
-    /// [`crate::durable::writer`]'s syncer thread.)
+    /// For tests; the server pipelines instead: [`Engine::stage`] in the
+    /// writer, the sync in [`crate::durable::writer`]'s syncer thread.
+    #[cfg(test)]
     pub fn commit<'m>(
         &mut self,
         mutations: impl IntoIterator<Item = &'m Mutation>,

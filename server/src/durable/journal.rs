@@ -319,9 +319,8 @@ impl Journal {
         file.write_all_at(MAGIC, 0).map_err(io_err)?;
         // Zeros ahead of the records: an append that stays inside the
         // file's length changes no metadata, so its `fdatasync` is one
-        // data flush instead of a flush of the inode too (measured 0.11 vs
-        // 0.15 ms on this VM's disk). Zeros end a segment like a torn
-        // record: a zero header fails the hash check.
+        // data flush instead of a flush of the inode too. Zeros end a
+        // segment like a torn record: a zero header fails the hash check.
         let zeros = vec![0u8; 64 * 1024];
         let mut at = MAGIC.len() as u64;
         while at < PREALLOCATED_BYTES {

@@ -154,7 +154,7 @@ impl std::fmt::Debug for Store {
 
 /// redb's page cache. Requests never read redb; only checkpoints do, one
 /// segment's worth of keys at a time, so a small cache bounds the server's
-/// memory (issue 3's RSS target) and misses come from the OS page cache.
+/// memory and misses come from the OS page cache.
 const CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 impl Store {

@@ -1,13 +1,18 @@
-//! In-memory indexes derived from the store: file names for SEARCH
-//! ([`search`]) and content hashes for FIND_SOURCES ([`sources`]).
+//! In-memory indexes over the tables: file names for SEARCH ([`search`])
+//! and content hashes for FIND_SOURCES ([`sources`]).
 //!
-//! Invariant: the indexes hold exactly the committed state. They are
-//! built from a read snapshot when the store opens (after journal replay)
-//! and then updated only by the store's single writer, from the effects of
-//! each transaction, right AFTER that transaction committed. A reader
-//! therefore never finds an entry that is not committed; it may briefly
-//! miss one that was just committed (it is then also answered as missing,
-//! exactly as if it had arrived a moment earlier).
+//! Invariants:
+//! - The indexes hold the same batches as the tables
+//!   ([`crate::state::State`]): built from the store at start-up (after
+//!   journal replay), then changed only by the group-commit writer, from
+//!   each batch's effects, right after the tables, under their own lock. A
+//!   reader of the indexes therefore finds each hit in the tables too, or,
+//!   for an entry just removed, leaves it out; it may briefly miss an
+//!   entry just added (answered as if it had arrived a moment later).
+//! - Like the tables, they may hold batches whose journal sync is still
+//!   running: SEARCH and FIND_SOURCES wait until everything applied is
+//!   durable before replying (`connection.rs`, through
+//!   [`crate::durable::writer::Durability`]).
 
 pub mod glob;
 pub mod search;
@@ -22,12 +27,15 @@ pub use sources::{Digest, SourcesIndex};
 /// Both indexes, kept in step (entry ids are shared).
 #[derive(Default)]
 pub struct Indexes {
+    /// File names, for SEARCH; owns the entry ids.
     pub names: SearchIndex,
+    /// Size and root of files published with them, for FIND_SOURCES.
     pub content: SourcesIndex,
 }
 
 impl Indexes {
-    /// Applies the effects of one committed transaction, in order.
+    /// Applies the effects of one batch (or, at start-up, of one stored
+    /// row), in order.
     pub fn apply(&mut self, effects: &[Effect]) {
         for effect in effects {
             match effect {

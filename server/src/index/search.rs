@@ -12,9 +12,10 @@
 //!
 //! A pattern whose literal runs are all shorter than 3 bytes (`ab`, `a*b`,
 //! `*`) has no trigram and falls back to a scan of the names (documented in
-//! docs/PROTOCOL-EXTENSIONS.md): still in memory, about 20 ns per entry.
+//! docs/PROTOCOL-EXTENSIONS.md): still in memory, a short loop per name.
 //!
-//! Memory is kept small on purpose (issue 3's RSS target): names live in
+//! Memory is kept small on purpose (the index holds every published name):
+//! names live in
 //! one string arena, entries and owners are small fixed records, and
 //! posting lists are delta-encoded varints (a few bytes per trigram per
 //! entry). Removal only marks an entry dead; when dead entries outnumber
@@ -25,8 +26,8 @@ use std::hash::BuildHasher;
 
 // hashbrown's default hasher (foldhash, seeded per process) rather than
 // std's SipHash: every PUBLISH and DELETE hashes the owner and a dozen
-// trigrams on the commit thread (issue 3's profile at 10k users: the
-// index was 15% of that thread's samples).
+// trigrams on the commit thread, where SipHash was a visible share of the
+// writer's time.
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 
 use super::glob::{fold, Pattern};

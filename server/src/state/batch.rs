@@ -1,12 +1,14 @@
-//! The writer's view of one group-commit batch: the committed tables plus
-//! the batch's own changes so far.
+//! The writer's view of one group-commit batch: the tables as earlier
+//! batches left them, plus the batch's own changes so far.
 //!
 //! Why an overlay: operations of one batch must see each other in order
-//! (REGISTER then CONNECT of the same user in one batch), but readers must
-//! not see any of them before the batch's journal record is synced. So the
-//! rules ([`crate::rules::apply`]) read the committed [`Tables`] through
-//! this overlay and record [`Effect`]s; the writer journals the effects and
-//! only then applies them to the shared tables.
+//! (REGISTER then CONNECT of the same user in one batch), but the shared
+//! tables may change only once the batch's journal record is written: if
+//! that write fails, every operation of the batch fails and nothing
+//! changes. So the rules ([`crate::rules::apply`]) read the [`Tables`]
+//! through this overlay and record [`Effect`]s; the writer journals the
+//! effects and only then applies them to the shared tables (readers still
+//! wait for the record's sync before answering, [`crate::state`]).
 
 use std::net::SocketAddr;
 
@@ -19,7 +21,7 @@ use crate::effect::Effect;
 ///
 /// The overlay borrows its keys from the batch's requests, which outlive
 /// it: the writer runs every mutation through it, and a `String` per key
-/// was most of the writer's allocations (issue 3's profile).
+/// would be most of the writer's allocations.
 pub struct Batch<'a> {
     /// The committed state (read lock held by the caller).
     base: &'a Tables,

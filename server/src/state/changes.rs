@@ -5,7 +5,7 @@
 //! ([`crate::durable::writer`]), and nothing read from them may be answered before
 //! they are durable. Waiting for every batch in flight made almost every
 //! LIST_CONTENT under load wait for a sync that had nothing to do with the
-//! users it lists (issue 3). A LIST_CONTENT depends on two users; if
+//! users it lists. A LIST_CONTENT depends on two users; if
 //! neither changed in a batch that is not yet durable, it answers at once.
 //!
 //! Users are kept as hashes: a collision only makes a reader wait for a

@@ -1,7 +1,7 @@
 //! A sorted table of entries made of NUL-terminated fields, kept in small
 //! chunks that readers share.
 //!
-//! Why this shape (issue 3, docs/PERFORMANCE.md):
+//! Why this shape (figures in docs/PERFORMANCE.md):
 //! - An entry is stored exactly as it goes on the wire (`user\0ip\0port\0`
 //!   for LIST_USERS), so a listing copies runs of bytes instead of
 //!   formatting or even visiting entries one by one.
@@ -32,9 +32,9 @@ const GROW_BYTES: usize = 1024;
 
 /// Free bytes each half of a split chunk starts with. Without them every
 /// chunk of a freshly loaded table is full, and the first insert into
-/// each one, a PUBLISH among millions, reallocates it (issue 3: the
-/// allocations and the page faults of the growing heap were a third of
-/// the commit writer's time at 1M after a restart). A few entries' worth
+/// each one, a PUBLISH among millions, reallocates it (after a restart,
+/// those allocations and the page faults of the growing heap dominate the
+/// commit writer's time). A few entries' worth
 /// absorbs the publish-then-delete churn of a running directory.
 const SPLIT_ROOM: usize = 256;
 
@@ -47,7 +47,7 @@ const SPLIT_ROOM: usize = 256;
 /// cache and TLB misses. As `Arc<struct { Vec, Vec }>` a chunk cost three
 /// of them before the first key was compared (the `Arc`, the starts, the
 /// data, each elsewhere in memory); here the starts sit in front of the
-/// data they index (issue 3, docs/PERFORMANCE.md). Starts are offsets into
+/// data they index. Starts are offsets into
 /// the data, which stays under 64 KiB: a chunk splits past [`MAX_CHUNK`]
 /// and an entry is a few hundred bytes (fields are at most 255 bytes).
 #[derive(Debug, Clone)]
@@ -122,8 +122,8 @@ impl Chunk {
     /// Asks the processor to start loading the whole chunk before the
     /// binary search reads it. In a million-user table the chunk is cold,
     /// and each probe of the search was a cache miss waiting for the one
-    /// before; fetched together they overlap (`table_lookup` bench: 1.45
-    /// to 1.22 us per chained look-up at 1M, docs/PERFORMANCE.md). A chunk
+    /// before; fetched together they overlap (the `table_lookup` bench,
+    /// figures in docs/PERFORMANCE.md). A chunk
     /// is at most a few KiB, and its size is known without reading it.
     #[cfg(target_arch = "x86_64")]
     fn prefetch(&self) {
@@ -163,7 +163,7 @@ impl Chunk {
         if self.capacity() - used < room {
             // Grow in small exact steps rather than doubling: a million
             // users' chunks would otherwise carry a third of their size as
-            // slack (issue 3's memory target); the copies stay a few KiB.
+            // slack; the copies stay a few KiB.
             let extra = room.max(GROW_BYTES);
             let mut grown = zeroed(self.capacity() + extra);
             // Fresh, so never copied here.

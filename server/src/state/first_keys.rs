@@ -4,8 +4,8 @@
 //!
 //! Why: every look-up starts with a binary search over the chunks' first
 //! keys. With a million users that is ~50,000 keys, and following a
-//! pointer to each probed key costs a cache miss per step (measured: most
-//! of a 2.8 us look-up). The first 16 bytes of every key are therefore
+//! pointer to each probed key costs a cache miss per step, most of a
+//! look-up's time. The first 16 bytes of every key are therefore
 //! also kept inline, as big-endian integers in one vector: the search
 //! compares integers in contiguous memory and reads a key only among the
 //! few chunks whose first keys share those 16 bytes with the one sought.
@@ -37,8 +37,7 @@ fn key_prefix(key: &[u8]) -> u128 {
 /// `wanted`). Usually none or one: this looks at the next prefix first and
 /// widens the search only while they keep being equal, instead of a binary
 /// search over the whole tail, whose first probes are cold cache lines far
-/// away (issue 3: chained look-ups in a million-entry table went from
-/// 0.77-0.84 to 0.71-0.72 of a `BTreeMap`'s time).
+/// away.
 fn equal_run(prefixes: &[u128], wanted: u128) -> usize {
     let mut bound = 1;
     while bound <= prefixes.len() && prefixes[bound - 1] == wanted {

@@ -1,16 +1,28 @@
-//! Where the directory's committed state lives while the server runs: in
-//! memory, shared by every connection.
+//! Where the directory lives while the server runs: in memory, shared by
+//! every connection.
 //!
 //! - [`entries`]: the chunked, snapshot-friendly sorted table of
 //!   wire-encoded entries; `first_keys` is its directory of chunks.
 //! - [`tables`]: users, connected users and files built on it; the
 //!   authority for the rules and for every listing.
 //! - [`batch`]: the writer's overlay of one group-commit batch.
+//! - `changes`: the last batch that changed each user, until it is
+//!   durable.
 //!
-//! Invariant: [`State`] holds exactly what is durable. Only the commit
-//! writer changes it, with the effects of a batch whose journal record is
-//! already synced ([`crate::durable::writer`]); the on-disk store (redb) catches up
-//! from the journal in the background ([`crate::durable::checkpoint`]).
+//! Invariants:
+//! - Only the group-commit writer changes [`State`], with the effects of a
+//!   batch it has just written to the journal ([`State::apply`]), tables
+//!   first, then indexes. The writer does not wait for that write's sync
+//!   (the syncer thread runs it, [`crate::durable::writer`]), so the state
+//!   may be ahead of the disk by the batches whose sync is still running.
+//! - Nothing read from the state leaves the server before it is durable:
+//!   a reader notes the batch its answer depends on ([`State::applied_seq`]
+//!   for an answer about everyone, [`Tables::last_change`] for one about
+//!   given users) and waits on [`crate::durable::writer::Durability`] until
+//!   the journal is synced past it. After a failed sync
+//!   ([`State::has_failed`]) nothing is answered from it at all.
+//! - The on-disk store (redb) is not read while running: it catches up
+//!   from the journal in the background ([`crate::durable::checkpoint`]).
 
 pub mod batch;
 mod changes;
@@ -28,7 +40,8 @@ pub use batch::Batch;
 pub use entries::Slice;
 pub use tables::{Content, FileInfo, Presence, Tables};
 
-/// The committed directory and its search indexes.
+/// The directory and its search indexes: every batch the writer staged,
+/// durable or not yet (module doc).
 #[derive(Default)]
 pub struct State {
     /// Users, addresses and files.

@@ -1,5 +1,6 @@
-//! The committed directory in memory: registered users, connected users
-//! with their address, and published files.
+//! The directory in memory: registered users, connected users with their
+//! address, and published files (every staged batch applied, durable or
+//! not yet, see [`crate::state`]).
 //!
 //! This is the authority every reader and the writer's rules consult (redb
 //! is only the checkpoint behind the journal, see [`crate::durable::checkpoint`]).

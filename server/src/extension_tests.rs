@@ -1,14 +1,16 @@
-//! The directory extensions (PUBLISH_CONTENT, SEARCH, FIND_SOURCES) through
-//! the server's own rules, store and indexes, without sockets.
+//! Tests of the directory extensions (PUBLISH_CONTENT, SEARCH,
+//! FIND_SOURCES) through the server's own rules, engine and indexes,
+//! without sockets. Inside the crate because they commit through
+//! [`Engine::commit`], which exists only for tests.
 
 use std::net::IpAddr;
 
+use crate::durable::engine::{Engine, Mutation};
+use crate::query::{query, QueryAnswer};
+use crate::rules::{self, Plan};
 use peerdex_protocol::reply::{SearchEntry, SourcesReply};
 use peerdex_protocol::wire::{field_reader, read_reply};
 use peerdex_protocol::{ConnectAddr, OpKind, Operation, Outcome, Reply, Request};
-use peerdex_server::durable::engine::{Engine, Mutation};
-use peerdex_server::query::{query, QueryAnswer};
-use peerdex_server::rules::{self, Plan};
 use std::cell::RefCell;
 
 const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7));
@@ -307,7 +309,7 @@ fn search_matches_brute_force_over_ten_thousand_entries() {
         "t-99*pd",
         "ö-1",
     ] {
-        let parsed = peerdex_server::index::Pattern::parse(pattern).unwrap();
+        let parsed = crate::index::Pattern::parse(pattern).unwrap();
         let expected: Vec<String> = all
             .iter()
             .filter(|(_, _, file)| parsed.matches(file))
