@@ -30,9 +30,9 @@
 //!   batch) and the output is flushed after each batch.
 //! - A client that vanishes ends only its own connection task.
 
-pub mod escape;
-pub mod line;
-pub mod service;
+pub(crate) mod escape;
+pub(crate) mod line;
+pub(crate) mod service;
 
 use std::io;
 use std::net::SocketAddr;

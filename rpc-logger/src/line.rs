@@ -49,6 +49,7 @@ pub fn push_line(out: &mut String, record: &OpRecord) {
 }
 
 /// `record`'s line, with its final newline.
+#[cfg(test)]
 pub fn line(record: &OpRecord) -> String {
     let mut out = String::with_capacity(64);
     push_line(&mut out, record);

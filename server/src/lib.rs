@@ -39,16 +39,19 @@
 //! # Ok(()) }
 //! ```
 
+// Public: what the binary (`main.rs`), the integration tests and the
+// benches use. Everything else is crate-private, so that the compiler
+// reports code nobody calls.
 pub mod cli;
-pub mod connection;
+pub(crate) mod connection;
 pub mod durable;
-pub mod effect;
-pub mod index;
-pub mod log_record;
-pub mod log_sink;
-pub mod query;
-pub mod rules;
-pub mod server;
+pub(crate) mod effect;
+pub(crate) mod index;
+pub(crate) mod log_record;
+pub(crate) mod log_sink;
+pub(crate) mod query;
+pub(crate) mod rules;
+pub(crate) mod server;
 pub mod shutdown;
 pub mod state;
 

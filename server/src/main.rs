@@ -10,9 +10,9 @@ use std::path::Path;
 use anyhow::Context;
 use clap::Parser;
 use peerdex_server::cli::{Args, Tool};
-use peerdex_server::durable::journal::JournalError;
 use peerdex_server::durable::recovery;
-use peerdex_server::durable::store::StoreError;
+use peerdex_server::durable::JournalError;
+use peerdex_server::durable::StoreError;
 use peerdex_server::{shutdown, Server, ServerError};
 
 fn main() -> ExitCode {

@@ -206,8 +206,7 @@ async fn state_survives_restart() {
 async fn corrupt_data_dir_fails_to_start() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
-        dir.path()
-            .join(peerdex_server::durable::store::DB_FILE_NAME),
+        dir.path().join(peerdex_server::durable::DB_FILE_NAME),
         vec![0x5a; 10_000],
     )
     .unwrap();

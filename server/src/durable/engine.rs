@@ -143,6 +143,7 @@ impl Engine {
 
     /// Rotates segments at `bytes` instead of [`SEGMENT_BYTES`] (tests use
     /// small segments to exercise rotation and checkpoints).
+    #[cfg(test)]
     pub fn set_segment_bytes(&mut self, bytes: u64) {
         self.segment_bytes = bytes.max(1);
     }

@@ -21,11 +21,16 @@
 //! - [`quiet_panic`]: a panic inside redb (a damaged page) caught as an
 //!   error.
 
-pub mod checkpoint;
-pub mod engine;
-pub mod journal;
-pub mod net_effects;
-pub mod quiet_panic;
+pub(crate) mod checkpoint;
+pub(crate) mod engine;
+pub(crate) mod journal;
+pub(crate) mod net_effects;
+pub(crate) mod quiet_panic;
 pub mod recovery;
-pub mod store;
-pub mod writer;
+pub(crate) mod store;
+pub(crate) mod writer;
+
+// The errors the binary reports, and the database's file name (tests
+// damage it on purpose).
+pub use journal::JournalError;
+pub use store::{StoreError, DB_FILE_NAME};

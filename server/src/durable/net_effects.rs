@@ -82,19 +82,11 @@ pub struct NetEffects {
     /// Users removed during the run: every file they had when it began is
     /// gone; files added after are in `files`.
     cleared: HashSet<String>,
-    /// Effects added.
-    seen: usize,
 }
 
 impl NetEffects {
-    /// Number of effects added.
-    pub fn seen(&self) -> usize {
-        self.seen
-    }
-
     /// Adds the next effect of the run.
     pub fn add(&mut self, effect: &Effect) -> Result<(), NotNettable> {
-        self.seen += 1;
         match effect {
             Effect::AddUser(user) => {
                 entry(&mut self.users, user, Net::added).now = Some(());
@@ -295,7 +287,6 @@ mod tests {
         for effect in effects {
             net.add(effect).unwrap();
         }
-        assert_eq!(net.seen(), effects.len());
         net.into_effects()
     }
 

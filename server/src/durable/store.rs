@@ -211,11 +211,6 @@ impl Store {
         }
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Checks the schema version, initialising a brand-new database.
     fn check_schema(&self) -> Result<(), StoreError> {
         let path = || self.path.clone();

@@ -20,8 +20,8 @@ pub mod sources;
 
 use crate::effect::Effect;
 
-pub use glob::{Pattern, PatternError};
-pub use search::{Hit, SearchIndex};
+pub use glob::Pattern;
+pub use search::SearchIndex;
 pub use sources::{Digest, SourcesIndex};
 
 /// Both indexes, kept in step (entry ids are shared).

@@ -224,11 +224,6 @@ impl SearchIndex {
         self.live
     }
 
-    /// True when no file is indexed.
-    pub fn is_empty(&self) -> bool {
-        self.live == 0
-    }
-
     /// Marks `user` connected or not.
     pub fn set_connected(&mut self, user: &str, connected: bool) {
         if connected {
@@ -240,14 +235,10 @@ impl SearchIndex {
     }
 
     /// Whether `user` is connected, as far as the index knows.
+    #[cfg(test)]
     pub fn is_connected(&self, user: &str) -> bool {
         self.find_owner(user)
             .is_some_and(|id| self.owners[id as usize].connected)
-    }
-
-    /// The entry of `user`'s `file`, if indexed.
-    pub fn find(&self, user: &str, file: &str) -> Option<u32> {
-        self.find_in(self.find_owner(user)?, file)
     }
 
     /// The entry of `file` in `owner`'s list.

@@ -504,6 +504,7 @@ impl Slice {
     }
 
     /// The entries in key order.
+    #[cfg(test)]
     pub fn entries(&self) -> impl Iterator<Item = &[u8]> + '_ {
         self.runs_by_chunk()
             .flat_map(|(chunk, from, to)| (from..to).map(move |i| chunk.entry(i)))
@@ -511,6 +512,7 @@ impl Slice {
 
     /// The entries' bytes in a few large runs (one per chunk), for
     /// listings that send entries as stored.
+    #[cfg(test)]
     pub fn runs(&self) -> impl Iterator<Item = &[u8]> + '_ {
         self.runs_by_chunk()
             .map(|(chunk, from, to)| chunk.run(from, to))

@@ -24,11 +24,11 @@
 //! - The on-disk store (redb) is not read while running: it catches up
 //!   from the journal in the background ([`crate::durable::checkpoint`]).
 
-pub mod batch;
+pub(crate) mod batch;
 mod changes;
 pub mod entries;
 mod first_keys;
-pub mod tables;
+pub(crate) mod tables;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard};
@@ -36,14 +36,13 @@ use std::sync::{RwLock, RwLockReadGuard};
 use crate::effect::Effect;
 use crate::index::Indexes;
 
-pub use batch::Batch;
-pub use entries::Slice;
-pub use tables::{Content, FileInfo, Presence, Tables};
+pub(crate) use batch::Batch;
+pub(crate) use tables::{Presence, Tables};
 
 /// The directory and its search indexes: every batch the writer staged,
 /// durable or not yet (module doc).
 #[derive(Default)]
-pub struct State {
+pub(crate) struct State {
     /// Users, addresses and files.
     tables: RwLock<Tables>,
     /// SEARCH / FIND_SOURCES indexes, kept in step with `tables` by the

@@ -179,6 +179,7 @@ impl Tables {
     }
 
     /// Every user name, in order.
+    #[cfg(test)]
     pub fn user_names(&self) -> Vec<String> {
         self.users
             .all()
