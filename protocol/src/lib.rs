@@ -16,7 +16,9 @@
 //! - [`datetime`]: the `DATETIME` field.
 //! - [`listen`]: listening sockets with a backlog for bursts of clients.
 //! - [`names`]: what a valid user, file name and description are.
-//! - [`rpc`]: the tarpc service of the RPC logger.
+//!
+//! The RPC logger's tarpc service is not wire code: it lives in the
+//! `peerdex-logger` crate (`peerdex_logger::rpc`).
 
 pub mod datetime;
 pub mod field;
@@ -28,7 +30,6 @@ pub mod peer;
 pub mod peer_ext;
 pub mod reply;
 pub mod request;
-pub mod rpc;
 pub mod wire;
 
 pub use field::{Checked, CodecError, Field, FieldCodec, Malformed, MAX_FIELD_LEN};

@@ -15,7 +15,9 @@
 //! or a terminal escape. [`line`] has the format, [`escape`] the escaping.
 //!
 //! Layout:
-//! - [`service`]: the [`Logger`](peerdex_protocol::rpc::Logger) implementation
+//! - [`rpc`]: the service definition ([`rpc::Logger`], [`rpc::OpRecord`])
+//!   and [`rpc::connect`], which the directory server and clients use.
+//! - [`service`]: the [`Logger`](rpc::Logger) implementation
 //!   and the output it prints to.
 //! - [`line`]: one record as one line.
 //! - [`escape`]: untrusted text made safe for a one-line, terminal log.
@@ -32,6 +34,7 @@
 
 pub(crate) mod escape;
 pub(crate) mod line;
+pub mod rpc;
 pub(crate) mod service;
 
 use std::io;
@@ -39,7 +42,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use peerdex_protocol::rpc::Logger;
+use rpc::Logger;
 use tarpc::serde_transport::tcp;
 use tarpc::server::{BaseChannel, Channel};
 use tarpc::tokio_serde::formats::Json;
@@ -49,7 +52,7 @@ use tokio::task::JoinHandle;
 
 pub use service::{Output, PrintingLogger};
 
-/// Largest JSON frame accepted, the same as `peerdex_protocol::rpc::connect`.
+/// Largest JSON frame, accepted by the logger and set by [`rpc::connect`].
 pub const MAX_FRAME_LENGTH: usize = 16 * 1024 * 1024;
 
 /// How many connections are served at once; further clients wait in the

@@ -23,7 +23,7 @@
 //! the prefix still splits on spaces); the datetime and the outcome keep
 //! their spaces.
 
-use peerdex_protocol::rpc::OpRecord;
+use crate::rpc::OpRecord;
 
 use crate::escape::{push_escaped, Kind};
 

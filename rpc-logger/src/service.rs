@@ -4,8 +4,8 @@
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
+use crate::rpc::{Logger, OpRecord};
 use peerdex_protocol::datetime;
-use peerdex_protocol::rpc::{Logger, OpRecord};
 use tarpc::context;
 
 use crate::line;

@@ -4,9 +4,9 @@ use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use peerdex_logger::rpc::{self, OpRecord};
 use peerdex_logger::{serve_with_output, Output};
 use peerdex_protocol::datetime;
-use peerdex_protocol::rpc::{self, OpRecord};
 use tarpc::context;
 
 /// An in-memory stdout.

@@ -11,9 +11,9 @@
 //! Fields are copied as received, not escaped: the logger escapes what it
 //! prints, whoever sent it.
 
+use peerdex_logger::rpc::OpRecord;
 use peerdex_protocol::datetime;
 use peerdex_protocol::request::PartialRequest;
-use peerdex_protocol::rpc::OpRecord;
 use peerdex_protocol::{Checked, OpKind, Operation, Outcome, Request};
 
 /// Stands for a field that could not be read (over-long, not UTF-8).

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use peerdex_protocol::rpc::{self, LoggerClient, OpRecord};
+use peerdex_logger::rpc::{self, LoggerClient, OpRecord};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::{config, TestServer, DT};
 use futures::StreamExt;
-use peerdex_protocol::rpc::{Logger, OpRecord};
+use peerdex_logger::rpc::{Logger, OpRecord};
 use tarpc::serde_transport::tcp;
 use tarpc::server::{BaseChannel, Channel};
 use tarpc::tokio_serde::formats::Json;

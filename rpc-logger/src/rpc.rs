@@ -1,5 +1,6 @@
-//! The RPC logger service (tarpc), shared by the server that sends records,
-//! the logger that prints them, and clients that ask it for the time.
+//! The RPC logger service (tarpc, JSON over TCP): the interface shared by
+//! the directory server that sends records, this crate's logger that
+//! prints them, and clients that ask it for the time.
 
 use std::io;
 
@@ -12,7 +13,7 @@ use tokio::net::ToSocketAddrs;
 ///
 /// Every field is text the server took from the request (or its own
 /// clock), so a printer must treat all of them as untrusted: the logger
-/// escapes them (`peerdex-logger`'s `line` module).
+/// escapes them (the `line` module).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpRecord {
     /// The USER field as received (it need not be a valid name: refused
@@ -26,7 +27,7 @@ pub struct OpRecord {
     /// The client's DATETIME, or the server's clock when the client sent none.
     pub datetime: String,
     /// What the client was answered, in the shell's words (`OK`, `USER DOES
-    /// NOT EXIST`, ..., `FAIL`; see [`crate::Outcome::text`]). A string and
+    /// NOT EXIST`, ..., `FAIL`; see [`peerdex_protocol::Outcome::text`]). A string and
     /// not the enum, so that a logger older than a new outcome still prints
     /// it; `None` from a server that predates the field (and a logger that
     /// predates it ignores it).
@@ -46,7 +47,9 @@ pub trait Logger {
 /// Connects a logger client over TCP with the JSON transport.
 pub async fn connect(addr: impl ToSocketAddrs) -> io::Result<LoggerClient> {
     let mut transport = tcp::connect(addr, Json::default);
-    transport.config_mut().max_frame_length(16 * 1024 * 1024);
+    transport
+        .config_mut()
+        .max_frame_length(crate::MAX_FRAME_LENGTH);
     let transport = transport.await?;
     Ok(LoggerClient::new(tarpc::client::Config::default(), transport).spawn())
 }
