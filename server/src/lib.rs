@@ -2,28 +2,38 @@
 //! and what each user published. Speaks the classic protocol of
 //! `docs/PROTOCOL.md` through the `peerdex-protocol` crate.
 //!
-//! Layout (one file per concern):
-//! - [`cli`]: command-line arguments.
+//! Layout (one file per concern), in the order a request meets them:
+//! - [`cli`]: command-line arguments (serve, `check`, `salvage`).
 //! - [`server`]: the accept loop, connection limit and graceful shutdown;
-//!   [`Server`] / [`run`] start a server in-process.
+//!   [`Server`] / [`run`] start a server in-process. [`shutdown`]: the
+//!   signals that stop it.
 //! - [`connection`]: one connection: read a request with a deadline,
-//!   dispatch, write the whole reply, close cleanly.
+//!   dispatch, wait until what it answers is durable, write the whole
+//!   reply, close cleanly.
 //! - [`rules`]: the rules of each operation: where a command is applied to
 //!   state, reply codes checked in PROTOCOL.md's order.
-//! - [`effect`]: [`effect::Effect`], one change to the directory, shared by
-//!   the rules, the state, the indexes and the durable path.
+//! - [`effect`]: [`effect::Effect`], one change to the directory: what the
+//!   rules emit and what the state, the indexes and the durable path apply.
 //! - [`state`]: the directory in memory, which every request reads
-//!   ([`state::tables`], on [`state::entries`]).
-//! - [`durable`]: everything between a mutation and the disk: the
-//!   group-commit writer and syncer ([`durable::writer`]), the staging of
-//!   one batch, recovery and close ([`durable::engine`]), the write-ahead
-//!   journal ([`durable::journal`]), the checkpoint into redb
-//!   ([`durable::checkpoint`], [`durable::store`]), and `check` / `salvage`
-//!   ([`durable::recovery`]).
-//! - [`index`], [`query`]: SEARCH / FIND_SOURCES.
-//! - [`log_record`]: what the RPC logger is told about one operation.
-//! - [`log_sink`]: records for the RPC logger, off the critical path.
-//! - [`shutdown`]: the signals that stop the server.
+//!   ([`state::tables`], on [`state::entries`]; [`state::batch`] is the
+//!   writer's overlay of one batch).
+//! - [`index`], [`query`]: SEARCH / FIND_SOURCES, from in-memory indexes.
+//! - [`durable`]: everything between a mutation and the disk:
+//!   - [`durable::writer`]: the group-commit writer and syncer threads, and
+//!     [`durable::writer::Durability`], which readers wait on;
+//!   - [`durable::engine`]: one batch staged, start-up recovery, close;
+//!   - [`durable::journal`]: the write-ahead journal segments;
+//!   - [`durable::checkpoint`], [`durable::net_effects`],
+//!     [`durable::store`] (its migrations in `store/migrate.rs`): full
+//!     segments applied to redb in the background;
+//!   - [`durable::recovery`]: `check` and `salvage`;
+//!   - [`durable::quiet_panic`]: redb's panics on a damaged file as errors.
+//! - [`log_record`]: what the RPC logger is told about one operation;
+//!   [`log_sink`] ships records to it (`peerdex_logger::rpc`), off the
+//!   critical path.
+//!
+//! Only what the binary, `server/tests` and `server/benches` use is public;
+//! the rest is `pub(crate)`, so that the compiler reports dead code.
 //!
 //! Starting a server in-process (tests do this):
 //!
@@ -39,9 +49,9 @@
 //! # Ok(()) }
 //! ```
 
-// Public: what the binary (`main.rs`), the integration tests and the
-// benches use. Everything else is crate-private, so that the compiler
-// reports code nobody calls.
+// Public: what the binary (`main.rs`), `server/tests` and `server/benches`
+// use. Everything else is crate-private, so that the compiler reports code
+// nobody calls.
 pub mod cli;
 pub(crate) mod connection;
 pub mod durable;
