@@ -10,7 +10,7 @@ use crate::mix::MixKind;
 #[derive(Debug, Parser)]
 #[command(
     name = "peerdex-bench",
-    version,
+    version = env!("PEERDEX_VERSION"),
     about = "Load generator and null-server ceiling for the peerdex directory server"
 )]
 pub struct Cli {

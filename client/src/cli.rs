@@ -7,7 +7,7 @@ use clap::Parser;
 
 /// peerdex shell: talks to a directory server and shares files with peers.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "peerdex", version, about)]
+#[command(name = "peerdex", version = env!("PEERDEX_VERSION"), about)]
 pub struct Args {
     /// Host name or IP address of the directory server.
     #[arg(short = 's', long = "server")]

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use peerdex_logger::rpc::{self, LoggerClient};
 use peerdex_protocol::datetime;
-use peerdex_protocol::rpc::{self, LoggerClient};
 use thiserror::Error;
 use tokio::sync::Mutex;
 

@@ -9,7 +9,7 @@ use clap::Parser;
 
 /// The peerdex RPC logger.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version = env!("PEERDEX_VERSION"), about)]
 struct Args {
     /// TCP port to listen on (0 picks a free one; the start-up line shows it).
     #[arg(short, long)]

@@ -18,7 +18,7 @@ const DEFAULT_DATA_DIR: &str = "./peerdex-data";
 #[derive(Debug, Parser)]
 #[command(
     name = "peerdex-server",
-    version,
+    version = env!("PEERDEX_VERSION"),
     about,
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
