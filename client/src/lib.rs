@@ -8,9 +8,10 @@
 //!   [`shell::output`] (the exact result lines of the output contract).
 //! - [`session`]: the shell's state (current and connected user, known
 //!   peers) and the execution of each command.
-//! - [`directory`]: one TCP connection per directory operation;
-//!   [`directory_ext`]: the extension ops, remembering whether the directory
-//!   has them (a classic one closes without a reply).
+//! - [`directory_client`]: one TCP connection per directory operation;
+//!   [`directory_ext_client`]: the extension ops, remembering whether the
+//!   directory has them (a classic one closes without a reply). Named
+//!   `_client` so that they are not mistaken for the server's rules.
 //! - [`time_source`]: the DATETIME of requests (RPC logger or local clock).
 //! - [`content`]: BLAKE3 piece hashing and the share's hash cache.
 //! - [`peer`]: peer-to-peer GET_FILE: [`peer::listener`] serves published
@@ -24,8 +25,8 @@
 
 pub mod cli;
 pub mod content;
-pub mod directory;
-pub mod directory_ext;
+pub mod directory_client;
+pub mod directory_ext_client;
 pub mod peer;
 pub mod server_profiles;
 pub mod session;
@@ -38,7 +39,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 
 use cli::Args;
-use directory::DirectoryClient;
+use directory_client::DirectoryClient;
 use peer::share::ShareDir;
 use session::{Session, SessionConfig};
 use time_source::TimeSource;

@@ -32,7 +32,7 @@ use super::resume::PartFile;
 use super::sources::{fetch_manifest, Source, SourceError};
 use crate::content::pieces::Manifest;
 use crate::content::Identity;
-use crate::directory::describe_io;
+use crate::directory_client::describe_io;
 
 /// How to fetch.
 #[derive(Debug, Clone)]

@@ -11,8 +11,8 @@ use peerdex_protocol::{OpKind, Operation, Reply};
 
 use super::{request, Printed, Session};
 use crate::content::Identity;
-use crate::directory::DirectoryError;
-use crate::directory_ext::ExtError;
+use crate::directory_client::DirectoryError;
+use crate::directory_ext_client::ExtError;
 use crate::peer::sources::Source;
 use crate::peer::PeerAddr;
 use crate::shell::command::SEARCH_LIMIT;

@@ -22,7 +22,7 @@ use std::time::Duration;
 use peerdex_protocol::{Checked, Operation, Reply, Request};
 use thiserror::Error;
 
-use crate::directory::{DirectoryClient, DirectoryError};
+use crate::directory_client::{DirectoryClient, DirectoryError};
 use crate::server_profiles::{now_secs, Extensions, ServerProfile};
 
 /// How long a directory of unknown kind has to start answering an
