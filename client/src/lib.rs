@@ -18,7 +18,7 @@
 //!   files opened by [`peer::share`], asking the directory through
 //!   [`peer::published`] about files published in earlier sessions;
 //!   [`peer::fetch`] downloads them (verified, resumable, multi-source
-//!   through [`peer::engine`]; classic [`peer::download`] as fallback).
+//!   through the piece engine [`peer::swarm`]; classic [`peer::download`] as fallback).
 //!
 //! Invariant: stdout carries only the contract lines (and HELP); reasons and
 //! warnings go to stderr.

@@ -1,11 +1,10 @@
 //! Peer-to-peer file transfer: serving ([`listener`], [`share`], [`published`]) and
-//! downloading: [`fetch`] decides between the verified multi-source
-//! [`engine`] (over [`sources`], resumable through [`resume`]) and the
-//! classic transfer of [`download`].
+//! downloading: [`fetch`] decides between the verified multi-source piece
+//! engine [`swarm`] (over [`sources`], resumable through [`resume`]) and
+//! the classic transfer of [`download`].
 
 pub mod direct_io;
 pub mod download;
-pub mod engine;
 pub mod fetch;
 #[cfg(test)]
 mod fetch_tests;
@@ -14,6 +13,7 @@ pub mod published;
 pub mod resume;
 pub mod share;
 pub mod sources;
+pub mod swarm;
 
 use std::fmt;
 

@@ -1,4 +1,4 @@
-//! The multi-source download engine.
+//! The multi-source piece engine of a verified download (the swarm).
 //!
 //! Pieces wait in a work queue. Each source is a worker with at most
 //! [`Options::in_flight`] requests under way, one `GET_RANGE` (one
@@ -66,7 +66,7 @@ pub struct Report {
 
 /// Why a run did not complete.
 #[derive(Debug, Error)]
-pub enum EngineError {
+pub enum SwarmError {
     #[error("{missing} pieces missing and no source left")]
     NoSources { missing: u64, report: Report },
     #[error("cannot write the .part file: {0}")]
@@ -432,7 +432,7 @@ pub async fn run(
     done: Bitmap,
     options: Options,
     progress: Option<ProgressBar>,
-) -> Result<Report, EngineError> {
+) -> Result<Report, SwarmError> {
     let queue: VecDeque<u64> = (0..manifest.count()).filter(|&i| !done.get(i)).collect();
     let already = done.count();
     let remaining = queue.len() as u64;
@@ -489,15 +489,15 @@ pub async fn run(
         notes: std::mem::take(&mut *shared.notes.lock().unwrap_or_else(PoisonError::into_inner)),
     };
     if let Some(err) = fatal {
-        return Err(EngineError::Local(err));
+        return Err(SwarmError::Local(err));
     }
     // Keep what was done for a later run, whatever happens next.
     shared
         .maybe_checkpoint(true)
         .await
-        .map_err(EngineError::Local)?;
+        .map_err(SwarmError::Local)?;
     if remaining > 0 {
-        return Err(EngineError::NoSources {
+        return Err(SwarmError::NoSources {
             missing: remaining,
             report,
         });
