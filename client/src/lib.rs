@@ -7,7 +7,9 @@
 //!   on a pipe), [`shell::command`] (line -> [`shell::command::Command`]) and
 //!   [`shell::output`] (the exact result lines of the output contract).
 //! - [`session`]: the shell's state (current and connected user, known
-//!   peers) and the execution of each command.
+//!   peers) and the execution of each command, one file per command with
+//!   more to it than a request (`publish`, `share`, `get_file`, `search`,
+//!   `connect_form`).
 //! - [`directory_client`]: one TCP connection per directory operation;
 //!   [`directory_ext_client`]: the extension ops, remembering whether the
 //!   directory has them (a classic one closes without a reply). Named
