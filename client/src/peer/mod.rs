@@ -11,6 +11,7 @@ mod fetch_tests;
 pub mod listener;
 pub mod published;
 pub mod resume;
+mod send;
 pub mod share;
 pub mod sources;
 pub mod swarm;
