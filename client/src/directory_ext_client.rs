@@ -57,6 +57,7 @@ pub struct ExtDirectory {
 
 impl ExtDirectory {
     /// An extension client with nothing remembered about the server.
+    #[cfg(test)]
     pub fn new(client: DirectoryClient) -> Self {
         let profile = ServerProfile::in_memory(&client.key());
         Self::with_profile(client, profile)

@@ -24,16 +24,24 @@
 //!
 //! Invariant: stdout carries only the contract lines (and HELP); reasons and
 //! warnings go to stderr.
+//!
+//! Public API: [`run`], [`Status`] and [`cli`] for the binary, and the
+//! download path that `peerdex-bench fetch-worker` drives ([`peer::fetch`],
+//! [`peer::download`], [`peer::sources::Source`], [`peer::PeerAddr`]).
+//! Every other module is `pub(crate)`, so that the compiler reports what
+//! nothing uses.
 
 pub mod cli;
-pub mod content;
-pub mod directory_client;
-pub mod directory_ext_client;
+pub(crate) mod content;
+pub(crate) mod directory_client;
+pub(crate) mod directory_ext_client;
 pub mod peer;
-pub mod server_profiles;
-pub mod session;
-pub mod shell;
-pub mod time_source;
+pub(crate) mod server_profiles;
+pub(crate) mod session;
+pub(crate) mod shell;
+pub(crate) mod time_source;
+
+pub use shell::Status;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -50,6 +50,7 @@ struct State {
 
 impl TimeSource {
     /// The local clock only.
+    #[cfg(test)]
     pub fn local() -> Self {
         Self::new(None)
     }

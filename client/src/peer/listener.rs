@@ -128,18 +128,9 @@ impl Listener {
     /// Binds `addr` and starts accepting. Names neither published nor
     /// deleted through [`Self::publish`] / [`Self::unpublish`] are served
     /// when `directory` says the user published them (never without it).
+    /// `hashes` is the shell's hash cache, so that what PUBLISH hashed is
+    /// served without hashing again.
     pub async fn start(
-        addr: SocketAddr,
-        share: ShareDir,
-        directory: Option<DirectoryCheck>,
-    ) -> io::Result<Listener> {
-        let hashes = Arc::new(HashCache::for_share(share.root()));
-        Self::start_with_cache(addr, share, directory, hashes).await
-    }
-
-    /// [`Self::start`] sharing the shell's hash cache (so what PUBLISH
-    /// hashed is served without hashing again).
-    pub async fn start_with_cache(
         addr: SocketAddr,
         share: ShareDir,
         directory: Option<DirectoryCheck>,
@@ -447,7 +438,8 @@ pub(crate) async fn listener_with(files: &[(&str, &[u8])]) -> (tempfile::TempDir
         std::fs::write(dir.path().join(name), bytes).unwrap();
     }
     let share = ShareDir::new(dir.path()).unwrap();
-    let listener = Listener::start("127.0.0.1:0".parse().unwrap(), share, None)
+    let hashes = Arc::new(HashCache::for_share(share.root()));
+    let listener = Listener::start("127.0.0.1:0".parse().unwrap(), share, None, hashes)
         .await
         .unwrap();
     (dir, listener)

@@ -3,18 +3,18 @@
 //! engine [`swarm`] (over [`sources`], resumable through [`resume`]) and
 //! the classic transfer of [`download`].
 
-pub mod direct_io;
+pub(crate) mod direct_io;
 pub mod download;
 pub mod fetch;
 #[cfg(test)]
 mod fetch_tests;
-pub mod listener;
-pub mod published;
-pub mod resume;
+pub(crate) mod listener;
+pub(crate) mod published;
+pub(crate) mod resume;
 mod send;
-pub mod share;
+pub(crate) mod share;
 pub mod sources;
-pub mod swarm;
+pub(crate) mod swarm;
 
 use std::fmt;
 

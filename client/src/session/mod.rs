@@ -161,6 +161,7 @@ impl Session {
     }
 
     /// The listener's address while a user is connected.
+    #[cfg(test)]
     pub fn listener_addr(&self) -> Option<SocketAddr> {
         self.connected.as_ref().map(|c| c.listener.local_addr())
     }
@@ -287,7 +288,7 @@ impl Session {
         );
         let share = self.config.share.clone();
         let hashes = Arc::clone(&self.hashes);
-        let listener = match Listener::start_with_cache(bind, share, Some(check), hashes).await {
+        let listener = match Listener::start(bind, share, Some(check), hashes).await {
             Ok(listener) => listener,
             Err(err) => {
                 return Printed::fail(output::fail_line(OpKind::Connect))
