@@ -30,8 +30,8 @@ const SEND_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 ///
 /// With `sendfile(2)` ([`sendfile_all`]) where the kernel allows it: the
 /// socket takes the page-cache pages themselves, so the `pread` copy, the
-/// copy into the socket and the buffers' allocation (together 35% of a
-/// serving shell's CPU in profiles of 1 GiB piece downloads) disappear.
+/// copy into the socket and the buffers' allocation, a large part of a
+/// serving shell's CPU (docs/PERFORMANCE.md), disappear.
 /// Otherwise (a file or socket `sendfile` refuses), [`copy_from`].
 pub(super) async fn send_from(
     file: std::fs::File,
@@ -142,8 +142,8 @@ fn wait_writable(socket: &std::os::fd::OwnedFd, idle: Duration) -> io::Result<()
 
 /// [`send_from`] without `sendfile`: a blocking task reads with `pread` into
 /// [`SEND_CHUNK`] buffers while the previous one is being written to the
-/// socket (one blocking hop per chunk, not per 8 KiB as `tokio::io::copy`
-/// from a `tokio::fs::File` did). At most [`SEND_BUFFERS`] buffers exist per
+/// socket: one blocking hop per chunk, where `tokio::io::copy` from a
+/// `tokio::fs::File` makes one per 8 KiB. At most [`SEND_BUFFERS`] buffers exist per
 /// transfer, recycled.
 async fn copy_from(
     file: std::fs::File,

@@ -142,7 +142,7 @@ impl Session {
 
     /// Asks the directory which peers have the content `user` published as
     /// `file`. Any failure gives an empty plan: GET_FILE then does what it
-    /// did before the extension (the named peer only).
+    /// does with a classic directory (the named peer only).
     pub(super) async fn plan_sources(&self, user: &str, file: &str) -> Plan {
         let me = self.current_user().to_string();
         let operation = Operation::FindSources {

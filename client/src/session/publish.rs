@@ -184,7 +184,7 @@ mod tests {
         run(&mut al, "REGISTER al").await;
         let printed = run(&mut al, "PUBLISH a.txt the a file").await;
         assert_eq!(printed.out, ["c> PUBLISH OK"]);
-        // Not in the share dir: classic PUBLISH with its warning, as before.
+        // Not in the share dir: classic PUBLISH, with its warning.
         let printed = run(&mut al, "PUBLISH ghost.txt g").await;
         assert_eq!(printed.out, ["c> PUBLISH OK"]);
         assert_eq!(printed.err.len(), 1);
