@@ -1,5 +1,5 @@
-//! Command line of `peerdex-bench`. Flags follow issue 3 so that the commands
-//! recorded in docs/PERFORMANCE.md can be re-run verbatim.
+//! Command line of `peerdex-bench`. Flags stay as they are so that the
+//! commands recorded in docs/PERFORMANCE.md can be re-run verbatim.
 
 use std::net::IpAddr;
 
@@ -29,7 +29,7 @@ pub enum Command {
     /// and report medians and the ratio ours/null; with --durable-ceiling
     /// also against the durable ceiling (A B C A B C).
     Compare(CompareArgs),
-    /// Issue 4: a file over loopback, a plain TCP copy against our verified
+    /// A file over loopback: a plain TCP copy against our verified
     /// download (and the classic GET_FILE), alternated, with medians.
     Transfer(crate::transfer::TransferArgs),
     /// Internal (spawned by `transfer`): one download through the client

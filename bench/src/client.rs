@@ -128,8 +128,8 @@ const USERS_READ_BUFFER: usize = 64 * 1024;
 
 /// Read buffer of a LIST_CONTENT reply, usually a few hundred bytes. Tokio's
 /// `BufReader` zeroes its whole buffer when created: with 64 KiB for every
-/// LIST_CONTENT (40% of the mix), that `memset` was 3% of the load
-/// generator's CPU (issue 3, round 9), time the server under test lost.
+/// LIST_CONTENT (40% of the mix), that `memset` is load-generator CPU
+/// taken from the server under test on a shared machine.
 const CONTENT_READ_BUFFER: usize = 8 * 1024;
 
 /// The read buffer for a listing of `kind`.
@@ -142,8 +142,8 @@ fn list_read_buffer(kind: ListKind) -> usize {
 
 /// Like [`call`] for LIST_USERS / LIST_CONTENT, but streams the entries to
 /// `visitor` with the protocol's [`ListingReader`] instead of building them:
-/// `read_reply` allocates per field, which costs the load generator ~5 ms per
-/// 10,000-user listing and would be measured as server latency.
+/// `read_reply` allocates per field, a cost of the load generator that grows
+/// with the listing and would be measured as server latency.
 /// Returns the reply's outcome; on OK exactly COUNT entries were visited.
 pub async fn call_list<V: ListVisitor + Send>(
     addr: SocketAddr,

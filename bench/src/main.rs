@@ -1,9 +1,10 @@
-//! `peerdex-bench`: the load generator and null-server ceiling of issue 3.
+//! `peerdex-bench`: the load generator and null-server ceiling behind
+//! docs/PERFORMANCE.md.
 //!
 //! - `null-server`: the stateless ceiling (see [`null_server`]).
 //! - `load`: populate, then a timed, fully checked mixed workload.
 //! - `compare`: alternated null/ours runs, medians and the ratio.
-//! - `transfer`: issue 4's downloads against a plain TCP copy (see
+//! - `transfer`: verified downloads against a plain TCP copy (see
 //!   [`transfer`]).
 //!
 //! The process exits 1 when any operation failed, 2 when the benchmark

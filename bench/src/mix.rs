@@ -1,4 +1,5 @@
-//! The operation mix of issue 3 and how one random roll picks an action.
+//! The operation mixes of the load benchmark and how one random roll picks
+//! an action.
 //!
 //! Weights are integers so that picking is one `random_range` and the
 //! selection is exactly testable; dropping LIST_USERS renormalises simply by
@@ -17,7 +18,7 @@ pub enum MixKind {
     NoListUsers,
     /// Only LIST_USERS: target 3 (its latency grows with N).
     ListUsersOnly,
-    /// Only SEARCH for a substring hitting a few files (issue 4).
+    /// Only SEARCH for a substring hitting a few files.
     SearchOnly,
 }
 

@@ -4,7 +4,7 @@
 //! the previous one ran) before the reply; reads answer at once. No state,
 //! no rules, no checks.
 //!
-//! Why: target 1 of issue 3 asks for 85% of the null server *with
+//! Why: target 1 (docs/PERFORMANCE.md) asks for 85% of the null server *with
 //! durability on*. Whether that is reachable on a machine depends on what a
 //! disk flush costs there, not on our server. Running this stand-in in the
 //! same alternation says how much of the gap any durable server must pay

@@ -1,4 +1,4 @@
-//! The baseline of issue 4: the same file copied over one plain TCP
+//! The baseline of `transfer`: the same file copied over one plain TCP
 //! connection on 127.0.0.1, with nothing but `read`/`write` in between.
 //!
 //! It does the work a download cannot avoid and nothing else, and it is

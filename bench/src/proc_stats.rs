@@ -1,6 +1,6 @@
 //! Memory and CPU of a process from /proc, sampled at the start and end of
-//! the measured window: targets 4 (RSS) and the "where does the time go"
-//! question both need them, and on a 2-core machine the load generator's own
+//! the measured window: the memory target (RSS) and the "where does the
+//! time go" question of docs/PERFORMANCE.md both need them, and on a 2-core machine the load generator's own
 //! CPU is part of the answer, so it is sampled too.
 
 use std::collections::BTreeMap;

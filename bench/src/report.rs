@@ -117,7 +117,7 @@ pub fn machine_line(m: &MachineWindow) -> String {
 }
 
 /// The server's CPU per operation by thread name: where an operation's
-/// cost goes (issue 3's "where does the time go"), comparable between
+/// cost goes ("where does the time go" in docs/PERFORMANCE.md), comparable between
 /// servers and runs of different speed. None without threads or ops.
 fn threads_line(p: &ProcWindow, ops: usize) -> Option<String> {
     if p.threads.is_empty() || ops == 0 {

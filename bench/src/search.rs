@@ -1,4 +1,4 @@
-//! The SEARCH operation of the benchmark (issue 4): which pattern to send
+//! The SEARCH operation of the benchmark (`--mix search-only`): which pattern to send
 //! and how to check the reply.
 //!
 //! Populate gives user `j` the files `f<j>a` and `f<j>b`. A pattern `<i>a`

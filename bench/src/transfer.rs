@@ -1,5 +1,5 @@
-//! `peerdex-bench transfer`: issue 4's transfer targets, measured against a
-//! plain TCP copy of the same file in the same run.
+//! `peerdex-bench transfer`: the transfer targets of docs/PERFORMANCE.md,
+//! measured against a plain TCP copy of the same file in the same run.
 //!
 //! Per round, alternated (A B C A B C ...), on one random file:
 //! - `plain`: [`plain_copy`](crate::plain_copy), the ceiling (fsync'd like

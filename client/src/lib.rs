@@ -7,30 +7,41 @@
 //!   on a pipe), [`shell::command`] (line -> [`shell::command::Command`]) and
 //!   [`shell::output`] (the exact result lines of the output contract).
 //! - [`session`]: the shell's state (current and connected user, known
-//!   peers) and the execution of each command.
-//! - [`directory`]: one TCP connection per directory operation;
-//!   [`directory_ext`]: the extension ops, remembering whether the directory
-//!   has them (a classic one closes without a reply).
+//!   peers) and the execution of each command, one file per command with
+//!   more to it than a request (`publish`, `share`, `get_file`, `search`,
+//!   `connect_form`).
+//! - [`directory_client`]: one TCP connection per directory operation;
+//!   [`directory_ext_client`]: the extension ops, remembering whether the
+//!   directory has them (a classic one closes without a reply). Named
+//!   `_client` so that they are not mistaken for the server's rules.
 //! - [`time_source`]: the DATETIME of requests (RPC logger or local clock).
 //! - [`content`]: BLAKE3 piece hashing and the share's hash cache.
 //! - [`peer`]: peer-to-peer GET_FILE: [`peer::listener`] serves published
 //!   files opened by [`peer::share`], asking the directory through
 //!   [`peer::published`] about files published in earlier sessions;
 //!   [`peer::fetch`] downloads them (verified, resumable, multi-source
-//!   through [`peer::engine`]; classic [`peer::download`] as fallback).
+//!   through the piece engine [`peer::swarm`]; classic [`peer::download`] as fallback).
 //!
 //! Invariant: stdout carries only the contract lines (and HELP); reasons and
 //! warnings go to stderr.
+//!
+//! Public API: [`run`], [`Status`] and [`cli`] for the binary, and the
+//! download path that `peerdex-bench fetch-worker` drives ([`peer::fetch`],
+//! [`peer::download`], [`peer::sources::Source`], [`peer::PeerAddr`]).
+//! Every other module is `pub(crate)`, so that the compiler reports what
+//! nothing uses.
 
 pub mod cli;
-pub mod content;
-pub mod directory;
-pub mod directory_ext;
+pub(crate) mod content;
+pub(crate) mod directory_client;
+pub(crate) mod directory_ext_client;
 pub mod peer;
-pub mod server_profiles;
-pub mod session;
-pub mod shell;
-pub mod time_source;
+pub(crate) mod server_profiles;
+pub(crate) mod session;
+pub(crate) mod shell;
+pub(crate) mod time_source;
+
+pub use shell::Status;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -38,7 +49,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 
 use cli::Args;
-use directory::DirectoryClient;
+use directory_client::DirectoryClient;
 use peer::share::ShareDir;
 use session::{Session, SessionConfig};
 use time_source::TimeSource;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use peerdex_client::shell::Status;
+use peerdex_client::Status;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {

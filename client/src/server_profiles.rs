@@ -105,7 +105,8 @@ impl ServerProfile {
         }
     }
 
-    /// A profile kept in memory only (tests, or no state dir).
+    /// A profile kept in memory only.
+    #[cfg(test)]
     pub fn in_memory(key: &str) -> ServerProfile {
         Self::load(None, key)
     }

@@ -50,6 +50,7 @@ struct State {
 
 impl TimeSource {
     /// The local clock only.
+    #[cfg(test)]
     pub fn local() -> Self {
         Self::new(None)
     }
@@ -98,7 +99,7 @@ async fn ask(service: &str, client: &mut Option<LoggerClient>) -> Result<String,
         None => {
             let logger = rpc::connect(service)
                 .await
-                .map_err(|err| ServiceError::Connect(crate::directory::describe_io(&err)))?;
+                .map_err(|err| ServiceError::Connect(crate::directory_client::describe_io(&err)))?;
             *client = Some(logger.clone());
             logger
         }

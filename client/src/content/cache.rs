@@ -56,8 +56,8 @@ impl Stamp {
 /// Manifests of one share dir.
 #[derive(Debug)]
 pub struct HashCache {
-    /// `<share>/.peerdex/hashes`, or `None` for a memory-only cache.
-    dir: Option<PathBuf>,
+    /// `<share>/.peerdex/hashes`.
+    dir: PathBuf,
     /// Entries known in this process, by canonical path.
     memory: Mutex<HashMap<PathBuf, (Stamp, Arc<Manifest>)>>,
     /// One hashing at a time: a burst of requests for a stale file hashes
@@ -69,16 +69,7 @@ impl HashCache {
     /// A cache for the share dir `root` (its disk entries under `.peerdex`).
     pub fn for_share(root: &Path) -> HashCache {
         HashCache {
-            dir: Some(root.join(STATE_DIR).join("hashes")),
-            memory: Mutex::new(HashMap::new()),
-            hashing: Mutex::new(()),
-        }
-    }
-
-    /// A cache that keeps nothing on disk.
-    pub fn in_memory() -> HashCache {
-        HashCache {
-            dir: None,
+            dir: root.join(STATE_DIR).join("hashes"),
             memory: Mutex::new(HashMap::new()),
             hashing: Mutex::new(()),
         }
@@ -143,23 +134,20 @@ impl HashCache {
         self.memory.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn entry_path(&self, path: &Path) -> Option<PathBuf> {
-        let dir = self.dir.as_ref()?;
+    fn entry_path(&self, path: &Path) -> PathBuf {
         let key = blake3::hash(path.as_os_str().as_encoded_bytes());
-        Some(dir.join(to_hex(key.as_bytes())))
+        self.dir.join(to_hex(key.as_bytes()))
     }
 
     fn read_entry(&self, path: &Path, stamp: Stamp) -> Option<Manifest> {
-        let file = File::open(self.entry_path(path)?).ok()?;
+        let file = File::open(self.entry_path(path)).ok()?;
         let manifest = parse_entry(BufReader::new(file), path, stamp)?;
         manifest.verify().ok()?;
         Some(manifest)
     }
 
     fn write_entry(&self, path: &Path, stamp: Stamp, manifest: &Manifest) -> io::Result<()> {
-        let Some(entry) = self.entry_path(path) else {
-            return Ok(());
-        };
+        let entry = self.entry_path(path);
         let Some(dir) = entry.parent() else {
             return Ok(());
         };

@@ -7,9 +7,9 @@
 //! - [`cache`]: manifests cached by (path, size, mtime) in the share dir's
 //!   hidden state dir, so publishing again is instant.
 
-pub mod cache;
-pub mod hash;
-pub mod pieces;
+pub(crate) mod cache;
+pub(crate) mod hash;
+pub(crate) mod pieces;
 
 pub use peerdex_protocol::peer_ext::Digest;
 

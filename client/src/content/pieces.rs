@@ -29,8 +29,6 @@ pub enum ManifestError {
     Count { got: u64, expected: u64 },
     #[error("the piece list does not merge into the announced root hash")]
     Root,
-    #[error("root hash differs from the expected one")]
-    Unexpected,
 }
 
 impl Manifest {

@@ -2,8 +2,8 @@
 //!
 //! Why: a downloaded byte is received into user memory, then (buffered
 //! `pwrite`) copied by the kernel into the page cache, then written back and
-//! fsync'd. Profiles of the verified download showed 58-66% of the
-//! downloader's CPU in that copy (`copy_folio_from_iter_atomic`). With
+//! fsync'd. That copy (`copy_folio_from_iter_atomic` in profiles) is most
+//! of a verified download's CPU (figures in docs/PERFORMANCE.md). With
 //! `O_DIRECT` the device reads the user buffer itself: no copy, and the
 //! final fsync has almost nothing left to flush.
 //!
@@ -25,7 +25,7 @@
 //!
 //! Filesystems without `O_DIRECT` refuse the open or a write with `EINVAL`;
 //! then (and from then on) everything goes through the ordinary descriptor,
-//! exactly as before this module existed.
+//! an ordinary buffered write.
 
 use std::alloc::{self, Layout};
 use std::fs::{File, OpenOptions};
@@ -123,8 +123,8 @@ pub struct DirectFile {
     direct_works: AtomicBool,
     /// Serializes buffered writes: ext4 takes the inode lock exclusively
     /// for them anyway, and waiting here sleeps, while waiting for the inode
-    /// lock spins on a CPU (`rwsem_spin_on_owner`: up to 15% of the
-    /// downloader's CPU with 4 pieces in flight on 2 vCPUs). Direct writes
+    /// lock spins on a CPU (`rwsem_spin_on_owner` in profiles of a
+    /// download with several pieces in flight). Direct writes
     /// of whole blocks into allocated space take that lock shared and run
     /// concurrently.
     buffered: Mutex<()>,

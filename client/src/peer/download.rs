@@ -28,7 +28,7 @@ use tokio::time::timeout;
 use super::direct_io::{AlignedBuf, DirectFile};
 use super::PeerAddr;
 use crate::content::{Digest, Identity};
-use crate::directory::describe_io;
+use crate::directory_client::describe_io;
 
 /// Bound on connecting to the peer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);

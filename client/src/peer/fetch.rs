@@ -7,7 +7,7 @@
 //!    merges into its root and matches the expected identity. Otherwise a
 //!    classic peer is sent nothing but the classic request.
 //! 2. With a list: open `<local>.part` (resuming when its state matches),
-//!    run the [`engine`](super::engine) over all sources, check the size,
+//!    run the piece engine ([`swarm`](super::swarm)) over all sources, check the size,
 //!    rename into place.
 //! 3. Without one, when a source answered like a classic peer (code 2, a
 //!    close, or garbage), or when the extension is not tried: the classic
@@ -27,17 +27,17 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use thiserror::Error;
 
 use super::download::{download, DownloadError};
-use super::engine::{self, EngineError, Options, Report};
 use super::resume::PartFile;
 use super::sources::{fetch_manifest, Source, SourceError};
+use super::swarm::{self, Options, Report, SwarmError};
 use crate::content::pieces::Manifest;
 use crate::content::Identity;
-use crate::directory::describe_io;
+use crate::directory_client::describe_io;
 
 /// How to fetch.
 #[derive(Debug, Clone)]
 pub struct FetchOptions {
-    /// Engine tuning.
+    /// Tuning of the piece engine ([`swarm`](super::swarm)).
     pub engine: Options,
     /// Draw a progress bar on stderr (terminal only).
     pub progress: bool,
@@ -201,7 +201,7 @@ async fn fetch_pieces(
     }
     let bar = options.progress.then(|| progress_bar(manifest.size));
     let part = Arc::new(part);
-    let result = engine::run(
+    let result = swarm::run(
         sources.to_vec(),
         Arc::clone(&manifest),
         Arc::clone(&part),
@@ -215,7 +215,7 @@ async fn fetch_pieces(
     }
     let report = match result {
         Ok(report) => report,
-        Err(EngineError::NoSources { missing, report }) => {
+        Err(SwarmError::NoSources { missing, report }) => {
             return Err(FetchError::Incomplete {
                 reason: format!(
                     "{missing} of {} pieces missing, no source left",
@@ -225,7 +225,7 @@ async fn fetch_pieces(
                 notes: report.notes,
             })
         }
-        Err(EngineError::Local(err)) => return Err(local_error(err)),
+        Err(SwarmError::Local(err)) => return Err(local_error(err)),
     };
     // Aborted duplicate requests may still hold the Arc for a moment; they
     // never write a piece that is done, and every piece is done here.

@@ -13,10 +13,10 @@ use peerdex_protocol::wire::field_reader;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
-use super::engine::Options;
 use super::fetch::{fetch, FetchError, FetchOptions, Fetched};
 use super::resume::{part_path, state_path};
 use super::sources::Source;
+use super::swarm::Options;
 use super::PeerAddr;
 use crate::content::hash::{hash_reader, PIECE_SIZE};
 use crate::content::pieces::Manifest;

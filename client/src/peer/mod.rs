@@ -1,19 +1,20 @@
 //! Peer-to-peer file transfer: serving ([`listener`], [`share`], [`published`]) and
-//! downloading: [`fetch`] decides between the verified multi-source
-//! [`engine`] (over [`sources`], resumable through [`resume`]) and the
-//! classic transfer of [`download`].
+//! downloading: [`fetch`] decides between the verified multi-source piece
+//! engine [`swarm`] (over [`sources`], resumable through [`resume`]) and
+//! the classic transfer of [`download`].
 
-pub mod direct_io;
+pub(crate) mod direct_io;
 pub mod download;
-pub mod engine;
 pub mod fetch;
 #[cfg(test)]
 mod fetch_tests;
-pub mod listener;
-pub mod published;
-pub mod resume;
-pub mod share;
+pub(crate) mod listener;
+pub(crate) mod published;
+pub(crate) mod resume;
+mod send;
+pub(crate) mod share;
 pub mod sources;
+pub(crate) mod swarm;
 
 use std::fmt;
 

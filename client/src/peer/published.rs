@@ -16,7 +16,7 @@ use peerdex_protocol::{Operation, Reply, Request};
 use tokio::sync::Mutex;
 use tokio::time::{timeout, Instant};
 
-use crate::directory::DirectoryClient;
+use crate::directory_client::DirectoryClient;
 use crate::time_source::TimeSource;
 
 /// How long a listing from the directory is trusted.

@@ -163,7 +163,7 @@ pub fn state_path(local: &Path) -> PathBuf {
 pub struct PartFile {
     /// The `.part` file, preallocated to its size. Pieces are written
     /// around the page cache (`O_DIRECT`) where the filesystem allows it:
-    /// the kernel's copy into the cache was most of the downloader's CPU.
+    /// the kernel's copy into the cache is most of the downloader's CPU.
     file: DirectFile,
     /// Where it is.
     part: PathBuf,

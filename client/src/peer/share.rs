@@ -84,14 +84,15 @@ impl ShareDir {
         }
     }
 
-    /// Opens a published name for serving: a regular file inside the share
-    /// dir, verified on the open descriptor. Blocking (file system calls).
+    /// [`Self::open_with_path`] without the path.
+    #[cfg(test)]
     pub fn open(&self, name: &str) -> Result<File, ShareError> {
         self.open_with_path(name).map(|(file, _)| file)
     }
 
-    /// [`Self::open`], also returning the real path of the opened file (the
-    /// key of its cached hashes).
+    /// Opens a published name for serving: a regular file inside the share
+    /// dir, verified on the open descriptor. Blocking (file system calls).
+    /// Returns the file and its real path (the key of its cached hashes).
     pub fn open_with_path(&self, name: &str) -> Result<(File, PathBuf), ShareError> {
         // Symlinks inside the share are followed here, once, to a path;
         // what is opened is that path's final component itself.

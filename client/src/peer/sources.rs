@@ -17,7 +17,7 @@ use tokio::time::timeout;
 use super::download::{CONNECT_TIMEOUT, IDLE_TIMEOUT, REPLY_TIMEOUT};
 use super::PeerAddr;
 use crate::content::pieces::Manifest;
-use crate::directory::describe_io;
+use crate::directory_client::describe_io;
 
 /// Piece digests reserved before any arrived: a hostile count costs at most
 /// this much memory up front.

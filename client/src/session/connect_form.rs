@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use peerdex_protocol::{ConnectAddr, Operation, Outcome, Reply};
 
 use super::{request, Session};
-use crate::directory::DirectoryError;
+use crate::directory_client::DirectoryError;
 use crate::server_profiles::{ConnectForm, Extensions};
 
 impl Session {

@@ -6,10 +6,10 @@
 //! can wait for each result line, and both end with a [`Status`] that says
 //! whether any command failed (the process's exit status).
 
-pub mod command;
-pub mod editor;
-pub mod output;
-pub mod share;
+pub(crate) mod command;
+pub(crate) mod editor;
+pub(crate) mod output;
+pub(crate) mod share;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;

@@ -22,7 +22,7 @@ use std::time::Duration;
 use peerdex_protocol::{Checked, Operation, Reply, Request};
 use thiserror::Error;
 
-use crate::directory::{DirectoryClient, DirectoryError};
+use crate::directory_client::{DirectoryClient, DirectoryError};
 use crate::server_profiles::{now_secs, Extensions, ServerProfile};
 
 /// How long a directory of unknown kind has to start answering an
@@ -57,6 +57,7 @@ pub struct ExtDirectory {
 
 impl ExtDirectory {
     /// An extension client with nothing remembered about the server.
+    #[cfg(test)]
     pub fn new(client: DirectoryClient) -> Self {
         let profile = ServerProfile::in_memory(&client.key());
         Self::with_profile(client, profile)

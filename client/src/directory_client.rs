@@ -89,6 +89,7 @@ impl DirectoryClient {
     }
 
     /// Overrides the timeouts (tests use short ones).
+    #[cfg(test)]
     pub fn with_timeouts(mut self, connect: Duration, reply: Duration) -> Self {
         self.connect_timeout = connect;
         self.reply_timeout = reply;

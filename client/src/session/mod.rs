@@ -1,0 +1,621 @@
+//! The shell's state and the execution of its commands.
+//!
+//! [`Session::execute`] runs one [`Command`] and returns what it prints: the
+//! contract lines for stdout and short reasons for stderr. It never prints
+//! itself, so the shell decides where lines go and tests can check them.
+//!
+//! This module holds the state and the commands that only change it
+//! (REGISTER, UNREGISTER, CONNECT and DISCONNECT with the listener's start
+//! and stop, LIST_USERS, LIST_CONTENT, QUIT). One file per command with
+//! more to it than a request and its reply:
+//! - [`connect_form`], which CONNECT form the directory reads;
+//! - [`publish`], PUBLISH and DELETE, hashing for the content identity;
+//! - [`share`], SHARE: a PUBLISH per file of a directory;
+//! - [`get_file`], GET_FILE: its sources and the download;
+//! - [`search`], SEARCH.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use peerdex_protocol::{OpKind, Operation, Outcome, Reply, Request, UserEntry};
+
+mod connect_form;
+mod get_file;
+mod publish;
+mod search;
+mod share;
+
+use crate::content::cache::HashCache;
+use crate::directory_client::{DirectoryClient, DirectoryError};
+use crate::directory_ext_client::ExtDirectory;
+use crate::peer::listener::Listener;
+use crate::peer::published::DirectoryCheck;
+use crate::peer::share::ShareDir;
+use crate::peer::PeerAddr;
+use crate::server_profiles::ServerProfile;
+use crate::shell::command::{help_lines, Command};
+use crate::shell::output;
+use crate::time_source::TimeSource;
+
+/// Where the listener binds when `--listen` is not given.
+const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
+/// What a command prints.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Printed {
+    /// Contract lines, for stdout.
+    pub out: Vec<String>,
+    /// Reasons and warnings, for stderr (already prefixed `peerdex: `).
+    pub err: Vec<String>,
+    /// The command printed a FAIL or refusal line: a piped shell then exits
+    /// with status 1, so that scripts can tell.
+    pub failed: bool,
+}
+
+impl Printed {
+    /// A successful command's result line.
+    fn ok(line: String) -> Self {
+        Self {
+            out: vec![line],
+            err: Vec::new(),
+            failed: false,
+        }
+    }
+
+    /// A FAIL or refusal line.
+    fn fail(line: String) -> Self {
+        Self {
+            failed: true,
+            ..Self::ok(line)
+        }
+    }
+
+    /// The result line of a directory reply with `outcome`.
+    fn outcome(line: String, outcome: Outcome) -> Self {
+        Self {
+            failed: outcome != Outcome::Ok,
+            ..Self::ok(line)
+        }
+    }
+
+    fn with_reason(mut self, reason: impl std::fmt::Display) -> Self {
+        self.err.push(format!("peerdex: {reason}"));
+        self
+    }
+}
+
+/// Whether the shell goes on after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Quit,
+}
+
+/// The user connected through this shell, with its listener.
+struct Connection {
+    /// The connected user.
+    user: String,
+    /// Serves the user's published files while connected.
+    listener: Listener,
+}
+
+/// How a session reaches the world.
+pub struct SessionConfig {
+    /// The directory server.
+    pub directory: DirectoryClient,
+    /// What is known about that server (extensions, CONNECT form).
+    pub profile: ServerProfile,
+    /// Source of request DATETIMEs.
+    pub time: TimeSource,
+    /// Files served to peers are resolved here.
+    pub share: ShareDir,
+    /// Listener address for CONNECT (`None`: all interfaces, any port).
+    pub listen: Option<SocketAddr>,
+    /// Progress bars on stderr (hashing, downloads): on a terminal only.
+    pub progress: bool,
+    /// `--share DIR`: run `SHARE DIR` right after a successful CONNECT.
+    pub auto_share: Option<String>,
+}
+
+/// The shell's state.
+pub struct Session {
+    /// Directory, clock, share dir and listen address.
+    config: SessionConfig,
+    /// The last user named by REGISTER or CONNECT in this shell.
+    last_named: String,
+    /// The user connected through this shell, if any.
+    connected: Option<Connection>,
+    /// Peer addresses from the last LIST_USERS reply seen.
+    peers: HashMap<String, PeerAddr>,
+    /// User names from the last LIST_USERS reply, shared with the editor's
+    /// tab completion.
+    known_users: Arc<Mutex<Vec<String>>>,
+    /// Hashes of the share dir's files, shared with the listener.
+    hashes: Arc<HashCache>,
+    /// The same directory for extension ops, remembering whether it has them.
+    ext: ExtDirectory,
+}
+
+impl Session {
+    pub fn new(config: SessionConfig, known_users: Arc<Mutex<Vec<String>>>) -> Self {
+        let hashes = Arc::new(HashCache::for_share(config.share.root()));
+        Self {
+            hashes,
+            ext: ExtDirectory::with_profile(config.directory.clone(), config.profile.clone()),
+            config,
+            last_named: String::new(),
+            connected: None,
+            peers: HashMap::new(),
+            known_users,
+        }
+    }
+
+    /// The user PUBLISH, DELETE, LIST_USERS and LIST_CONTENT act for.
+    pub fn current_user(&self) -> &str {
+        match &self.connected {
+            Some(connection) => &connection.user,
+            None => &self.last_named,
+        }
+    }
+
+    /// The listener's address while a user is connected.
+    #[cfg(test)]
+    pub fn listener_addr(&self) -> Option<SocketAddr> {
+        self.connected.as_ref().map(|c| c.listener.local_addr())
+    }
+
+    /// Runs one command.
+    pub async fn execute(&mut self, command: Command) -> (Printed, Flow) {
+        let printed = match command {
+            Command::Register(user) => {
+                self.last_named = user.clone();
+                self.simple(OpKind::Register, &user, Operation::Register)
+                    .await
+                    .0
+            }
+            Command::Unregister(user) => self.unregister(user).await,
+            Command::Connect(user) => self.connect(user).await,
+            Command::Disconnect(user) => self.disconnect(user).await,
+            Command::Publish { file, description } => self.publish(file, description).await,
+            Command::Delete(file) => self.delete(file).await,
+            Command::ListUsers => self.list_users().await,
+            Command::ListContent(remote_user) => {
+                let user = self.current_user().to_string();
+                let operation = Operation::ListContent {
+                    remote_user: Ok(remote_user),
+                };
+                self.simple(OpKind::ListContent, &user, operation).await.0
+            }
+            Command::GetFile {
+                user,
+                remote_file,
+                local_file,
+            } => {
+                self.get_file(&user, &remote_file, Path::new(&local_file))
+                    .await
+            }
+            Command::Share { dir, description } => self.share(&dir, description).await,
+            Command::Search(pattern) => self.search(pattern).await,
+            Command::Help => Printed {
+                out: help_lines(),
+                ..Printed::default()
+            },
+            Command::Quit => return (self.shutdown().await, Flow::Quit),
+        };
+        (printed, Flow::Continue)
+    }
+
+    /// Leaves the shell: disconnects the connected user without printing on
+    /// stdout (failures go to stderr) and stops the listener.
+    pub async fn shutdown(&mut self) -> Printed {
+        let Some(connection) = self.connected.take() else {
+            return Printed::default();
+        };
+        let mut printed = Printed::default();
+        let result = self.call(&connection.user, Operation::Disconnect).await;
+        match result {
+            Ok(Reply::Status(Outcome::Ok)) => {}
+            Ok(reply) => {
+                printed = printed.with_reason(format!(
+                    "DISCONNECT of {} on exit: {}",
+                    connection.user,
+                    output::result_line(OpKind::Disconnect, reply.outcome())
+                        .trim_start_matches(output::PROMPT)
+                ))
+            }
+            Err(err) => {
+                printed = printed.with_reason(format!(
+                    "DISCONNECT of {} on exit failed: {err}",
+                    connection.user
+                ))
+            }
+        }
+        connection.listener.stop().await;
+        printed
+    }
+
+    async fn call(&self, user: &str, operation: Operation) -> Result<Reply, DirectoryError> {
+        let request = request(user, operation);
+        let datetime = self.config.time.now().await;
+        self.config.directory.call(&request, &datetime).await
+    }
+
+    /// Sends a request and prints its result line. Also returns the reply.
+    async fn simple(
+        &self,
+        op: OpKind,
+        user: &str,
+        operation: Operation,
+    ) -> (Printed, Option<Reply>) {
+        let result = self.call(user, operation).await;
+        reply_printed(op, result)
+    }
+
+    async fn unregister(&mut self, user: String) -> Printed {
+        let (printed, reply) = self
+            .simple(OpKind::Unregister, &user, Operation::Unregister)
+            .await;
+        if reply.is_some_and(|r| r.outcome() == Outcome::Ok) {
+            self.forget_connection_of(&user).await;
+        }
+        printed
+    }
+
+    async fn connect(&mut self, user: String) -> Printed {
+        self.last_named = user.clone();
+        if let Some(connection) = &self.connected {
+            if connection.user != user {
+                return Printed::fail(output::fail_line(OpKind::Connect)).with_reason(format!(
+                    "already connected as {}; DISCONNECT first",
+                    connection.user
+                ));
+            }
+            // Same user again: the directory says whether it is connected.
+            let listen = connection.listener.local_addr();
+            let result = self.send_connect(&user, listen).await;
+            return reply_printed(OpKind::Connect, result).0;
+        }
+        let bind = self.config.listen.unwrap_or(DEFAULT_LISTEN);
+        // What the user published in earlier sessions is asked of the
+        // directory when a peer wants it, not listed here: the user sees in
+        // the logger only the operations typed.
+        let check = DirectoryCheck::new(
+            self.config.directory.clone(),
+            self.config.time.clone(),
+            user.clone(),
+        );
+        let share = self.config.share.clone();
+        let hashes = Arc::clone(&self.hashes);
+        let listener = match Listener::start(bind, share, Some(check), hashes).await {
+            Ok(listener) => listener,
+            Err(err) => {
+                return Printed::fail(output::fail_line(OpKind::Connect))
+                    .with_reason(format!("cannot listen on {bind}: {err}"))
+            }
+        };
+        let result = self.send_connect(&user, listener.local_addr()).await;
+        let (mut printed, reply) = reply_printed(OpKind::Connect, result);
+        if reply.is_some_and(|r| r.outcome() == Outcome::Ok) {
+            if let Some(warning) = self.settle_connect_form(&user, listener.local_addr()).await {
+                printed = printed.with_reason(warning);
+            }
+            self.connected = Some(Connection { user, listener });
+            if let Some(dir) = self.config.auto_share.clone() {
+                let shared = self.share(&dir, None).await;
+                let mut printed = printed;
+                printed.out.extend(shared.out);
+                printed.err.extend(shared.err);
+                return printed;
+            }
+        } else {
+            listener.stop().await;
+        }
+        printed
+    }
+
+    async fn disconnect(&mut self, user: String) -> Printed {
+        let (printed, reply) = self
+            .simple(OpKind::Disconnect, &user, Operation::Disconnect)
+            .await;
+        // Whatever the directory knew, it no longer has this user connected.
+        if matches!(
+            reply.map(|r| r.outcome()),
+            Some(Outcome::Ok | Outcome::UserNotConnected | Outcome::UserDoesNotExist)
+        ) {
+            self.forget_connection_of(&user).await;
+        }
+        printed
+    }
+
+    /// Stops the listener if `user` is the one connected through this shell.
+    async fn forget_connection_of(&mut self, user: &str) {
+        if self.connected.as_ref().is_some_and(|c| c.user == user) {
+            if let Some(connection) = self.connected.take() {
+                connection.listener.stop().await;
+            }
+        }
+    }
+
+    async fn list_users(&mut self) -> Printed {
+        let user = self.current_user().to_string();
+        let (printed, reply) = self
+            .simple(OpKind::ListUsers, &user, Operation::ListUsers)
+            .await;
+        if let Some(Reply::Users(users)) = reply {
+            self.remember_users(&users);
+        }
+        printed
+    }
+
+    /// Keeps the addresses and names of a LIST_USERS reply.
+    fn remember_users(&mut self, users: &[UserEntry]) {
+        self.peers = users
+            .iter()
+            .filter_map(|u| {
+                let port = u.port.trim().parse::<u16>().ok()?;
+                let addr = PeerAddr {
+                    host: u.ip.clone(),
+                    port,
+                };
+                Some((u.name.clone(), addr))
+            })
+            .collect();
+        let mut known = self
+            .known_users
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *known = users.iter().map(|u| u.name.clone()).collect();
+    }
+}
+
+fn request(user: &str, operation: Operation) -> Request {
+    Request {
+        datetime: None,
+        user: Ok(user.to_string()),
+        operation,
+    }
+}
+
+/// The lines of a directory reply, or the FAIL line and the reason.
+fn reply_printed(op: OpKind, result: Result<Reply, DirectoryError>) -> (Printed, Option<Reply>) {
+    match result {
+        Ok(reply) => {
+            let mut printed =
+                Printed::outcome(output::result_line(op, reply.outcome()), reply.outcome());
+            match &reply {
+                Reply::Users(users) => printed.out.extend(output::user_lines(users)),
+                Reply::Content(files) => printed.out.extend(output::content_lines(files)),
+                // Extension replies are printed by their own commands.
+                Reply::Status(_) | Reply::Search(_) | Reply::Sources(_) => {}
+            }
+            (printed, Some(reply))
+        }
+        Err(err) => (Printed::fail(output::fail_line(op)).with_reason(err), None),
+    }
+}
+
+#[cfg(test)]
+mod testing;
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{code, run, session_for, FakeDirectory};
+    use super::*;
+    use peerdex_protocol::reply::{put_code, put_content_entry, put_count};
+    use peerdex_protocol::wire::{field_reader, read_request, RequestRead};
+    use std::fs;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn current_user_follows_register_and_connect() {
+        let directory = FakeDirectory::start(|request, _| match request.operation {
+            Operation::Connect(_) => code(1),
+            _ => code(2),
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut session = directory.session(dir.path());
+        assert_eq!(session.current_user(), "");
+        run(&mut session, "LIST_USERS").await;
+        run(&mut session, "REGISTER al").await;
+        run(&mut session, "LIST_USERS").await;
+        let printed = run(&mut session, "CONNECT bo").await;
+        assert_eq!(printed.out, ["c> CONNECT FAIL, USER DOES NOT EXIST"]);
+        assert_eq!(session.listener_addr(), None, "listener stopped");
+        run(&mut session, "DELETE f").await;
+        let users: Vec<String> = directory
+            .requests()
+            .into_iter()
+            .map(|r| r.user.unwrap())
+            .collect();
+        assert_eq!(users, ["", "al", "al", "bo", "bo"]);
+    }
+
+    /// Sends a raw GET_FILE to a listener and returns its whole answer.
+    async fn raw_get_file(addr: SocketAddr, name: &str) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET_FILE\0{name}\0");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).await.unwrap();
+        reply
+    }
+
+    #[tokio::test]
+    async fn earlier_publications_are_asked_of_the_directory_when_needed() {
+        // The directory lists what alice published in an earlier session.
+        let directory = FakeDirectory::start(|request, _| {
+            let mut out = bytes::BytesMut::new();
+            if let Operation::FindSources { .. } = request.operation {
+                // The extension probe: nothing known about that content.
+                put_code(&mut out, 3);
+                return out;
+            }
+            put_code(&mut out, 0);
+            if let Operation::ListContent { .. } = request.operation {
+                put_count(&mut out, 2);
+                put_content_entry(&mut out, "old.bin", "from before").unwrap();
+                put_content_entry(&mut out, "dropped.bin", "deleted now").unwrap();
+            }
+            out
+        })
+        .await;
+        let shared = tempfile::tempdir().unwrap();
+        for name in ["old.bin", "stray.bin", "dropped.bin", "new.bin"] {
+            fs::write(shared.path().join(name), format!("<{name}>")).unwrap();
+        }
+        let mut alice = directory.session(shared.path());
+        assert_eq!(
+            run(&mut alice, "CONNECT alice").await.out,
+            ["c> CONNECT OK"]
+        );
+        let ops = |directory: &FakeDirectory| -> Vec<OpKind> {
+            directory
+                .requests()
+                .iter()
+                .map(|r| r.operation.kind())
+                .collect()
+        };
+        // CONNECT lists nothing of earlier sessions; the directory's kind
+        // being unknown, one read-only probe follows it (once per server).
+        assert_eq!(
+            ops(&directory),
+            [OpKind::Connect, OpKind::FindSources],
+            "CONNECT sends only CONNECT and the probe"
+        );
+        let listen = alice.listener_addr().unwrap();
+
+        // A burst of requests for names the shell does not know: one query.
+        let burst = ["old.bin", "stray.bin", "old.bin", "stray.bin"].repeat(4);
+        let replies =
+            futures::future::join_all(burst.iter().map(|name| raw_get_file(listen, name))).await;
+        for (name, reply) in burst.iter().zip(replies) {
+            let expected = match *name {
+                "old.bin" => b"0\0<old.bin>".to_vec(),
+                _ => b"1\0".to_vec(),
+            };
+            assert_eq!(reply, expected, "{name}");
+        }
+        let requests = directory.requests();
+        assert_eq!(
+            ops(&directory),
+            [OpKind::Connect, OpKind::FindSources, OpKind::ListContent]
+        );
+        let query = &requests[2];
+        assert_eq!(query.user, Ok("alice".into()));
+        assert_eq!(
+            query.operation,
+            Operation::ListContent {
+                remote_user: Ok("alice".into())
+            }
+        );
+        assert!(query
+            .datetime
+            .as_deref()
+            .is_some_and(peerdex_protocol::datetime::is_datetime));
+
+        // Still known (cached), deleted or published here, or not in the
+        // share dir: nobody asks the directory.
+        assert_eq!(raw_get_file(listen, "stray.bin").await, b"1\0");
+        assert_eq!(
+            raw_get_file(listen, "dropped.bin").await,
+            b"0\0<dropped.bin>"
+        );
+        assert_eq!(
+            run(&mut alice, "DELETE dropped.bin").await.out,
+            ["c> DELETE OK"]
+        );
+        assert_eq!(raw_get_file(listen, "dropped.bin").await, b"1\0");
+        assert_eq!(
+            run(&mut alice, "PUBLISH new.bin d").await.out,
+            ["c> PUBLISH OK"]
+        );
+        assert_eq!(raw_get_file(listen, "new.bin").await, b"0\0<new.bin>");
+        assert_eq!(raw_get_file(listen, "missing.bin").await, b"1\0");
+        assert_eq!(
+            ops(&directory),
+            [
+                OpKind::Connect,
+                OpKind::FindSources,
+                OpKind::ListContent,
+                OpKind::Delete,
+                // The file is in the share dir: published with its identity.
+                OpKind::PublishContent
+            ]
+        );
+        alice.execute(Command::Quit).await;
+    }
+
+    #[tokio::test]
+    async fn a_silent_directory_means_not_published() {
+        // Answers CONNECT, then never answers anything else.
+        let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = socket.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let (mut sock, _) = socket.accept().await.unwrap();
+                let mut reader = field_reader(&mut sock);
+                let Ok(RequestRead::Request(request)) = read_request(&mut reader).await else {
+                    continue;
+                };
+                if let Operation::Connect(_) = request.operation {
+                    sock.write_all(b"0\0").await.unwrap();
+                } else {
+                    held.push(sock);
+                }
+            }
+        });
+        let shared = tempfile::tempdir().unwrap();
+        fs::write(shared.path().join("old.bin"), b"old").unwrap();
+        let mut alice = session_for(port, shared.path());
+        assert_eq!(
+            run(&mut alice, "CONNECT alice").await.out,
+            ["c> CONNECT OK"]
+        );
+        let listen = alice.listener_addr().unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(raw_get_file(listen, "old.bin").await, b"1\0");
+        let waited = started.elapsed();
+        assert!(
+            waited >= crate::peer::published::QUERY_TIMEOUT
+                && waited < crate::peer::published::QUERY_TIMEOUT * 2,
+            "{waited:?}"
+        );
+        // The failure is remembered for a moment: no second wait.
+        let started = std::time::Instant::now();
+        assert_eq!(raw_get_file(listen, "old.bin").await, b"1\0");
+        assert!(started.elapsed() < crate::peer::published::QUERY_TIMEOUT);
+    }
+
+    #[tokio::test]
+    async fn unreachable_directory_prints_plain_fail_lines() {
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let dir = tempfile::tempdir().unwrap();
+        let mut session = session_for(port, dir.path());
+        for (line, expected) in [
+            ("REGISTER a", "c> REGISTER FAIL"),
+            ("UNREGISTER a", "c> UNREGISTER FAIL"),
+            ("CONNECT a", "c> CONNECT FAIL"),
+            ("DISCONNECT a", "c> DISCONNECT FAIL"),
+            ("PUBLISH f d", "c> PUBLISH FAIL"),
+            ("DELETE f", "c> DELETE FAIL"),
+            ("LIST_USERS", "c> LIST_USERS FAIL"),
+            ("LIST_CONTENT a", "c> LIST_CONTENT FAIL"),
+            ("GET_FILE a f out", "c> GET_FILE FAIL"),
+            ("SEARCH f", "c> SEARCH FAIL"),
+        ] {
+            let printed = run(&mut session, line).await;
+            assert_eq!(printed.out, [expected], "{line}");
+            let reason = printed.err.last().unwrap();
+            assert!(reason.contains("connection refused"), "{line}: {reason}");
+        }
+        assert_eq!(session.listener_addr(), None);
+    }
+}
