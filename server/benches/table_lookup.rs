@@ -1,7 +1,7 @@
 //! Exact-key look-ups in the directory's files table, side by side with a
 //! `BTreeMap` holding the same entries (the obvious alternative), at
 //! 10,000 and 1,000,000 users with 2 files each: the look-ups every
-//! mutation's rules and every LIST_CONTENT make (issue 3, targets 1-2).
+//! mutation's rules and every LIST_CONTENT make (docs/PERFORMANCE.md).
 //!
 //! Two rows per size: independent look-ups, whose cache misses the
 //! processor overlaps, and chained ones, each key depending on the

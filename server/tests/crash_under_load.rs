@@ -1,4 +1,4 @@
-//! Target 6 of issue 3: group commit must not weaken "a reply of 0 means
+//! Group commit must not weaken "a reply of 0 means
 //! durable". Many clients write concurrently (so batches are large), the
 //! real server binary is SIGKILLed in the middle, restarted on the same data
 //! directory, and every operation that was answered 0 must be found.
