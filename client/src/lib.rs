@@ -17,7 +17,7 @@
 //! - [`time_source`]: the DATETIME of requests (RPC logger or local clock).
 //! - [`content`]: BLAKE3 piece hashing and the share's hash cache.
 //! - [`peer`]: peer-to-peer GET_FILE: [`peer::listener`] serves published
-//!   files opened by [`peer::share`], asking the directory through
+//!   files opened by [`peer::share_dir`], asking the directory through
 //!   [`peer::published`] about files published in earlier sessions;
 //!   [`peer::fetch`] downloads them (verified, resumable, multi-source
 //!   through the piece engine [`peer::swarm`]; classic [`peer::download`] as fallback).
@@ -50,7 +50,7 @@ use anyhow::Context;
 
 use cli::Args;
 use directory_client::DirectoryClient;
-use peer::share::ShareDir;
+use peer::share_dir::ShareDir;
 use session::{Session, SessionConfig};
 use time_source::TimeSource;
 

@@ -35,7 +35,7 @@ use tokio::time::{timeout, Instant};
 
 use super::published::DirectoryCheck;
 use super::send::send_from;
-use super::share::ShareDir;
+use super::share_dir::ShareDir;
 use crate::content::cache::HashCache;
 use crate::content::pieces::Manifest;
 

@@ -12,7 +12,7 @@ pub(crate) mod listener;
 pub(crate) mod published;
 pub(crate) mod resume;
 mod send;
-pub(crate) mod share;
+pub(crate) mod share_dir;
 pub mod sources;
 pub(crate) mod swarm;
 

@@ -32,7 +32,7 @@ use crate::directory_client::{DirectoryClient, DirectoryError};
 use crate::directory_ext_client::ExtDirectory;
 use crate::peer::listener::Listener;
 use crate::peer::published::DirectoryCheck;
-use crate::peer::share::ShareDir;
+use crate::peer::share_dir::ShareDir;
 use crate::peer::PeerAddr;
 use crate::server_profiles::ServerProfile;
 use crate::shell::command::{help_lines, Command};

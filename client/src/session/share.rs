@@ -2,7 +2,7 @@
 //! directory of the share dir, as one PUBLISH each.
 //!
 //! The walk (which files are eligible, and why the others are skipped) is
-//! [`crate::shell::share`]; this is the publishing: each file hashed and
+//! [`crate::shell::share_walk`]; this is the publishing: each file hashed and
 //! published like [`PUBLISH`](super::publish) does, files already published
 //! through this shell skipped without a request, and the first directory
 //! failure ending the command with what was done so far.
@@ -15,7 +15,7 @@ use crate::shell::output;
 
 impl Session {
     /// `SHARE <dir> [description]`: publishes every eligible file under a
-    /// directory of the share dir (see [`crate::shell::share`]).
+    /// directory of the share dir (see [`crate::shell::share_walk`]).
     pub(super) async fn share(&mut self, dir: &str, description: Option<String>) -> Printed {
         let fail = |reason: String| Printed::fail(output::share_fail_line()).with_reason(reason);
         let Some(connection) = &self.connected else {
@@ -24,10 +24,11 @@ impl Session {
         let user = connection.user.clone();
         let share = self.config.share.clone();
         let owned = dir.to_string();
-        let walked = tokio::task::spawn_blocking(move || crate::shell::share::walk(&share, &owned))
-            .await
-            .map_err(|err| err.to_string())
-            .and_then(|walked| walked.map_err(|err| err.to_string()));
+        let walked =
+            tokio::task::spawn_blocking(move || crate::shell::share_walk::walk(&share, &owned))
+                .await
+                .map_err(|err| err.to_string())
+                .and_then(|walked| walked.map_err(|err| err.to_string()));
         let walk = match walked {
             Ok(walk) => walk,
             Err(reason) => return fail(format!("cannot share {dir}: {reason}")),

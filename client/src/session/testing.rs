@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 
 use super::{Printed, Session, SessionConfig};
 use crate::directory_client::DirectoryClient;
-use crate::peer::share::ShareDir;
+use crate::peer::share_dir::ShareDir;
 use crate::server_profiles::ServerProfile;
 use crate::time_source::TimeSource;
 

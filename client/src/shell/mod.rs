@@ -9,7 +9,7 @@
 pub(crate) mod command;
 pub(crate) mod editor;
 pub(crate) mod output;
-pub(crate) mod share;
+pub(crate) mod share_walk;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;

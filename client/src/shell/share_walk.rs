@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use peerdex_protocol::MAX_FIELD_LEN;
 use thiserror::Error;
 
-use crate::peer::share::ShareDir;
+use crate::peer::share_dir::ShareDir;
 
 /// Why `SHARE` cannot start.
 #[derive(Debug, Error)]
