@@ -7,6 +7,8 @@
 //! - [`op`]: the eight operations and their reply-code tables.
 //! - [`request`]: typed directory requests and their sans-IO parser.
 //! - [`reply`]: reply types and the helpers that stream them.
+//! - [`frame`]: session frames (length, kind, id, body) and the preface
+//!   that tells a session from a classic request on the same port.
 //! - [`wire`]: async glue that reads requests and replies from a socket.
 //! - [`listing`]: LIST_USERS / LIST_CONTENT entries streamed without
 //!   allocating (for clients that read long listings often).
@@ -22,6 +24,7 @@
 
 pub mod datetime;
 pub mod field;
+pub mod frame;
 pub mod listen;
 pub mod listing;
 pub mod names;
