@@ -1,9 +1,13 @@
 //! The project's documents stand alone: every relative link in a Markdown
 //! file of the repository leads to a file inside the repository, and none
-//! points at the developers' `../shared` folder, which a user who clones
-//! the repository does not have.
+//! points at the developers' shared folder beside it ([`SHARED`]), which a
+//! user who clones the repository does not have.
 
 use std::path::{Path, PathBuf};
+
+/// The developers' folder beside the repository, spelt in two pieces so
+/// that this file does not mention it itself.
+const SHARED: &str = concat!("..", "/shared");
 
 /// The workspace root (this crate's parent).
 fn root() -> PathBuf {
@@ -57,8 +61,8 @@ fn every_relative_link_stays_inside_the_repository() {
     let mut broken = Vec::new();
     for file in &files {
         let text = std::fs::read_to_string(file).expect("read a Markdown file");
-        if text.contains("../shared") {
-            broken.push(format!("{}: mentions ../shared", file.display()));
+        if text.contains(SHARED) {
+            broken.push(format!("{}: mentions {SHARED}", file.display()));
         }
         for target in link_targets(&text) {
             let path = target.split('#').next().unwrap_or_default();
