@@ -112,6 +112,7 @@ use tokio_util::codec::{Decoder, Encoder};
 use crate::field::{put_field, CodecError, Field, FieldCodec};
 use crate::op::OpKind;
 use crate::request::{Progress, Request, RequestParser};
+use crate::secret::Secret;
 
 /// The first bytes a session client sends (see the module doc for why each
 /// byte is what it is).
@@ -135,11 +136,28 @@ pub const MAX_FRAME_LEN: usize = 64 * 1024;
 pub const MAX_BODY_LEN: usize = MAX_FRAME_LEN - HEADER_LEN;
 
 /// Silence after which a side sends a `Ping`.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Silence from the peer after which a side gives the session up: three
-/// missed heartbeats.
-pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(45);
+/// missed heartbeats. A dead client whose kernel did not close its
+/// connection (a machine gone, a cable pulled) is noticed within this.
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The `Event` a server sends to a session whose user it disconnected;
+/// its one field is the reason ([`REASON_CONNECTED_ELSEWHERE`], ...).
+pub const EVENT_DISCONNECTED: &str = "DISCONNECTED";
+
+/// The `Event` a server sends to a session whose authority ended (its
+/// account's password changed or the account was removed elsewhere); a
+/// `Close` follows. Its one field is the reason.
+pub const EVENT_LOGGED_OUT: &str = "LOGGED_OUT";
+
+/// Reason of a `DISCONNECTED`: another session of the account connected.
+pub const REASON_CONNECTED_ELSEWHERE: &str = "connected elsewhere";
+/// Reason of a `LOGGED_OUT`: the account's password was changed.
+pub const REASON_PASSWORD_CHANGED: &str = "password changed";
+/// Reason of a `LOGGED_OUT`: the account was unregistered.
+pub const REASON_UNREGISTERED: &str = "account removed";
 
 /// What a connection's first bytes are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,8 +234,9 @@ pub type RequestId = NonZeroU32;
 pub struct Login {
     /// The user the session acts for.
     pub user: String,
-    /// Checked by the server; any text without NUL, at most 255 bytes.
-    pub password: String,
+    /// Checked by the server; any text without NUL, at most 255 bytes;
+    /// empty for an account without a password.
+    pub password: Secret,
     /// The client program and version (`peerdex/0.3.0`), so that the server
     /// can log it and avoid sending what an older client cannot read.
     pub client_version: String,
@@ -347,7 +366,7 @@ impl Frame {
                     .map_err(|_| bad(Problem::Body("a login has three fields")))?;
                 Frame::Login(Login {
                     user,
-                    password,
+                    password: Secret::new(password),
                     client_version,
                 })
             }
@@ -527,7 +546,7 @@ impl Encoder<&Frame> for FrameCodec {
             Frame::Ping(_) | Frame::Pong(_) => &[],
             Frame::Login(login) => {
                 put_field(&mut fields, &login.user)?;
-                put_field(&mut fields, &login.password)?;
+                put_field(&mut fields, login.password.expose())?;
                 put_field(&mut fields, &login.client_version)?;
                 &fields
             }
@@ -684,7 +703,7 @@ mod tests {
         let frames = [
             Frame::Login(Login {
                 user: "alice".into(),
-                password: "pa ss wörd".into(),
+                password: Secret::new("pa ss wörd"),
                 client_version: "peerdex/0.3.0".into(),
             }),
             Frame::LoginReply(LoginCode::Ok),

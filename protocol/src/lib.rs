@@ -18,6 +18,7 @@
 //! - [`datetime`]: the `DATETIME` field.
 //! - [`listen`]: listening sockets with a backlog for bursts of clients.
 //! - [`names`]: what a valid user, file name and description are.
+//! - [`secret`]: passwords, never shown when formatted.
 //!
 //! The RPC logger's tarpc service is not wire code: it lives in the
 //! `peerdex-logger` crate (`peerdex_logger::rpc`).
@@ -33,9 +34,11 @@ pub mod peer;
 pub mod peer_ext;
 pub mod reply;
 pub mod request;
+pub mod secret;
 pub mod wire;
 
 pub use field::{Checked, CodecError, Field, FieldCodec, Malformed, MAX_FIELD_LEN};
 pub use op::{OpKind, Outcome};
 pub use reply::{ContentEntry, Reply, UserEntry};
 pub use request::{ConnectAddr, Operation, Request};
+pub use secret::Secret;

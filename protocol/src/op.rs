@@ -1,6 +1,6 @@
-//! The eight classic directory operations, the three peerdex directory
-//! extensions (`PUBLISH_CONTENT`, `SEARCH`, `FIND_SOURCES`, see
-//! docs/PROTOCOL-EXTENSIONS.md) and their reply codes.
+//! The eight classic directory operations, the peerdex directory
+//! extensions (`PUBLISH_CONTENT`, `SEARCH`, `FIND_SOURCES`, `WHOIS`,
+//! `SET_PASSWORD`, see docs/PROTOCOL-EXTENSIONS.md) and their reply codes.
 //!
 //! Each operation's codes form a table ([`OpKind::outcomes`]): the code is the
 //! index of the outcome in it, and the last entry is the catch-all FAIL. One
@@ -25,6 +25,10 @@ pub enum OpKind {
     Search,
     /// Extension: connected peers publishing identical content.
     FindSources,
+    /// Extension: whether a user is online, where, or when it was last seen.
+    Whois,
+    /// Extension (sessions only): sets the account's password.
+    SetPassword,
 }
 
 /// What happened to an operation, independent of its numeric code.
@@ -40,6 +44,12 @@ pub enum Outcome {
     RemoteUserDoesNotExist,
     /// The catch-all: malformed or over-long field, bad port, storage failure.
     Fail,
+    /// Not allowed to this connection: a protected account acted for
+    /// without an authenticated session of it, or a mutation from a
+    /// classic client under `--auth required`. No table has it, so it is
+    /// sent as the operation's catch-all code; the server's logger shows
+    /// it as `REFUSED`.
+    Refused,
 }
 
 use Outcome::*;
@@ -59,6 +69,7 @@ impl Outcome {
             ContentNotPublished => "CONTENT NOT PUBLISHED",
             RemoteUserDoesNotExist => "REMOTE USER DOES NOT EXIST",
             Fail => "FAIL",
+            Refused => "REFUSED",
         }
     }
 }
@@ -85,8 +96,13 @@ impl OpKind {
     ];
 
     /// The peerdex directory extensions (docs/PROTOCOL-EXTENSIONS.md).
-    pub const EXTENSIONS: [OpKind; 3] =
-        [OpKind::PublishContent, OpKind::Search, OpKind::FindSources];
+    pub const EXTENSIONS: [OpKind; 5] = [
+        OpKind::PublishContent,
+        OpKind::Search,
+        OpKind::FindSources,
+        OpKind::Whois,
+        OpKind::SetPassword,
+    ];
 
     /// True for an extension op: a classic server closes on it.
     pub fn is_extension(self) -> bool {
@@ -107,6 +123,8 @@ impl OpKind {
             OpKind::PublishContent => "PUBLISH_CONTENT",
             OpKind::Search => "SEARCH",
             OpKind::FindSources => "FIND_SOURCES",
+            OpKind::Whois => "WHOIS",
+            OpKind::SetPassword => "SET_PASSWORD",
         }
     }
 
@@ -124,7 +142,9 @@ impl OpKind {
     pub fn outcomes(self) -> &'static [Outcome] {
         match self {
             OpKind::Register => &[Ok, UsernameInUse, Fail],
-            OpKind::Unregister => &[Ok, UserDoesNotExist, Fail],
+            OpKind::Unregister | OpKind::Whois | OpKind::SetPassword => {
+                &[Ok, UserDoesNotExist, Fail]
+            }
             OpKind::Connect => &[Ok, UserDoesNotExist, UserAlreadyConnected, Fail],
             OpKind::Disconnect => &[Ok, UserDoesNotExist, UserNotConnected, Fail],
             OpKind::Publish | OpKind::PublishContent => &[
@@ -229,6 +249,16 @@ mod tests {
             assert_eq!(*op.outcomes().last().unwrap(), Fail);
         }
         assert!(OpKind::ALL.iter().all(|op| !op.is_extension()));
+        assert_eq!(OpKind::Whois.code(UserDoesNotExist), 1);
+        assert_eq!(OpKind::SetPassword.fail_code(), 2);
+    }
+
+    #[test]
+    fn refused_is_sent_as_the_catch_all() {
+        for op in OpKind::ALL.into_iter().chain(OpKind::EXTENSIONS) {
+            assert_eq!(op.code(Refused), op.fail_code(), "{op}");
+        }
+        assert_eq!(Refused.text(), "REFUSED");
     }
 
     #[test]

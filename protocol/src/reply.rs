@@ -72,6 +72,23 @@ pub struct SourcesReply {
     pub sources: Vec<SourceEntry>,
 }
 
+/// WHOIS with code 0: where a user is, or when it was last there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Whois {
+    /// Connected now, listening at this address (as the server sent it).
+    Online { ip: String, port: String },
+    /// Not connected; `last_seen` is the DATETIME (`DD/MM/YYYY HH:MM:SS`,
+    /// UTC) of its last disconnect, `None` if it was never connected.
+    Offline { last_seen: Option<String> },
+}
+
+/// The `STATE` field of a WHOIS reply for a connected user.
+pub const WHOIS_ONLINE: &str = "online";
+/// The `STATE` field of a WHOIS reply for a user not connected.
+pub const WHOIS_OFFLINE: &str = "offline";
+/// The `LAST_SEEN` field of a user never connected.
+pub const WHOIS_NEVER: &str = "never";
+
 /// A decoded reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
@@ -85,15 +102,35 @@ pub enum Reply {
     Search(SearchReply),
     /// FIND_SOURCES with code 0.
     Sources(SourcesReply),
+    /// WHOIS with code 0.
+    Whois(Whois),
 }
 
 impl Reply {
     pub fn outcome(&self) -> Outcome {
         match self {
             Reply::Status(outcome) => *outcome,
-            Reply::Users(_) | Reply::Content(_) | Reply::Search(_) | Reply::Sources(_) => {
-                Outcome::Ok
-            }
+            Reply::Users(_)
+            | Reply::Content(_)
+            | Reply::Search(_)
+            | Reply::Sources(_)
+            | Reply::Whois(_) => Outcome::Ok,
+        }
+    }
+}
+
+/// Appends the body of a WHOIS reply after its code 0: `STATE`, then `IP`
+/// and `PORT` or `LAST_SEEN`.
+pub fn put_whois(dst: &mut BytesMut, whois: &Whois) -> Result<(), CodecError> {
+    match whois {
+        Whois::Online { ip, port } => {
+            put_field(dst, WHOIS_ONLINE)?;
+            put_field(dst, ip)?;
+            put_field(dst, port)
+        }
+        Whois::Offline { last_seen } => {
+            put_field(dst, WHOIS_OFFLINE)?;
+            put_field(dst, last_seen.as_deref().unwrap_or(WHOIS_NEVER))
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::datetime::is_datetime;
 use crate::field::{put_field, Checked, CodecError, Field, Malformed};
 use crate::op::OpKind;
 use crate::peer_ext::{from_hex, to_hex, Digest};
+use crate::secret::Secret;
 
 /// Most SEARCH results a server returns, whatever LIMIT asks.
 pub const MAX_SEARCH_LIMIT: u32 = 1000;
@@ -71,6 +72,12 @@ pub enum Operation {
         remote_user: Checked<String>,
         file: Checked<String>,
     },
+    /// Extension: whether `target` is online (and where) or when it was
+    /// last seen. Asks nothing of the requester.
+    Whois { target: Checked<String> },
+    /// Extension, in an authenticated session only: the account's new
+    /// password (not empty).
+    SetPassword { password: Checked<Secret> },
 }
 
 impl Operation {
@@ -87,6 +94,8 @@ impl Operation {
             Operation::PublishContent { .. } => OpKind::PublishContent,
             Operation::Search { .. } => OpKind::Search,
             Operation::FindSources { .. } => OpKind::FindSources,
+            Operation::Whois { .. } => OpKind::Whois,
+            Operation::SetPassword { .. } => OpKind::SetPassword,
         }
     }
 }
@@ -162,6 +171,13 @@ impl Request {
                 put_field(&mut dst, &hash.as_ref().map(to_hex).unwrap_or_default())?;
                 put_field(&mut dst, value(remote_user)?)?;
                 put_field(&mut dst, value(file)?)?;
+            }
+            Operation::Whois { target } => put_field(&mut dst, value(target)?)?,
+            Operation::SetPassword { password } => {
+                let password = password
+                    .as_ref()
+                    .map_err(|_| CodecError::EncodeTooLong(crate::MAX_FIELD_LEN + 1))?;
+                put_field(&mut dst, password.expose())?
             }
         }
         Ok(dst)
@@ -266,7 +282,7 @@ impl RequestParser {
         let n = self.extras.len();
         match op {
             OpKind::Register | OpKind::Unregister | OpKind::Disconnect | OpKind::ListUsers => true,
-            OpKind::Delete | OpKind::ListContent => n == 1,
+            OpKind::Delete | OpKind::ListContent | OpKind::Whois | OpKind::SetPassword => n == 1,
             OpKind::Publish | OpKind::Search => n == 2,
             OpKind::FindSources => n == 3,
             OpKind::PublishContent => n == 4,
@@ -317,6 +333,10 @@ impl RequestParser {
                 }),
                 remote_user: next(),
                 file: next(),
+            },
+            OpKind::Whois => Operation::Whois { target: next() },
+            OpKind::SetPassword => Operation::SetPassword {
+                password: next().map(Secret::new),
             },
             OpKind::Connect if port_only => Operation::Connect(ConnectAddr {
                 ip: Ok(None),

@@ -10,6 +10,7 @@ use crate::field::{CodecError, Field, FieldCodec};
 use crate::op::{OpKind, Outcome};
 use crate::peer_ext::from_hex;
 use crate::reply::{
+    Whois,
     ContentEntry, Reply, SearchEntry, SearchReply, SourceEntry, SourcesReply, UserEntry,
 };
 use crate::request::{PartialRequest, Progress, Request, RequestParser};
@@ -195,6 +196,26 @@ pub async fn read_reply<R: AsyncRead + Unpin>(
                 hash,
                 sources,
             }))
+        }
+        OpKind::Whois => {
+            let whois = match next_text(reader).await?.as_str() {
+                crate::reply::WHOIS_ONLINE => {
+                    let ip = next_text(reader).await?;
+                    let port = next_text(reader).await?;
+                    Whois::Online { ip, port }
+                }
+                crate::reply::WHOIS_OFFLINE => {
+                    let seen = next_text(reader).await?;
+                    let last_seen = match seen.as_str() {
+                        crate::reply::WHOIS_NEVER => None,
+                        text if crate::datetime::is_datetime(text) => Some(seen),
+                        _ => return Err(ReplyError::Malformed("LAST_SEEN is not a DATETIME")),
+                    };
+                    Whois::Offline { last_seen }
+                }
+                _ => return Err(ReplyError::Malformed("STATE is not online or offline")),
+            };
+            Ok(Reply::Whois(whois))
         }
         _ => Ok(Reply::Status(Outcome::Ok)),
     }

@@ -81,7 +81,7 @@ fn frame() -> impl Strategy<Value = Frame> {
         (field_text(), field_text(), field_text()).prop_map(|(user, password, client_version)| {
             Frame::Login(Login {
                 user,
-                password,
+                password: peerdex_protocol::Secret::new(password),
                 client_version,
             })
         }),

@@ -114,6 +114,8 @@ async fn serve<W: AsyncWrite + Unpin>(
                 user,
                 operation: request.operation.clone(),
                 peer_ip: peer.ip().to_canonical(),
+                actor: crate::actor::Actor::Classic,
+                takeover: None,
             };
             shared.committer.submit(mutation).await
         }

@@ -50,6 +50,8 @@ impl Fixture {
                 user,
                 operation: request.operation.clone(),
                 peer_ip: PEER,
+                actor: crate::actor::Actor::Classic,
+                takeover: None,
             }])[0],
             Plan::Read { .. } => panic!("listing"),
             Plan::Query { user } => match query(
@@ -271,6 +273,8 @@ fn search_matches_brute_force_over_ten_thousand_entries() {
         user: user.to_string(),
         operation,
         peer_ip: PEER,
+        actor: crate::actor::Actor::Classic,
+        takeover: None,
     };
     for i in 0..5_000u32 {
         let user = format!("user{i:04}");

@@ -10,6 +10,8 @@
 //! - [`connection`]: one connection: read a request with a deadline,
 //!   dispatch, wait until what it answers is durable, write the whole
 //!   reply, close cleanly.
+//! - [`actor`]: who asks for a mutation (classic connection, session,
+//!   the server's presence), which decides what a protected account allows.
 //! - [`rules`]: the rules of each operation: where a command is applied to
 //!   state, reply codes checked in PROTOCOL.md's order.
 //! - [`effect`]: [`effect::Effect`], one change to the directory: what the
@@ -52,6 +54,7 @@
 // Public: what the binary (`main.rs`), `server/tests` and `server/benches`
 // use. Everything else is crate-private, so that the compiler reports code
 // nobody calls.
+pub(crate) mod actor;
 pub mod cli;
 pub(crate) mod connection;
 pub mod durable;

@@ -44,7 +44,9 @@ pub fn plan(request: &Request) -> Plan {
         // cannot contradict the code order.
         Operation::Register if !is_valid_user(&user) => Plan::Answer(Outcome::Fail),
         Operation::ListUsers | Operation::ListContent { .. } => Plan::Read { user },
-        Operation::Search { .. } | Operation::FindSources { .. } => Plan::Query { user },
+        Operation::Search { .. } | Operation::FindSources { .. } | Operation::Whois { .. } => {
+            Plan::Query { user }
+        }
         _ => Plan::Mutate { user },
     }
 }
@@ -118,7 +120,9 @@ pub fn apply<'a>(
         | Operation::ListUsers
         | Operation::ListContent { .. }
         | Operation::Search { .. }
-        | Operation::FindSources { .. } => Outcome::Fail,
+        | Operation::FindSources { .. }
+        | Operation::Whois { .. }
+        | Operation::SetPassword { .. } => Outcome::Fail,
     }
 }
 
@@ -319,6 +323,8 @@ mod tests {
                         user,
                         operation: request.operation.clone(),
                         peer_ip: PEER,
+                        actor: crate::actor::Actor::Classic,
+                        takeover: None,
                     };
                     self.engine.borrow_mut().commit([&mutation])[0]
                 }
@@ -539,6 +545,8 @@ mod tests {
             user: "bo".into(),
             operation: publish("f", "d"),
             peer_ip: PEER,
+            actor: crate::actor::Actor::Classic,
+            takeover: None,
         }]);
         assert_eq!(staged.outcomes, [Outcome::Ok]);
         let state = engine.state();

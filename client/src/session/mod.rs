@@ -388,7 +388,7 @@ fn reply_printed(op: OpKind, result: Result<Reply, DirectoryError>) -> (Printed,
                 Reply::Users(users) => printed.out.extend(output::user_lines(users)),
                 Reply::Content(files) => printed.out.extend(output::content_lines(files)),
                 // Extension replies are printed by their own commands.
-                Reply::Status(_) | Reply::Search(_) | Reply::Sources(_) => {}
+                Reply::Status(_) | Reply::Search(_) | Reply::Sources(_) | Reply::Whois(_) => {}
             }
             (printed, Some(reply))
         }

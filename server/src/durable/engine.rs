@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use peerdex_protocol::{Operation, Outcome};
 
+use crate::actor::{Actor, Takeover};
 use crate::durable::checkpoint::Checkpointer;
 use crate::durable::journal::{self, Ending, Journal, JournalError, SyncHandle, SEGMENT_BYTES};
 use crate::durable::quiet_panic;
@@ -43,6 +44,11 @@ pub struct Mutation {
     pub operation: Operation,
     /// The TCP source IP, recorded by CONNECT when the client sent no IP.
     pub peer_ip: IpAddr,
+    /// Who asks: decides what a protected account allows.
+    pub actor: Actor,
+    /// CONNECT only: the listed holder was found gone, so the entry may be
+    /// replaced if it is still that one.
+    pub takeover: Option<Takeover>,
 }
 
 /// The open directory: state in memory, journal, checkpointer.
@@ -299,6 +305,8 @@ mod tests {
             user: user.into(),
             operation,
             peer_ip: "192.0.2.1".parse().unwrap(),
+            actor: crate::actor::Actor::Classic,
+            takeover: None,
         }
     }
 

@@ -265,6 +265,8 @@ mod tests {
             user: user.into(),
             operation,
             peer_ip: "127.0.0.1".parse().unwrap(),
+            actor: crate::actor::Actor::Classic,
+            takeover: None,
         }
     }
 

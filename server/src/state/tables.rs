@@ -12,13 +12,16 @@
 //!   user's files are one key range; LIST_CONTENT sends `file\0desc\0`.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use bytes::BytesMut;
+use hashbrown::HashMap;
 use peerdex_protocol::field::put_field;
 use peerdex_protocol::CodecError;
 
 use super::changes::RecentChanges;
 use super::entries::{EntryTable, Slice};
+use crate::actor::SessionId;
 use crate::effect::Effect;
 
 /// Size and BLAKE3 root of a file published with PUBLISH_CONTENT.
@@ -43,6 +46,15 @@ pub struct Tables {
     connected: EntryTable,
     files: EntryTable,
     changes: RecentChanges,
+    /// The argon2id PHC string of each protected account (one with a
+    /// password); accounts without one are absent.
+    credentials: HashMap<Box<str>, Arc<str>>,
+    /// The session holding each user connected through a session; users
+    /// connected by a classic CONNECT are absent.
+    holders: HashMap<Box<str>, SessionId>,
+    /// When each user was last disconnected (seconds since the Unix
+    /// epoch); users never disconnected are absent.
+    last_seen: HashMap<Box<str>, u64>,
 }
 
 impl Default for Tables {
@@ -52,6 +64,9 @@ impl Default for Tables {
             connected: EntryTable::new(1),
             files: EntryTable::new(2),
             changes: RecentChanges::default(),
+            credentials: HashMap::new(),
+            holders: HashMap::new(),
+            last_seen: HashMap::new(),
         }
     }
 }
@@ -136,6 +151,23 @@ impl Tables {
 
     pub fn is_connected(&self, user: &str) -> bool {
         self.connected.get(&user_key(user)).is_some()
+    }
+
+    /// The account's argon2id PHC string; `None` for an account without a
+    /// password (or no account).
+    pub fn credential(&self, user: &str) -> Option<Arc<str>> {
+        self.credentials.get(user).cloned()
+    }
+
+    /// The session holding `user`'s connection; `None` when the user is
+    /// not connected or connected by a classic CONNECT.
+    pub fn holder(&self, user: &str) -> Option<SessionId> {
+        self.holders.get(user).copied()
+    }
+
+    /// When `user` was last disconnected (seconds since the Unix epoch).
+    pub fn last_seen(&self, user: &str) -> Option<u64> {
+        self.last_seen.get(user).copied()
     }
 
     /// The address `user` is connected at.
