@@ -9,7 +9,8 @@
 //!
 //! | line | meaning |
 //! |---|---|
-//! | `@server up` / `@server down` | before any shell: start a server (default), or point the shells at a closed port |
+//! | `@server up [ARGS...]` / `@server down` | before any shell: start a server (default) with extra command-line args (kept across `@restart`), or point the shells at a closed port |
+//! | `@secret NAME TEXT...` | write TEXT and a newline to `<tmp>/secrets/NAME`, for a shell's `--password-file ../secrets/NAME` |
 //! | `@shell X [ARGS...]` | start shell `X` (a name without blanks) with extra command-line args; its working dir is `<tmp>/X/`, its share dir `<tmp>/X/share/` |
 //! | `@file X NAME CONTENT...` | write CONTENT (rest of line, escapes allowed) to `share/NAME` of shell X |
 //! | `X> COMMAND` | send one line to shell X's stdin; X must have no unread output |
@@ -86,10 +87,16 @@ enum Step {
     },
     Restart,
     Stop,
+    Secret {
+        name: String,
+        text: String,
+    },
 }
 
 struct Case {
     server_up: bool,
+    /// Extra args of the server (`@server up ARGS`).
+    server_args: Vec<String>,
     steps: Vec<(usize, Step)>,
 }
 
@@ -118,6 +125,7 @@ fn unescape(text: &str) -> String {
 fn parse(text: &str) -> Result<Case> {
     let mut case = Case {
         server_up: true,
+        server_args: Vec::new(),
         steps: Vec::new(),
     };
     for (index, raw) in text.lines().enumerate() {
@@ -130,10 +138,15 @@ fn parse(text: &str) -> Result<Case> {
         let step = if let Some(directive) = line.strip_prefix('@') {
             let words: Vec<&str> = directive.split_whitespace().collect();
             match words[..] {
-                ["server", "up"] => {
+                ["server", "up", ref args @ ..] => {
                     case.server_up = true;
+                    case.server_args = args.iter().map(|a| a.to_string()).collect();
                     continue;
                 }
+                ["secret", name, ref words @ ..] if !words.is_empty() => Step::Secret {
+                    name: name.into(),
+                    text: words.join(" "),
+                },
                 ["server", "down"] => {
                     case.server_up = false;
                     continue;
@@ -259,6 +272,8 @@ struct Run {
     failed: std::collections::HashSet<String>,
     /// The server, `None` for `@server down`.
     server: Option<ServerProcess>,
+    /// The server's extra args, for `@restart`.
+    server_args: Vec<String>,
     /// The port the shells point at.
     port: u16,
     /// Working dirs of the shells and the server's data dir.
@@ -302,7 +317,8 @@ fn execute(case: &Case, transcript: &mut String, stderr: &mut String) -> Result<
     let dir = tempfile::tempdir()?;
     let data_dir = dir.path().join("server-data");
     let (server, port) = if case.server_up {
-        let server = ServerProcess::start(&data_dir, &[])?;
+        let args: Vec<&str> = case.server_args.iter().map(String::as_str).collect();
+        let server = ServerProcess::start(&data_dir, &args)?;
         let port = server.port;
         (Some(server), port)
     } else {
@@ -311,6 +327,7 @@ fn execute(case: &Case, transcript: &mut String, stderr: &mut String) -> Result<
     let mut run = Run {
         dir,
         server,
+        server_args: case.server_args.clone(),
         port,
         shells: HashMap::new(),
         failed: Default::default(),
@@ -456,7 +473,13 @@ fn apply(run: &mut Run, step: &Step, transcript: &mut String) -> Result<()> {
             let _ = writeln!(transcript, "@restart");
             let mut server = run.server.take().context("@restart: no server")?;
             server.kill9()?;
-            run.server = Some(server.restart(&[])?);
+            let args: Vec<&str> = run.server_args.iter().map(String::as_str).collect();
+            run.server = Some(server.restart(&args)?);
+        }
+        Step::Secret { name, text } => {
+            let dir = run.dir.path().join("secrets");
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(dir.join(name), format!("{text}\n"))?;
         }
         Step::Stop => {
             let _ = writeln!(transcript, "@stop");
