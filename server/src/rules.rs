@@ -6,11 +6,14 @@
 //! listings take a snapshot of the state ([`list`]), stream from it
 //! ([`Listing`]) once the batches it depends on are durable.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use bytes::BytesMut;
 use peerdex_protocol::names::{is_valid_description, is_valid_file, is_valid_user};
-use peerdex_protocol::{Checked, Operation, Outcome, Request};
+use peerdex_protocol::{Checked, Operation, Outcome, Request, Secret};
+
+use crate::actor::{Actor, AuthMode, Takeover};
+use crate::durable::engine::Mutation;
 
 use crate::state::entries::Part;
 use crate::state::tables::listed_file;
@@ -51,49 +54,80 @@ pub fn plan(request: &Request) -> Plan {
     }
 }
 
-/// Applies one mutation for `user` to a batch. `peer_ip` is the TCP source
-/// address, recorded by CONNECT when the client sent no IP.
-pub fn apply<'a>(
-    batch: &mut Batch<'a>,
-    user: &'a str,
-    operation: &'a Operation,
-    peer_ip: IpAddr,
-) -> Outcome {
+/// What the rules need of a batch beyond its mutations: the server's
+/// `--auth` mode and the batch's time (one clock reading per batch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Context {
+    pub auth: AuthMode,
+    /// Seconds since the Unix epoch, recorded by DISCONNECT as last seen.
+    pub now: u64,
+}
+
+/// Applies one mutation to a batch. Codes come in PROTOCOL.md's order (the
+/// user's existence first); a mutation the actor may not make for the
+/// account is [`Outcome::Refused`] and changes nothing.
+pub fn apply<'a>(batch: &mut Batch<'a>, mutation: &'a Mutation, context: Context) -> Outcome {
+    let user = mutation.user.as_str();
+    let operation = &mutation.operation;
+    let actor = &mutation.actor;
     if let Operation::Register = operation {
-        return if !is_valid_user(user) {
-            Outcome::Fail
-        } else if batch.user_exists(user) {
-            Outcome::UsernameInUse
-        } else {
-            batch.add_user(user);
-            Outcome::Ok
-        };
+        return register(batch, user, actor, context.auth);
     }
     let connected = match batch.presence(user) {
         Presence::Unknown => return Outcome::UserDoesNotExist,
         Presence::Registered => false,
         Presence::Connected => true,
     };
+    let credential = batch.credential(user);
+    match actor {
+        // The directory itself acts only to end a connection that was
+        // found dead, and only if it is still the one found dead.
+        Actor::Server => {
+            return match operation {
+                Operation::Disconnect if !connected => Outcome::UserNotConnected,
+                Operation::Disconnect if still_dead(batch, user, mutation.takeover) => {
+                    disconnect(batch, user, context.now)
+                }
+                _ => Outcome::Fail,
+            };
+        }
+        Actor::Classic if context.auth == AuthMode::Required || credential.is_some() => {
+            return Outcome::Refused;
+        }
+        Actor::Session(session)
+            if (context.auth == AuthMode::Required && session.credential.is_none())
+                || !session.may_act_for(credential.as_deref()) =>
+        {
+            return Outcome::Refused;
+        }
+        Actor::Classic | Actor::Session(_) => {}
+    }
     match operation {
         Operation::Unregister => {
             batch.remove_user(user);
             Outcome::Ok
         }
-        Operation::Connect(_) if connected => Outcome::UserAlreadyConnected,
-        Operation::Connect(addr) => match (addr.ip, addr.port) {
-            (Ok(ip), Ok(port)) => {
-                let ip = ip.unwrap_or(peer_ip).to_canonical();
-                batch.set_address(user, SocketAddr::new(ip, port));
-                Outcome::Ok
+        Operation::SetPassword { password } => set_password(batch, user, actor, password),
+        Operation::Connect(addr) => {
+            if connected && !may_replace(batch, user, mutation, credential.as_deref()) {
+                return Outcome::UserAlreadyConnected;
             }
-            _ => Outcome::Fail,
-        },
+            match (addr.ip, addr.port) {
+                (Ok(ip), Ok(port)) => {
+                    let ip = ip.unwrap_or(mutation.peer_ip).to_canonical();
+                    let addr = SocketAddr::new(ip, port);
+                    match actor {
+                        Actor::Session(session) => batch.set_held_address(user, addr, session.id),
+                        _ => batch.set_address(user, addr),
+                    }
+                    Outcome::Ok
+                }
+                _ => Outcome::Fail,
+            }
+        }
         // Every other operation needs a connected user.
         _ if !connected => Outcome::UserNotConnected,
-        Operation::Disconnect => {
-            batch.clear_address(user);
-            Outcome::Ok
-        }
+        Operation::Disconnect => disconnect(batch, user, context.now),
         Operation::Publish { file, description } => publish(batch, user, file, description, None),
         Operation::PublishContent {
             file,
@@ -121,8 +155,84 @@ pub fn apply<'a>(
         | Operation::ListContent { .. }
         | Operation::Search { .. }
         | Operation::FindSources { .. }
-        | Operation::Whois { .. }
-        | Operation::SetPassword { .. } => Outcome::Fail,
+        | Operation::Whois { .. } => Outcome::Fail,
+    }
+}
+
+/// REGISTER: a session that carries a credential creates the account
+/// protected by it; under `--auth required` only such a session may.
+fn register<'a>(batch: &mut Batch<'a>, user: &'a str, actor: &Actor, auth: AuthMode) -> Outcome {
+    if !is_valid_user(user) {
+        return Outcome::Fail;
+    }
+    if batch.user_exists(user) {
+        return Outcome::UsernameInUse;
+    }
+    let credential = match actor {
+        Actor::Server => return Outcome::Fail,
+        Actor::Classic if auth == AuthMode::Required => return Outcome::Refused,
+        Actor::Classic => None,
+        Actor::Session(session) => match &session.credential {
+            None if auth == AuthMode::Required => return Outcome::Refused,
+            credential => credential.clone(),
+        },
+    };
+    batch.add_user(user);
+    if let Some(phc) = credential {
+        batch.set_credential(user, phc);
+    }
+    Outcome::Ok
+}
+
+/// SET_PASSWORD, once the actor may act for the account: only a session
+/// can, with a non-empty password hashed before the batch.
+fn set_password<'a>(
+    batch: &mut Batch<'a>,
+    user: &'a str,
+    actor: &Actor,
+    password: &Checked<Secret>,
+) -> Outcome {
+    let Actor::Session(session) = actor else {
+        return Outcome::Refused;
+    };
+    match (password, &session.new_credential) {
+        (Ok(password), Some(phc)) if !password.is_empty() => {
+            batch.set_credential(user, phc.clone());
+            Outcome::Ok
+        }
+        _ => Outcome::Fail,
+    }
+}
+
+/// DISCONNECT: the entry goes, and when it went is remembered.
+fn disconnect<'a>(batch: &mut Batch<'a>, user: &'a str, now: u64) -> Outcome {
+    batch.clear_address(user);
+    batch.set_last_seen(user, now);
+    Outcome::Ok
+}
+
+/// True when `takeover` names the entry `user` has now: the holder that
+/// was found gone has not been replaced since.
+fn still_dead(batch: &Batch<'_>, user: &str, takeover: Option<Takeover>) -> bool {
+    match takeover {
+        Some(Takeover::DeadSession(id)) => batch.holder(user) == Some(id),
+        Some(Takeover::DeadAddress(addr)) => {
+            batch.holder(user).is_none() && batch.address(user) == Some(addr)
+        }
+        None => false,
+    }
+}
+
+/// Whether a CONNECT may replace the entry of a connected user: its holder
+/// is gone, or the CONNECT comes from an authenticated session of the
+/// (protected) account, which takes the connection over.
+fn may_replace(batch: &Batch<'_>, user: &str, mutation: &Mutation, current: Option<&str>) -> bool {
+    if still_dead(batch, user, mutation.takeover) {
+        return true;
+    }
+    match (&mutation.actor, current) {
+        (Actor::Session(session), Some(current)) => session.credential.as_deref() == Some(current),
+        _ => false,
     }
 }
 
@@ -294,6 +404,7 @@ mod tests {
     use crate::durable::engine::{Engine, Mutation};
     use peerdex_protocol::{ConnectAddr, Malformed, OpKind};
     use std::cell::RefCell;
+    use std::net::IpAddr;
     const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7));
 
     struct Fixture {

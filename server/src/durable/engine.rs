@@ -27,13 +27,25 @@ use std::sync::Arc;
 
 use peerdex_protocol::{Operation, Outcome};
 
-use crate::actor::{Actor, Takeover};
+use crate::actor::{Actor, AuthMode, Takeover};
 use crate::durable::checkpoint::Checkpointer;
 use crate::durable::journal::{self, Ending, Journal, JournalError, SyncHandle, SEGMENT_BYTES};
 use crate::durable::quiet_panic;
 use crate::durable::store::{Store, StoreError, DB_FILE_NAME};
-use crate::rules;
+use crate::effect::Effect;
+use crate::rules::{self, Context};
 use crate::state::{Batch, State};
+
+/// Reads the time a batch records (DISCONNECT's last seen), in seconds
+/// since the Unix epoch.
+pub type Clock = fn() -> u64;
+
+/// The system clock; a clock before 1970 reads as 0.
+pub fn system_clock() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
 
 /// One mutation to apply.
 #[derive(Debug, Clone)]
@@ -65,6 +77,10 @@ pub struct Engine {
     segment_bytes: u64,
     /// Sequence number of the last batch written (0: none yet).
     seq: u64,
+    /// Who may change the directory, decided by the rules.
+    auth: AuthMode,
+    /// The time each batch records.
+    clock: Clock,
 }
 
 /// A batch written and applied, waiting for its journal sync.
@@ -132,19 +148,48 @@ impl Engine {
             );
         }
         let (tables, indexes) = store.load()?;
-        let journal = Journal::create(dir, next)?;
+        let mut journal = Journal::create(dir, next)?;
+        let orphans = orphaned_sessions(&tables, system_clock());
+        let state = Arc::new(State::new(tables, indexes));
+        let mut seq = 0;
+        if !orphans.is_empty() {
+            // Durable before anything is served: no session of the old
+            // process may still look like it holds a user.
+            journal.write(&orphans)?;
+            journal.sync_handle().sync()?;
+            seq = 1;
+            state.apply(&orphans, seq);
+            state.set_durable(seq);
+            tracing::info!(
+                users = orphans.len() / 2,
+                "users held by sessions of the previous run disconnected"
+            );
+        }
         let checkpointer = Checkpointer::start(store, dir).map_err(|source| JournalError::Io {
             path: dir.to_path_buf(),
             source,
         })?;
         Ok(Engine {
             dir: dir.to_path_buf(),
-            state: Arc::new(State::new(tables, indexes)),
+            state,
             journal,
             checkpointer,
             segment_bytes: SEGMENT_BYTES,
-            seq: 0,
+            seq,
+            auth: AuthMode::default(),
+            clock: system_clock,
         })
+    }
+
+    /// Sets who may change the directory (`--auth`); call before the
+    /// writer starts. The default is [`AuthMode::Open`].
+    pub fn set_auth_mode(&mut self, auth: AuthMode) {
+        self.auth = auth;
+    }
+
+    /// Replaces the clock that dates each batch (tests use a fixed one).
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
     }
 
     /// Rotates segments at `bytes` instead of [`SEGMENT_BYTES`] (tests use
@@ -199,12 +244,16 @@ impl Engine {
                 sync,
             };
         }
+        let context = Context {
+            auth: self.auth,
+            now: (self.clock)(),
+        };
         let (outcomes, effects) = {
             let tables = self.state.tables();
             let mut batch = Batch::new(&tables);
             let outcomes: Vec<Outcome> = mutations
                 .into_iter()
-                .map(|m| rules::apply(&mut batch, &m.user, &m.operation, m.peer_ip))
+                .map(|m| rules::apply(&mut batch, m, context))
                 .collect();
             (outcomes, batch.into_effects())
         };
@@ -275,6 +324,23 @@ impl Engine {
             .map_err(|_| StoreError::CheckpointerPanicked)?;
         store.close()
     }
+}
+
+/// What start-up does for users held by a session: the session died with
+/// the previous process, so each is disconnected as a DISCONNECT would,
+/// last seen `now`. Classic entries stay (presence probes them).
+fn orphaned_sessions(tables: &crate::state::Tables, now: u64) -> Vec<Effect> {
+    let mut users = tables.held_users();
+    users.sort_unstable();
+    users
+        .into_iter()
+        .flat_map(|user| {
+            [
+                Effect::ClearAddress(user.clone()),
+                Effect::SetLastSeen { user, at: now },
+            ]
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -381,6 +381,19 @@ fn write_op(f: &mut fmt::Formatter<'_>, effect: &Effect) -> fmt::Result {
             write!(f, "CONNECT {user:?} {} {}", addr.ip(), addr.port())
         }
         Effect::ClearAddress(user) => write!(f, "DISCONNECT {user:?}"),
+        Effect::SetHeldAddress {
+            user,
+            addr,
+            session,
+        } => write!(
+            f,
+            "CONNECT {user:?} {} {} session {session}",
+            addr.ip(),
+            addr.port()
+        ),
+        // The hash is not a password, but nothing gains from printing it.
+        Effect::SetCredential { user, .. } => write!(f, "SET_PASSWORD {user:?}"),
+        Effect::SetLastSeen { user, at } => write!(f, "LAST_SEEN {user:?} {at}"),
         Effect::AddFile {
             user,
             file,

@@ -11,10 +11,12 @@
 //! wait for the record's sync before answering, [`crate::state`]).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use hashbrown::{HashMap, HashSet};
 
 use super::tables::{Presence, Tables};
+use crate::actor::SessionId;
 use crate::effect::Effect;
 
 /// The committed tables seen through one batch's uncommitted changes.
@@ -27,8 +29,14 @@ pub struct Batch<'a> {
     base: &'a Tables,
     /// Users registered (true) or unregistered (false) in this batch.
     users: HashMap<&'a str, bool>,
-    /// Users connected (true) or disconnected (false) in this batch.
-    connected: HashMap<&'a str, bool>,
+    /// Users connected (at this address) or disconnected (`None`) in
+    /// this batch.
+    connected: HashMap<&'a str, Option<SocketAddr>>,
+    /// The session holding a user, or none (classic CONNECT, DISCONNECT,
+    /// UNREGISTER), as this batch set it.
+    holders: HashMap<&'a str, Option<SessionId>>,
+    /// Credentials set (or, by UNREGISTER, removed) in this batch.
+    credentials: HashMap<&'a str, Option<Arc<str>>>,
     /// Files published (true) or deleted (false) in this batch, by owner.
     files: HashMap<&'a str, HashMap<&'a str, bool>>,
     /// Users unregistered in this batch: their committed files are gone.
@@ -43,6 +51,8 @@ impl<'a> Batch<'a> {
             base,
             users: HashMap::new(),
             connected: HashMap::new(),
+            holders: HashMap::new(),
+            credentials: HashMap::new(),
             files: HashMap::new(),
             cleared: HashSet::new(),
             effects: Vec::new(),
@@ -68,8 +78,36 @@ impl<'a> Batch<'a> {
 
     pub fn is_connected(&self, user: &str) -> bool {
         match self.connected.get(user) {
-            Some(connected) => *connected,
+            Some(addr) => addr.is_some(),
             None => !self.cleared.contains(user) && self.base.is_connected(user),
+        }
+    }
+
+    /// The address `user` is connected at.
+    pub fn address(&self, user: &str) -> Option<SocketAddr> {
+        match self.connected.get(user) {
+            Some(addr) => *addr,
+            None if self.cleared.contains(user) => None,
+            None => self.base.address(user),
+        }
+    }
+
+    /// The session holding `user`'s connection (`None`: not connected, or
+    /// connected by a classic CONNECT).
+    pub fn holder(&self, user: &str) -> Option<SessionId> {
+        match self.holders.get(user) {
+            Some(holder) => *holder,
+            None if self.cleared.contains(user) => None,
+            None => self.base.holder(user),
+        }
+    }
+
+    /// The account's current credential (`None`: no password).
+    pub fn credential(&self, user: &str) -> Option<Arc<str>> {
+        match self.credentials.get(user) {
+            Some(credential) => credential.clone(),
+            None if self.cleared.contains(user) => None,
+            None => self.base.credential(user),
         }
     }
 
@@ -93,20 +131,53 @@ impl<'a> Batch<'a> {
     pub fn remove_user(&mut self, user: &'a str) {
         self.users.insert(user, false);
         self.connected.remove(user);
+        self.holders.remove(user);
+        self.credentials.remove(user);
         self.files.remove(user);
         self.cleared.insert(user);
         self.effects.push(Effect::RemoveUser(user.to_string()));
     }
 
+    /// A classic CONNECT: connected at `addr`, held by no session.
     pub fn set_address(&mut self, user: &'a str, addr: SocketAddr) {
-        self.connected.insert(user, true);
+        self.connected.insert(user, Some(addr));
+        self.holders.insert(user, None);
         self.effects
             .push(Effect::SetAddress(user.to_string(), addr));
     }
 
+    /// A CONNECT through `session`, which holds the user from now on.
+    pub fn set_held_address(&mut self, user: &'a str, addr: SocketAddr, session: SessionId) {
+        self.connected.insert(user, Some(addr));
+        self.holders.insert(user, Some(session));
+        self.effects.push(Effect::SetHeldAddress {
+            user: user.to_string(),
+            addr,
+            session,
+        });
+    }
+
     pub fn clear_address(&mut self, user: &'a str) {
-        self.connected.insert(user, false);
+        self.connected.insert(user, None);
+        self.holders.insert(user, None);
         self.effects.push(Effect::ClearAddress(user.to_string()));
+    }
+
+    /// Protects the account with `phc` (an argon2id PHC string).
+    pub fn set_credential(&mut self, user: &'a str, phc: Arc<str>) {
+        self.effects.push(Effect::SetCredential {
+            user: user.to_string(),
+            phc: phc.to_string(),
+        });
+        self.credentials.insert(user, Some(phc));
+    }
+
+    /// Records when `user` was last disconnected.
+    pub fn set_last_seen(&mut self, user: &str, at: u64) {
+        self.effects.push(Effect::SetLastSeen {
+            user: user.to_string(),
+            at,
+        });
     }
 
     /// Adds a file the caller checked is not yet published.

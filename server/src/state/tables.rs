@@ -170,6 +170,12 @@ impl Tables {
         self.last_seen.get(user).copied()
     }
 
+    /// Every user held by a session, in no particular order: at start-up
+    /// these sessions died with the previous process.
+    pub fn held_users(&self) -> Vec<String> {
+        self.holders.keys().map(|user| user.to_string()).collect()
+    }
+
     /// The address `user` is connected at.
     pub fn address(&self, user: &str) -> Option<SocketAddr> {
         let entry = self.connected.get(&user_key(user))?;
@@ -256,12 +262,32 @@ impl Tables {
                 self.users.remove(&key);
                 self.connected.remove(&key);
                 self.files.remove_prefix(&key);
+                self.credentials.remove(user.as_str());
+                self.holders.remove(user.as_str());
+                self.last_seen.remove(user.as_str());
             }
             Effect::SetAddress(user, addr) => {
                 self.connected.insert(&connected_entry(user, *addr)?);
+                self.holders.remove(user.as_str());
+            }
+            Effect::SetHeldAddress {
+                user,
+                addr,
+                session,
+            } => {
+                self.connected.insert(&connected_entry(user, *addr)?);
+                self.holders.insert(user.as_str().into(), *session);
             }
             Effect::ClearAddress(user) => {
                 self.connected.remove(&user_key(user));
+                self.holders.remove(user.as_str());
+            }
+            Effect::SetCredential { user, phc } => {
+                self.credentials
+                    .insert(user.as_str().into(), Arc::from(phc.as_str()));
+            }
+            Effect::SetLastSeen { user, at } => {
+                self.last_seen.insert(user.as_str().into(), *at);
             }
             Effect::AddFile {
                 user,
