@@ -668,4 +668,73 @@ mod tests {
         );
         assert_eq!(engine.journal.len(), len);
     }
+
+    fn session(id: u64, credential: &str) -> crate::actor::Actor {
+        crate::actor::Actor::Session(crate::actor::SessionActor {
+            id,
+            credential: Some(credential.into()),
+            new_credential: None,
+        })
+    }
+
+    /// `held` connected through session 7 with a password, `classic` by a
+    /// classic CONNECT.
+    fn held_and_classic(engine: &mut Engine) {
+        let held = |operation| Mutation {
+            actor: session(7, "$argon2id$h"),
+            ..mutation("held", operation)
+        };
+        let outcomes = engine.commit(&[
+            held(Operation::Register),
+            held(connect(4000)),
+            mutation("classic", Operation::Register),
+            mutation("classic", connect(5000)),
+        ]);
+        assert!(outcomes.iter().all(|o| *o == Outcome::Ok), "{outcomes:?}");
+        let tables = engine.state().tables();
+        assert_eq!(tables.holder("held"), Some(7));
+        assert_eq!(tables.holder("classic"), None);
+    }
+
+    /// After a restart, however the previous run ended, no user is held
+    /// by a session: each was disconnected, last seen at start-up, and
+    /// the account and classic entries are kept.
+    fn assert_sessions_ended(engine: &Engine, started: u64) {
+        let tables = engine.state().tables();
+        assert_eq!(tables.holder("held"), None);
+        assert!(!tables.is_connected("held"));
+        let seen = tables.last_seen("held").expect("last seen recorded");
+        assert!(seen >= started && seen <= system_clock(), "{seen}");
+        assert_eq!(tables.credential("held").as_deref(), Some("$argon2id$h"));
+        assert_eq!(
+            tables.address("classic"),
+            Some("192.0.2.1:5000".parse().unwrap())
+        );
+        assert_eq!(tables.last_seen("classic"), None);
+    }
+
+    #[test]
+    fn a_restart_disconnects_the_users_sessions_held() {
+        for crash in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut engine = Engine::open(dir.path()).unwrap();
+            held_and_classic(&mut engine);
+            if crash {
+                engine.stop_without_close();
+            } else {
+                engine.close().unwrap();
+            }
+            let started = system_clock();
+            let engine = Engine::open(dir.path()).unwrap();
+            assert_sessions_ended(&engine, started);
+            // Journaled before serving: it survives a crash right after.
+            engine.stop_without_close();
+            let engine = Engine::open(dir.path()).unwrap();
+            assert_sessions_ended(&engine, started);
+            let last_seen = engine.state().tables().last_seen("held");
+            engine.close().unwrap();
+            let engine = Engine::open(dir.path()).unwrap();
+            assert_eq!(engine.state().tables().last_seen("held"), last_seen);
+        }
+    }
 }

@@ -1472,4 +1472,61 @@ mod tests {
         std::fs::write(&path, [0u8; 5]).unwrap();
         assert!(effects(&path).is_empty());
     }
+
+    /// A segment written by a server before accounts (tags 0 to 6 only),
+    /// byte by byte as that server laid it out: still read the same.
+    #[test]
+    fn records_of_older_servers_are_still_read() {
+        let mut payload = vec![0u8, 2, 0, b'a', b'l'];
+        payload.extend([2u8, 2, 0, b'a', b'l', 4, 10, 0, 0, 1, 80, 0]);
+        payload.extend([6u8, 2, 0, b'a', b'l', 1, 0, b'f']);
+        payload.extend(5u64.to_le_bytes());
+        payload.extend([9u8; 32]);
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend((payload.len() as u32).to_le_bytes());
+        bytes.extend(fnv1a(&payload).to_le_bytes());
+        bytes.extend(&payload);
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment_path(dir.path(), 1);
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(
+            effects(&path),
+            [
+                Effect::AddUser("al".into()),
+                Effect::SetAddress("al".into(), "10.0.0.1:80".parse().unwrap()),
+                Effect::SetContent {
+                    user: "al".into(),
+                    file: "f".into(),
+                    size: 5,
+                    hash: [9; 32],
+                },
+            ]
+        );
+    }
+
+    /// The account effects survive a torn tail after them, and a damaged
+    /// record of them is found by the search for whole records (their
+    /// tags pass its first check).
+    #[test]
+    fn account_records_are_found_after_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::create(dir.path(), 1).unwrap();
+        let accounts = sample()[6..11].to_vec();
+        let first = journal.end as usize;
+        journal.append(&[Effect::AddUser("al".into())]).unwrap();
+        let second = journal.end as usize;
+        journal.append(&accounts).unwrap();
+        drop(journal);
+        let path = segment_path(dir.path(), 1);
+        edit(&path, |b| b[first + HEADER + 3] ^= 0x01);
+        assert_eq!(
+            ending(&path, true),
+            Ending::Damaged(Damage {
+                offset: first as u64,
+                len: Some(5),
+                flaw: Flaw::HashMismatch,
+                evidence: Evidence::RecordFollows(second as u64),
+            })
+        );
+    }
 }

@@ -896,4 +896,57 @@ mod tests {
         assert_eq!(tables.file_entries("ab").len(), 50);
         assert_eq!(tables.address("ab"), Some("[::1]:9".parse().unwrap()));
     }
+
+    /// Credentials, holders and last-seen times survive a reopen; a
+    /// classic CONNECT or DISCONNECT drops the holder, UNREGISTER all
+    /// three.
+    #[test]
+    fn account_effects_survive_reopen() {
+        let dir = temp();
+        let store = Store::open(dir.path()).unwrap();
+        let held: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let mut effects = Vec::new();
+        for user in ["al", "bo", "cy", "di"] {
+            effects.push(Effect::AddUser(user.into()));
+            effects.push(Effect::SetCredential {
+                user: user.into(),
+                phc: format!("$argon2id${user}"),
+            });
+            effects.push(Effect::SetHeldAddress {
+                user: user.into(),
+                addr: held,
+                session: 3,
+            });
+            effects.push(Effect::SetLastSeen {
+                user: user.into(),
+                at: 100,
+            });
+        }
+        effects.push(Effect::SetAddress("bo".into(), held));
+        effects.push(Effect::ClearAddress("cy".into()));
+        effects.push(Effect::RemoveUser("di".into()));
+        store.apply_durably(&effects).unwrap();
+        store.close().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (tables, indexes) = store.load().unwrap();
+        let state = |user: &str| {
+            (
+                tables.credential(user).map(|c| c.to_string()),
+                tables.address(user),
+                tables.holder(user),
+                tables.last_seen(user),
+            )
+        };
+        let phc = |user: &str| Some(format!("$argon2id${user}"));
+        assert_eq!(state("al"), (phc("al"), Some(held), Some(3), Some(100)));
+        assert_eq!(state("bo"), (phc("bo"), Some(held), None, Some(100)));
+        assert_eq!(state("cy"), (phc("cy"), None, None, Some(100)));
+        assert_eq!(state("di"), (None, None, None, None));
+        assert_eq!(tables.user_names(), ["al", "bo", "cy"]);
+        drop(indexes);
+        // The holders table forgot bo, cy and di, not just the tables.
+        let txn = store.db.begin_read().unwrap();
+        let holders = txn.open_table(HOLDERS).unwrap();
+        assert_eq!(redb::ReadableTableMetadata::len(&holders).unwrap(), 1);
+    }
 }

@@ -212,4 +212,64 @@ mod tests {
         assert_eq!(tables.file("al", "g").unwrap().content, Some((3, [1; 32])));
         assert_eq!(schema_version(&store), SCHEMA_VERSION);
     }
+
+    #[test]
+    fn version_3_database_is_migrated() {
+        let dir = temp();
+        let db = Database::create(dir.path().join(DB_FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            txn.open_table(META).unwrap().insert(SCHEMA_KEY, 3).unwrap();
+            txn.open_table(USERS).unwrap().insert("al", ()).unwrap();
+            txn.open_table(CONNECTED)
+                .unwrap()
+                .insert(
+                    "al",
+                    &encode_addr("10.0.0.1:80".parse().unwrap()).unwrap()[..],
+                )
+                .unwrap();
+            txn.open_table(FILES)
+                .unwrap()
+                .insert(("al", "f"), "d")
+                .unwrap();
+            txn.open_table(CONTENT)
+                .unwrap()
+                .insert(("al", "f"), &super::super::encode_content(3, &[1; 32])[..])
+                .unwrap();
+        }
+        txn.commit().unwrap();
+        drop(db);
+        assert!(matches!(
+            super::super::survey(dir.path()),
+            super::super::Survey::OlderSchema(3)
+        ));
+
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(schema_version(&store), SCHEMA_VERSION);
+        let (tables, _) = store.load().unwrap();
+        // Everything of version 3 is kept, and nobody has an account yet.
+        assert_eq!(tables.address("al"), Some("10.0.0.1:80".parse().unwrap()));
+        assert_eq!(tables.file("al", "f").unwrap().content, Some((3, [1; 32])));
+        assert_eq!(tables.credential("al"), None);
+        assert_eq!(tables.holder("al"), None);
+        assert_eq!(tables.last_seen("al"), None);
+        // The new tables are there to write.
+        store
+            .apply_durably(&[
+                Effect::SetCredential {
+                    user: "al".into(),
+                    phc: "$argon2id$x".into(),
+                },
+                Effect::SetLastSeen {
+                    user: "al".into(),
+                    at: 9,
+                },
+            ])
+            .unwrap();
+        store.close().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (tables, _) = store.load().unwrap();
+        assert_eq!(tables.credential("al").as_deref(), Some("$argon2id$x"));
+        assert_eq!(tables.last_seen("al"), Some(9));
+    }
 }
