@@ -265,4 +265,64 @@ mod tests {
         assert!(after.user_exists("al") && !after.is_connected("al"));
         assert!(!after.has_file("al", "f") && !after.has_file("al", "g"));
     }
+
+    #[test]
+    fn sees_its_own_credentials_holders_and_addresses() {
+        let mut base = committed();
+        base.apply(&Effect::SetCredential {
+            user: "al".into(),
+            phc: "h1".into(),
+        })
+        .unwrap();
+        let held: SocketAddr = "10.0.0.2:81".parse().unwrap();
+        let mut batch = Batch::new(&base);
+        assert_eq!(batch.credential("al").as_deref(), Some("h1"));
+        assert_eq!(batch.address("al"), Some("10.0.0.1:80".parse().unwrap()));
+        assert_eq!(batch.holder("al"), None);
+        batch.set_held_address("al", held, 9);
+        batch.set_credential("al", Arc::from("h2"));
+        assert_eq!(
+            (batch.address("al"), batch.holder("al")),
+            (Some(held), Some(9))
+        );
+        assert_eq!(batch.credential("al").as_deref(), Some("h2"));
+        batch.clear_address("al");
+        assert_eq!((batch.address("al"), batch.holder("al")), (None, None));
+        batch.set_held_address("al", held, 10);
+        batch.remove_user("al");
+        assert_eq!(
+            (
+                batch.address("al"),
+                batch.holder("al"),
+                batch.credential("al")
+            ),
+            (None, None, None)
+        );
+        batch.add_user("al");
+        assert_eq!(
+            batch.credential("al"),
+            None,
+            "a new account has no password"
+        );
+        batch.set_address("al", held);
+        assert_eq!(batch.holder("al"), None);
+        let effects = batch.into_effects();
+        assert_eq!(
+            base.credential("al").as_deref(),
+            Some("h1"),
+            "base unchanged"
+        );
+        let mut after = base.clone();
+        for effect in &effects {
+            after.apply(effect).unwrap();
+        }
+        assert_eq!(
+            (
+                after.address("al"),
+                after.holder("al"),
+                after.credential("al")
+            ),
+            (Some(held), None, None)
+        );
+    }
 }
