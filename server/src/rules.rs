@@ -5,6 +5,20 @@
 //! inside the group-commit writer's batch ([`apply`] over a [`Batch`]);
 //! listings take a snapshot of the state ([`list`]), stream from it
 //! ([`Listing`]) once the batches it depends on are durable.
+//!
+//! Who may mutate (docs/PROTOCOL-EXTENSIONS.md, "Accounts and sessions"),
+//! decided after the user's existence and before anything else:
+//! - a protected account (one with a credential) only by a session that
+//!   proved its current credential ([`crate::actor::SessionActor::may_act_for`]);
+//!   anyone else gets [`Outcome::Refused`] and nothing changes;
+//! - under [`AuthMode::Required`] only by sessions with a credential;
+//! - [`Actor::Server`] only DISCONNECTs, and only the entry presence found
+//!   dead ([`Takeover`]), so that it never knocks out a user who
+//!   reconnected meanwhile. The same guard lets a CONNECT replace the entry
+//!   of a holder found gone.
+//!
+//! The credential is read through the batch: a password change and a
+//! request of a session of the old password in one batch cannot both win.
 
 use std::net::SocketAddr;
 

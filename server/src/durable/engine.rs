@@ -7,8 +7,11 @@
 //! and the offset, and nothing is changed. Otherwise each is applied to the
 //! database in one durable transaction and only then deleted, the database
 //! is loaded into memory ([`crate::state`]) and a new segment is started.
-//! Nothing is served before this is done. A panic inside redb while
-//! opening, replaying or loading is an error naming the database file.
+//! Users held by a session of the previous process (every session died
+//! with it) are then disconnected, last seen now, in the new segment's
+//! first record, synced. Nothing is served before this is done. A panic
+//! inside redb while opening, replaying or loading is an error naming the
+//! database file.
 //!
 //! A batch ([`Engine::stage`]): the rules run against the state seen
 //! through the batch's own changes ([`Batch`]); the effects are appended to
@@ -169,7 +172,7 @@ impl Engine {
             path: dir.to_path_buf(),
             source,
         })?;
-        Ok(Engine {
+        let mut engine = Engine {
             dir: dir.to_path_buf(),
             state,
             journal,
@@ -178,7 +181,13 @@ impl Engine {
             seq,
             auth: AuthMode::default(),
             clock: system_clock,
-        })
+        };
+        // Many held users make a large first record: hand it on like any
+        // full segment.
+        if engine.journal.len() >= engine.segment_bytes {
+            engine.rotate();
+        }
+        Ok(engine)
     }
 
     /// Sets who may change the directory (`--auth`); call before the
@@ -188,6 +197,7 @@ impl Engine {
     }
 
     /// Replaces the clock that dates each batch (tests use a fixed one).
+    #[cfg(test)]
     pub fn set_clock(&mut self, clock: Clock) {
         self.clock = clock;
     }
