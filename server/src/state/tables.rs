@@ -10,6 +10,11 @@
 //! - `files`: `user\0file\0description\0`, then for files published with
 //!   PUBLISH_CONTENT the size (u64 LE) and BLAKE3 root (32 bytes). One
 //!   user's files are one key range; LIST_CONTENT sends `file\0desc\0`.
+//!
+//! Beside them, plain maps for what no listing streams: each protected
+//! account's credential, the session holding each user connected through
+//! one, and when each user was last disconnected. A classic CONNECT or a
+//! DISCONNECT drops the holder; UNREGISTER drops all three.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
