@@ -54,6 +54,18 @@ impl SessionActor {
     }
 }
 
+/// Who may change the directory (`peerdex-server --auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthMode {
+    /// Accounts without a password behave as PROTOCOL.md says, for
+    /// everyone; protected accounts only for their authenticated sessions.
+    #[default]
+    Open,
+    /// Every mutation needs a session with a credential: classic clients
+    /// can only read, and REGISTER in a session needs a password.
+    Required,
+}
+
 /// Why a CONNECT may replace the entry of a user listed as connected: the
 /// server found the listed holder gone before queueing the CONNECT. The
 /// rules allow the takeover only if the entry is still the one found dead.

@@ -14,14 +14,38 @@
 
 use std::net::SocketAddr;
 
+use crate::actor::SessionId;
+
 /// One change to the directory, as an absolute assignment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     AddUser(String),
-    /// The user, its address and all its files are gone.
+    /// The user, its address, its files, its credential, its holder and
+    /// its last-seen time are gone.
     RemoveUser(String),
+    /// A classic CONNECT: the user's LIST_USERS entry, held by no session.
     SetAddress(String, SocketAddr),
+    /// The user is no longer connected (nor held by any session).
     ClearAddress(String),
+    /// The account's argon2id PHC string: it is protected by it from now
+    /// on (REGISTER in a session with a password, SET_PASSWORD).
+    SetCredential {
+        user: String,
+        phc: String,
+    },
+    /// A CONNECT through a session: the LIST_USERS entry as for
+    /// [`Effect::SetAddress`], held by `session` while it lives.
+    SetHeldAddress {
+        user: String,
+        addr: SocketAddr,
+        session: SessionId,
+    },
+    /// When the user was last disconnected, in seconds since the Unix
+    /// epoch (WHOIS's "last seen").
+    SetLastSeen {
+        user: String,
+        at: u64,
+    },
     AddFile {
         user: String,
         file: String,
@@ -49,6 +73,9 @@ impl Effect {
             | Effect::RemoveUser(user)
             | Effect::SetAddress(user, _)
             | Effect::ClearAddress(user)
+            | Effect::SetCredential { user, .. }
+            | Effect::SetHeldAddress { user, .. }
+            | Effect::SetLastSeen { user, .. }
             | Effect::AddFile { user, .. }
             | Effect::RemoveFile { user, .. }
             | Effect::SetContent { user, .. } => user,

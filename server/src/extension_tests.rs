@@ -1,5 +1,5 @@
 //! Tests of the directory extensions (PUBLISH_CONTENT, SEARCH,
-//! FIND_SOURCES) through the server's own rules, engine and indexes,
+//! FIND_SOURCES, WHOIS) through the server's own rules, engine and indexes,
 //! without sockets. Inside the crate because they commit through
 //! [`Engine::commit`], which exists only for tests.
 
@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use crate::durable::engine::{Engine, Mutation};
 use crate::query::{query, QueryAnswer};
 use crate::rules::{self, Plan};
-use peerdex_protocol::reply::{SearchEntry, SourcesReply};
+use peerdex_protocol::reply::{SearchEntry, SourcesReply, Whois};
 use peerdex_protocol::wire::{field_reader, read_reply};
 use peerdex_protocol::{ConnectAddr, OpKind, Operation, Outcome, Reply, Request};
 use std::cell::RefCell;
@@ -384,4 +384,87 @@ fn find_sources_only_connected_owners_of_the_same_hash() {
     f.ok("bo", Operation::Unregister);
     assert_eq!(f.code("al", by_hash(1)), 3);
     assert_eq!(OpKind::FindSources.code(Outcome::ContentNotPublished), 3);
+}
+
+fn whois(target: &str) -> Operation {
+    Operation::Whois {
+        target: Ok(target.into()),
+    }
+}
+
+impl Fixture {
+    fn whois(&self, user: &str, target: &str) -> Whois {
+        match self.run(user, whois(target)) {
+            Reply::Whois(whois) => whois,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn set_clock(&self, clock: crate::durable::engine::Clock) {
+        self.engine.borrow_mut().as_mut().unwrap().set_clock(clock);
+    }
+}
+
+#[test]
+fn whois_codes_and_states() {
+    let mut f = Fixture::new();
+    f.set_clock(|| 1_735_689_600 + 3_723);
+    // Nobody is asked to exist, be connected or be registered.
+    assert_eq!(f.code("nobody", whois("al")), 1);
+    f.ok("al", Operation::Register);
+    let never = Whois::Offline { last_seen: None };
+    assert_eq!(f.whois("nobody", "al"), never);
+    f.ok(
+        "al",
+        Operation::Connect(ConnectAddr {
+            ip: Ok(Some("::ffff:10.0.0.9".parse().unwrap())),
+            port: Ok(4000),
+        }),
+    );
+    // As LIST_USERS shows the entry (the IP canonical).
+    let online = Whois::Online {
+        ip: "10.0.0.9".into(),
+        port: "4000".into(),
+    };
+    assert_eq!(f.whois("al", "al"), online);
+    f.ok("al", Operation::Disconnect);
+    let offline = Whois::Offline {
+        last_seen: Some("01/01/2025 01:02:03".into()),
+    };
+    assert_eq!(f.whois("bo", "al"), offline);
+    // The last disconnect is durable.
+    f.restart();
+    assert_eq!(f.whois("bo", "al"), offline);
+    // A malformed target is the catch-all; so is a malformed requester.
+    let malformed = Operation::Whois {
+        target: Err(peerdex_protocol::Malformed::TooLong),
+    };
+    assert_eq!(f.code("bo", malformed), 2);
+    let request = Request {
+        datetime: None,
+        user: Err(peerdex_protocol::Malformed::TooLong),
+        operation: whois("al"),
+    };
+    assert!(matches!(rules::plan(&request), Plan::Answer(Outcome::Fail)));
+    // UNREGISTER forgets everything: a new account was never seen.
+    f.ok("al", Operation::Unregister);
+    assert_eq!(f.code("bo", whois("al")), 1);
+    f.ok("al", Operation::Register);
+    assert_eq!(f.whois("bo", "al"), never);
+}
+
+#[test]
+fn whois_reply_bytes() {
+    let f = Fixture::new();
+    f.ok("al", Operation::Register);
+    let state = |f: &Fixture| {
+        let engine = f.engine.borrow();
+        match query(engine.as_ref().unwrap().state(), "x", &whois("al")).unwrap() {
+            QueryAnswer::Reply(bytes) => bytes.to_vec(),
+            QueryAnswer::Status(outcome) => panic!("{outcome:?}"),
+        }
+    };
+    assert_eq!(state(&f), b"0\0offline\0never\0");
+    f.ok("al", connect(80));
+    assert_eq!(state(&f), b"0\0online\x0010.0.0.1\x0080\0");
 }

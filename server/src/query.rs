@@ -1,5 +1,5 @@
-//! SEARCH and FIND_SOURCES: read-only extension ops answered from the
-//! in-memory indexes ([`crate::index`]) and tables ([`crate::state`]).
+//! SEARCH, FIND_SOURCES and WHOIS: read-only extension ops answered from
+//! the in-memory indexes ([`crate::index`]) and tables ([`crate::state`]).
 //!
 //! The index lock is held only to copy the (bounded) hits out; descriptions,
 //! sizes, hashes and addresses then come from the tables. Codes are
@@ -8,7 +8,8 @@
 
 use bytes::BytesMut;
 use peerdex_protocol::reply::{
-    put_code, put_count, put_hash, put_search_entry, put_size, put_source_entry, SearchEntry,
+    put_code, put_count, put_hash, put_search_entry, put_size, put_source_entry, put_whois,
+    SearchEntry, Whois,
 };
 use peerdex_protocol::request::MAX_SEARCH_LIMIT;
 use peerdex_protocol::{Operation, Outcome};
@@ -30,8 +31,16 @@ pub enum QueryAnswer {
     Reply(BytesMut),
 }
 
-/// Answers SEARCH or FIND_SOURCES for `user`.
+/// Answers SEARCH, FIND_SOURCES or WHOIS for `user`.
 pub fn query(state: &State, user: &str, operation: &Operation) -> Result<QueryAnswer, CodecError> {
+    if let Operation::Whois { target } = operation {
+        // Presence is public, as in LIST_USERS: the requester is not
+        // looked at.
+        return match target {
+            Ok(target) => whois(&state.tables(), target),
+            Err(_) => Ok(QueryAnswer::Status(Outcome::Fail)),
+        };
+    }
     {
         match state.tables().presence(user) {
             Presence::Unknown => return Ok(QueryAnswer::Status(Outcome::UserDoesNotExist)),
@@ -65,6 +74,56 @@ pub fn query(state: &State, user: &str, operation: &Operation) -> Result<QueryAn
         },
         _ => Ok(QueryAnswer::Status(Outcome::Fail)),
     }
+}
+
+/// WHOIS `target`: online at its LIST_USERS address, or offline since its
+/// last disconnect.
+fn whois(tables: &Tables, target: &str) -> Result<QueryAnswer, CodecError> {
+    if !tables.user_exists(target) {
+        return Ok(QueryAnswer::Status(Outcome::UserDoesNotExist));
+    }
+    let whois = match tables.address(target) {
+        Some(addr) => Whois::Online {
+            ip: addr.ip().to_string(),
+            port: addr.port().to_string(),
+        },
+        None => Whois::Offline {
+            last_seen: tables.last_seen(target).map(utc_datetime),
+        },
+    };
+    let mut reply = BytesMut::with_capacity(64);
+    put_code(&mut reply, 0);
+    put_whois(&mut reply, &whois)?;
+    Ok(QueryAnswer::Reply(reply))
+}
+
+/// `secs` since the Unix epoch as a DATETIME field in UTC
+/// (`DD/MM/YYYY HH:MM:SS`), by the proleptic Gregorian calendar.
+fn utc_datetime(secs: u64) -> String {
+    let days = secs / 86_400;
+    let of_day = secs % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{day:02}/{month:02}/{year:04} {:02}:{:02}:{:02}",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60
+    )
+}
+
+/// The (year, month, day) `days` after 1970-01-01: Howard Hinnant's
+/// `civil_from_days`, for non-negative day counts.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
 }
 
 fn search(state: &State, pattern: &Pattern, limit: usize) -> Result<QueryAnswer, CodecError> {
@@ -170,4 +229,22 @@ fn by_hash(state: &State, hash: &Digest, size: Option<u64>) -> Result<QueryAnswe
     put_count(&mut reply, count);
     reply.extend_from_slice(&body);
     Ok(QueryAnswer::Reply(reply))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datetimes_are_utc_in_the_protocol_format() {
+        assert_eq!(utc_datetime(0), "01/01/1970 00:00:00");
+        // 2000-02-29 (a leap day of a century year) 12:34:56.
+        assert_eq!(utc_datetime(951_827_696), "29/02/2000 12:34:56");
+        assert_eq!(utc_datetime(1_709_164_800 + 86_399), "29/02/2024 23:59:59");
+        assert_eq!(utc_datetime(1_735_689_600), "01/01/2025 00:00:00");
+        assert!(peerdex_protocol::datetime::is_datetime(&utc_datetime(
+            4_102_444_799
+        )));
+        assert_eq!(utc_datetime(4_102_444_799), "31/12/2099 23:59:59");
+    }
 }

@@ -5,12 +5,29 @@
 //! inside the group-commit writer's batch ([`apply`] over a [`Batch`]);
 //! listings take a snapshot of the state ([`list`]), stream from it
 //! ([`Listing`]) once the batches it depends on are durable.
+//!
+//! Who may mutate (docs/PROTOCOL-EXTENSIONS.md, "Accounts and sessions"),
+//! decided after the user's existence and before anything else:
+//! - a protected account (one with a credential) only by a session that
+//!   proved its current credential ([`crate::actor::SessionActor::may_act_for`]);
+//!   anyone else gets [`Outcome::Refused`] and nothing changes;
+//! - under [`AuthMode::Required`] only by sessions with a credential;
+//! - [`Actor::Server`] only DISCONNECTs, and only the entry presence found
+//!   dead ([`Takeover`]), so that it never knocks out a user who
+//!   reconnected meanwhile. The same guard lets a CONNECT replace the entry
+//!   of a holder found gone.
+//!
+//! The credential is read through the batch: a password change and a
+//! request of a session of the old password in one batch cannot both win.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use bytes::BytesMut;
 use peerdex_protocol::names::{is_valid_description, is_valid_file, is_valid_user};
-use peerdex_protocol::{Checked, Operation, Outcome, Request};
+use peerdex_protocol::{Checked, Operation, Outcome, Request, Secret};
+
+use crate::actor::{Actor, AuthMode, Takeover};
+use crate::durable::engine::Mutation;
 
 use crate::state::entries::Part;
 use crate::state::tables::listed_file;
@@ -51,49 +68,80 @@ pub fn plan(request: &Request) -> Plan {
     }
 }
 
-/// Applies one mutation for `user` to a batch. `peer_ip` is the TCP source
-/// address, recorded by CONNECT when the client sent no IP.
-pub fn apply<'a>(
-    batch: &mut Batch<'a>,
-    user: &'a str,
-    operation: &'a Operation,
-    peer_ip: IpAddr,
-) -> Outcome {
+/// What the rules need of a batch beyond its mutations: the server's
+/// `--auth` mode and the batch's time (one clock reading per batch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Context {
+    pub auth: AuthMode,
+    /// Seconds since the Unix epoch, recorded by DISCONNECT as last seen.
+    pub now: u64,
+}
+
+/// Applies one mutation to a batch. Codes come in PROTOCOL.md's order (the
+/// user's existence first); a mutation the actor may not make for the
+/// account is [`Outcome::Refused`] and changes nothing.
+pub fn apply<'a>(batch: &mut Batch<'a>, mutation: &'a Mutation, context: Context) -> Outcome {
+    let user = mutation.user.as_str();
+    let operation = &mutation.operation;
+    let actor = &mutation.actor;
     if let Operation::Register = operation {
-        return if !is_valid_user(user) {
-            Outcome::Fail
-        } else if batch.user_exists(user) {
-            Outcome::UsernameInUse
-        } else {
-            batch.add_user(user);
-            Outcome::Ok
-        };
+        return register(batch, user, actor, context.auth);
     }
     let connected = match batch.presence(user) {
         Presence::Unknown => return Outcome::UserDoesNotExist,
         Presence::Registered => false,
         Presence::Connected => true,
     };
+    let credential = batch.credential(user);
+    match actor {
+        // The directory itself acts only to end a connection that was
+        // found dead, and only if it is still the one found dead.
+        Actor::Server => {
+            return match operation {
+                Operation::Disconnect if !connected => Outcome::UserNotConnected,
+                Operation::Disconnect if still_dead(batch, user, mutation.takeover) => {
+                    disconnect(batch, user, context.now)
+                }
+                _ => Outcome::Fail,
+            };
+        }
+        Actor::Classic if context.auth == AuthMode::Required || credential.is_some() => {
+            return Outcome::Refused;
+        }
+        Actor::Session(session)
+            if (context.auth == AuthMode::Required && session.credential.is_none())
+                || !session.may_act_for(credential.as_deref()) =>
+        {
+            return Outcome::Refused;
+        }
+        Actor::Classic | Actor::Session(_) => {}
+    }
     match operation {
         Operation::Unregister => {
             batch.remove_user(user);
             Outcome::Ok
         }
-        Operation::Connect(_) if connected => Outcome::UserAlreadyConnected,
-        Operation::Connect(addr) => match (addr.ip, addr.port) {
-            (Ok(ip), Ok(port)) => {
-                let ip = ip.unwrap_or(peer_ip).to_canonical();
-                batch.set_address(user, SocketAddr::new(ip, port));
-                Outcome::Ok
+        Operation::SetPassword { password } => set_password(batch, user, actor, password),
+        Operation::Connect(addr) => {
+            if connected && !may_replace(batch, user, mutation, credential.as_deref()) {
+                return Outcome::UserAlreadyConnected;
             }
-            _ => Outcome::Fail,
-        },
+            match (addr.ip, addr.port) {
+                (Ok(ip), Ok(port)) => {
+                    let ip = ip.unwrap_or(mutation.peer_ip).to_canonical();
+                    let addr = SocketAddr::new(ip, port);
+                    match actor {
+                        Actor::Session(session) => batch.set_held_address(user, addr, session.id),
+                        _ => batch.set_address(user, addr),
+                    }
+                    Outcome::Ok
+                }
+                _ => Outcome::Fail,
+            }
+        }
         // Every other operation needs a connected user.
         _ if !connected => Outcome::UserNotConnected,
-        Operation::Disconnect => {
-            batch.clear_address(user);
-            Outcome::Ok
-        }
+        Operation::Disconnect => disconnect(batch, user, context.now),
         Operation::Publish { file, description } => publish(batch, user, file, description, None),
         Operation::PublishContent {
             file,
@@ -121,8 +169,84 @@ pub fn apply<'a>(
         | Operation::ListContent { .. }
         | Operation::Search { .. }
         | Operation::FindSources { .. }
-        | Operation::Whois { .. }
-        | Operation::SetPassword { .. } => Outcome::Fail,
+        | Operation::Whois { .. } => Outcome::Fail,
+    }
+}
+
+/// REGISTER: a session that carries a credential creates the account
+/// protected by it; under `--auth required` only such a session may.
+fn register<'a>(batch: &mut Batch<'a>, user: &'a str, actor: &Actor, auth: AuthMode) -> Outcome {
+    if !is_valid_user(user) {
+        return Outcome::Fail;
+    }
+    if batch.user_exists(user) {
+        return Outcome::UsernameInUse;
+    }
+    let credential = match actor {
+        Actor::Server => return Outcome::Fail,
+        Actor::Classic if auth == AuthMode::Required => return Outcome::Refused,
+        Actor::Classic => None,
+        Actor::Session(session) => match &session.credential {
+            None if auth == AuthMode::Required => return Outcome::Refused,
+            credential => credential.clone(),
+        },
+    };
+    batch.add_user(user);
+    if let Some(phc) = credential {
+        batch.set_credential(user, phc);
+    }
+    Outcome::Ok
+}
+
+/// SET_PASSWORD, once the actor may act for the account: only a session
+/// can, with a non-empty password hashed before the batch.
+fn set_password<'a>(
+    batch: &mut Batch<'a>,
+    user: &'a str,
+    actor: &Actor,
+    password: &Checked<Secret>,
+) -> Outcome {
+    let Actor::Session(session) = actor else {
+        return Outcome::Refused;
+    };
+    match (password, &session.new_credential) {
+        (Ok(password), Some(phc)) if !password.is_empty() => {
+            batch.set_credential(user, phc.clone());
+            Outcome::Ok
+        }
+        _ => Outcome::Fail,
+    }
+}
+
+/// DISCONNECT: the entry goes, and when it went is remembered.
+fn disconnect<'a>(batch: &mut Batch<'a>, user: &'a str, now: u64) -> Outcome {
+    batch.clear_address(user);
+    batch.set_last_seen(user, now);
+    Outcome::Ok
+}
+
+/// True when `takeover` names the entry `user` has now: the holder that
+/// was found gone has not been replaced since.
+fn still_dead(batch: &Batch<'_>, user: &str, takeover: Option<Takeover>) -> bool {
+    match takeover {
+        Some(Takeover::DeadSession(id)) => batch.holder(user) == Some(id),
+        Some(Takeover::DeadAddress(addr)) => {
+            batch.holder(user).is_none() && batch.address(user) == Some(addr)
+        }
+        None => false,
+    }
+}
+
+/// Whether a CONNECT may replace the entry of a connected user: its holder
+/// is gone, or the CONNECT comes from an authenticated session of the
+/// (protected) account, which takes the connection over.
+fn may_replace(batch: &Batch<'_>, user: &str, mutation: &Mutation, current: Option<&str>) -> bool {
+    if still_dead(batch, user, mutation.takeover) {
+        return true;
+    }
+    match (&mutation.actor, current) {
+        (Actor::Session(session), Some(current)) => session.credential.as_deref() == Some(current),
+        _ => false,
     }
 }
 
@@ -294,6 +418,7 @@ mod tests {
     use crate::durable::engine::{Engine, Mutation};
     use peerdex_protocol::{ConnectAddr, Malformed, OpKind};
     use std::cell::RefCell;
+    use std::net::IpAddr;
     const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7));
 
     struct Fixture {
@@ -341,6 +466,28 @@ mod tests {
 
         fn ok(&self, user: &str, operation: Operation) {
             assert_eq!(self.run(Ok(user), operation), 0);
+        }
+
+        /// Commits one mutation of `actor` in its own batch.
+        fn mutate(
+            &self,
+            user: &str,
+            operation: Operation,
+            actor: &Actor,
+            takeover: Option<Takeover>,
+        ) -> Outcome {
+            let mutation = Mutation {
+                user: user.into(),
+                operation,
+                peer_ip: PEER,
+                actor: actor.clone(),
+                takeover,
+            };
+            self.engine.borrow_mut().commit([&mutation])[0]
+        }
+
+        fn set_clock(&self, clock: crate::durable::engine::Clock) {
+            self.engine.borrow_mut().set_clock(clock);
         }
 
         fn connected(&self, user: &str) {
@@ -605,6 +752,503 @@ mod tests {
         ] {
             let kind: OpKind = operation.kind();
             assert_eq!(f.run(Err(Malformed::NotUtf8), operation), kind.fail_code());
+        }
+    }
+
+    /// Accounts, sessions and presence: who may change what.
+    mod accounts {
+        use super::*;
+        use crate::actor::SessionActor;
+        use peerdex_protocol::Secret;
+        use std::sync::Arc;
+
+        const H1: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdDE$aGFzaDE";
+        const H2: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdDI$aGFzaDI";
+
+        fn session(id: u64, credential: Option<&str>) -> Actor {
+            Actor::Session(SessionActor {
+                id,
+                credential: credential.map(Arc::from),
+                new_credential: None,
+            })
+        }
+
+        /// A session that asks to set the password whose hash is `new`.
+        fn setting(id: u64, credential: Option<&str>, new: Option<&str>) -> Actor {
+            Actor::Session(SessionActor {
+                id,
+                credential: credential.map(Arc::from),
+                new_credential: new.map(Arc::from),
+            })
+        }
+
+        fn set_password(password: &str) -> Operation {
+            Operation::SetPassword {
+                password: Ok(Secret::new(password)),
+            }
+        }
+
+        fn publish_content(file: &str) -> Operation {
+            Operation::PublishContent {
+                file: Ok(file.into()),
+                description: Ok("d".into()),
+                size: Ok(3),
+                hash: Ok([7; 32]),
+            }
+        }
+
+        fn at(port: u16) -> Operation {
+            connect(Some("10.0.0.1"), Ok(port))
+        }
+
+        fn addr(port: u16) -> SocketAddr {
+            SocketAddr::new("10.0.0.1".parse().unwrap(), port)
+        }
+
+        /// Every mutation a protected account refuses to strangers.
+        fn every_mutation() -> Vec<Operation> {
+            vec![
+                Operation::Unregister,
+                at(5000),
+                Operation::Disconnect,
+                publish("new", "d"),
+                publish_content("new2"),
+                delete("f"),
+                set_password("pw"),
+            ]
+        }
+
+        impl Fixture {
+            /// Everything the tables hold about `users`, to compare.
+            #[allow(clippy::type_complexity)]
+            fn dump(
+                &self,
+                users: &[&str],
+            ) -> Vec<(
+                bool,
+                Option<SocketAddr>,
+                Vec<Vec<u8>>,
+                Option<Arc<str>>,
+                Option<u64>,
+                Option<u64>,
+            )> {
+                let engine = self.engine.borrow();
+                let tables = engine.state().tables();
+                users
+                    .iter()
+                    .map(|u| {
+                        (
+                            tables.user_exists(u),
+                            tables.address(u),
+                            tables
+                                .file_entries(u)
+                                .entries()
+                                .map(<[u8]>::to_vec)
+                                .collect(),
+                            tables.credential(u),
+                            tables.holder(u),
+                            tables.last_seen(u),
+                        )
+                    })
+                    .collect()
+            }
+
+            fn credential(&self, user: &str) -> Option<Arc<str>> {
+                self.engine.borrow().state().tables().credential(user)
+            }
+
+            fn holder(&self, user: &str) -> Option<u64> {
+                self.engine.borrow().state().tables().holder(user)
+            }
+
+            fn address(&self, user: &str) -> Option<SocketAddr> {
+                self.engine.borrow().state().tables().address(user)
+            }
+
+            fn last_seen(&self, user: &str) -> Option<u64> {
+                self.engine.borrow().state().tables().last_seen(user)
+            }
+
+            /// `al`, protected by H1, connected through session 1 with
+            /// file `f`.
+            fn protected(&self) -> Actor {
+                let owner = session(1, Some(H1));
+                for operation in [Operation::Register, at(4000), publish("f", "d")] {
+                    assert_eq!(self.mutate("al", operation, &owner, None), Outcome::Ok);
+                }
+                owner
+            }
+        }
+
+        #[test]
+        fn register_in_a_session_with_a_credential_protects_the_account() {
+            let f = Fixture::new();
+            assert_eq!(
+                f.mutate("al", Operation::Register, &session(1, Some(H1)), None),
+                Outcome::Ok
+            );
+            assert_eq!(f.credential("al").as_deref(), Some(H1));
+            // Without one, or from a classic client, as PROTOCOL.md says.
+            assert_eq!(
+                f.mutate("bo", Operation::Register, &session(2, None), None),
+                Outcome::Ok
+            );
+            f.ok("cy", Operation::Register);
+            assert_eq!((f.credential("bo"), f.credential("cy")), (None, None));
+            // A taken name keeps its code, protected or not.
+            assert_eq!(f.run(Ok("al"), Operation::Register), 1);
+            assert_eq!(
+                f.mutate("al", Operation::Register, &session(3, Some(H2)), None),
+                Outcome::UsernameInUse
+            );
+        }
+
+        #[test]
+        fn a_protected_account_refuses_everyone_but_its_sessions_and_changes_nothing() {
+            let f = Fixture::new();
+            f.protected();
+            f.connected("bo");
+            let before = f.dump(&["al", "bo"]);
+            let strangers = [
+                Actor::Classic,
+                session(7, None),
+                session(8, Some(H2)),
+                setting(9, None, Some(H2)),
+            ];
+            for stranger in &strangers {
+                for operation in every_mutation() {
+                    let kind = operation.kind();
+                    let outcome = f.mutate("al", operation, stranger, None);
+                    assert_eq!(outcome, Outcome::Refused, "{kind} from {stranger:?}");
+                    assert_eq!(kind.code(outcome), kind.fail_code());
+                }
+            }
+            // Even with a takeover that matches the entry.
+            let takeover = Some(Takeover::DeadSession(1));
+            assert_eq!(
+                f.mutate("al", at(5000), &Actor::Classic, takeover),
+                Outcome::Refused
+            );
+            assert_eq!(f.dump(&["al", "bo"]), before);
+            // Reads keep their codes.
+            assert_eq!(f.listing("bo", list_content(Ok("al"))).0, 1);
+            assert_eq!(f.listing("bo", Operation::ListUsers).0, 2);
+        }
+
+        #[test]
+        fn an_authenticated_session_acts_for_its_account() {
+            let f = Fixture::new();
+            let owner = f.protected();
+            // Another session of the same password is just as good.
+            let other = session(2, Some(H1));
+            for (operation, actor) in [
+                (publish_content("g"), &owner),
+                (delete("f"), &other),
+                (Operation::Disconnect, &owner),
+                (at(4001), &other),
+                (Operation::Unregister, &owner),
+            ] {
+                let kind = operation.kind();
+                assert_eq!(
+                    f.mutate("al", operation, actor, None),
+                    Outcome::Ok,
+                    "{kind}"
+                );
+            }
+            assert_eq!(f.dump(&["al"]), [(false, None, vec![], None, None, None)]);
+        }
+
+        #[test]
+        fn set_password_codes() {
+            let f = Fixture::new();
+            let owner = setting(1, None, Some(H1));
+            assert_eq!(
+                f.mutate("al", set_password("pw"), &owner, None),
+                Outcome::UserDoesNotExist
+            );
+            f.ok("al", Operation::Register);
+            // Classic: refused, whatever the account.
+            assert_eq!(f.run(Ok("al"), set_password("pw")), 2);
+            assert_eq!(
+                f.mutate("al", set_password("pw"), &Actor::Classic, None),
+                Outcome::Refused
+            );
+            // Empty password, or nothing hashed: the catch-all.
+            assert_eq!(
+                f.mutate("al", set_password(""), &owner, None),
+                Outcome::Fail
+            );
+            assert_eq!(
+                f.mutate("al", set_password("pw"), &session(1, None), None),
+                Outcome::Fail
+            );
+            let malformed = Operation::SetPassword {
+                password: Err(Malformed::TooLong),
+            };
+            assert_eq!(f.mutate("al", malformed, &owner, None), Outcome::Fail);
+            assert_eq!(f.credential("al"), None);
+            // Not connected is fine: SET_PASSWORD has no such code.
+            assert_eq!(
+                f.mutate("al", set_password("pw"), &owner, None),
+                Outcome::Ok
+            );
+            assert_eq!(f.credential("al").as_deref(), Some(H1));
+            // Now protected: the session that set it (which proves H1 from
+            // now on) may change it, a session of no or another password
+            // may not.
+            let changer = setting(1, Some(H1), Some(H2));
+            let stranger = setting(2, None, Some(H2));
+            assert_eq!(
+                f.mutate("al", set_password("x"), &stranger, None),
+                Outcome::Refused
+            );
+            assert_eq!(
+                f.mutate("al", set_password("x"), &changer, None),
+                Outcome::Ok
+            );
+            assert_eq!(f.credential("al").as_deref(), Some(H2));
+            // A session of the old password no longer acts for it.
+            assert_eq!(
+                f.mutate("al", at(4000), &session(1, Some(H1)), None),
+                Outcome::Refused
+            );
+            assert_eq!(
+                f.mutate("al", at(4000), &session(3, Some(H2)), None),
+                Outcome::Ok
+            );
+        }
+
+        /// A password change and a request of a session of the old
+        /// password in one batch: the request sees the change.
+        #[test]
+        fn a_batch_sees_its_own_credentials_and_holders() {
+            let f = Fixture::new();
+            let old = session(1, Some(H1));
+            let mutations = [
+                ("al", Operation::Register, old.clone(), None),
+                ("al", at(4000), old.clone(), None),
+                (
+                    "al",
+                    set_password("x"),
+                    setting(1, Some(H1), Some(H2)),
+                    None,
+                ),
+                ("al", publish("f", "d"), old.clone(), None),
+                (
+                    "al",
+                    Operation::Disconnect,
+                    Actor::Server,
+                    Some(Takeover::DeadSession(1)),
+                ),
+                ("al", publish("g", "d"), session(2, Some(H2)), None),
+            ]
+            .map(|(user, operation, actor, takeover)| Mutation {
+                user: user.into(),
+                operation,
+                peer_ip: PEER,
+                actor,
+                takeover,
+            });
+            let outcomes = f.engine.borrow_mut().commit(&mutations);
+            use Outcome::*;
+            assert_eq!(outcomes, [Ok, Ok, Ok, Refused, Ok, UserNotConnected]);
+            assert_eq!(f.credential("al").as_deref(), Some(H2));
+            assert_eq!((f.address("al"), f.holder("al")), (None, None));
+        }
+
+        #[test]
+        fn connect_replaces_an_entry_only_when_its_holder_is_gone() {
+            let f = Fixture::new();
+            // A classic entry at port 4000.
+            f.ok("al", Operation::Register);
+            f.ok("al", at(4000));
+            let stale = Some(Takeover::DeadAddress(addr(3999)));
+            assert_eq!(
+                f.mutate("al", at(4001), &Actor::Classic, stale),
+                Outcome::UserAlreadyConnected
+            );
+            let wrong_kind = Some(Takeover::DeadSession(1));
+            assert_eq!(
+                f.mutate("al", at(4001), &Actor::Classic, wrong_kind),
+                Outcome::UserAlreadyConnected
+            );
+            let dead = Some(Takeover::DeadAddress(addr(4000)));
+            assert_eq!(
+                f.mutate("al", at(4001), &session(5, None), dead),
+                Outcome::Ok
+            );
+            assert_eq!(
+                (f.address("al"), f.holder("al")),
+                (Some(addr(4001)), Some(5))
+            );
+            // Now held by session 5: only its death lets another in.
+            let by_address = Some(Takeover::DeadAddress(addr(4001)));
+            for takeover in [None, Some(Takeover::DeadSession(4)), by_address] {
+                assert_eq!(
+                    f.mutate("al", at(4002), &Actor::Classic, takeover),
+                    Outcome::UserAlreadyConnected,
+                    "{takeover:?}"
+                );
+            }
+            // A session of an unprotected account is no owner.
+            assert_eq!(
+                f.mutate("al", at(4002), &session(6, Some(H1)), None),
+                Outcome::UserAlreadyConnected
+            );
+            let dead = Some(Takeover::DeadSession(5));
+            assert_eq!(f.mutate("al", at(4002), &Actor::Classic, dead), Outcome::Ok);
+            assert_eq!((f.address("al"), f.holder("al")), (Some(addr(4002)), None));
+            // A takeover does not excuse a malformed address.
+            let dead = Some(Takeover::DeadAddress(addr(4002)));
+            let bad_port = connect(None, Err(Malformed::Invalid("port")));
+            assert_eq!(
+                f.mutate("al", bad_port, &Actor::Classic, dead),
+                Outcome::Fail
+            );
+        }
+
+        #[test]
+        fn an_authenticated_session_takes_over_its_accounts_connection() {
+            let f = Fixture::new();
+            f.protected();
+            let elsewhere = session(2, Some(H1));
+            assert_eq!(f.mutate("al", at(4001), &elsewhere, None), Outcome::Ok);
+            assert_eq!(
+                (f.address("al"), f.holder("al")),
+                (Some(addr(4001)), Some(2))
+            );
+        }
+
+        #[test]
+        fn presence_disconnects_only_the_entry_it_found_dead() {
+            let f = Fixture::new();
+            f.set_clock(|| 1_700_000_000);
+            f.protected();
+            let before = f.dump(&["al"]);
+            let server = Actor::Server;
+            for (operation, takeover) in [
+                (Operation::Disconnect, None),
+                (Operation::Disconnect, Some(Takeover::DeadSession(2))),
+                (
+                    Operation::Disconnect,
+                    Some(Takeover::DeadAddress(addr(4000))),
+                ),
+                (publish("g", "d"), Some(Takeover::DeadSession(1))),
+                (Operation::Unregister, Some(Takeover::DeadSession(1))),
+                (at(4001), Some(Takeover::DeadSession(1))),
+            ] {
+                let kind = operation.kind();
+                assert_eq!(
+                    f.mutate("al", operation, &server, takeover),
+                    Outcome::Fail,
+                    "{kind} {takeover:?}"
+                );
+            }
+            assert_eq!(f.dump(&["al"]), before);
+            // The entry it found dead, even of a protected account.
+            let dead = Some(Takeover::DeadSession(1));
+            assert_eq!(
+                f.mutate("al", Operation::Disconnect, &server, dead),
+                Outcome::Ok
+            );
+            assert_eq!((f.address("al"), f.holder("al")), (None, None));
+            assert_eq!(f.last_seen("al"), Some(1_700_000_000));
+            // Gone already: nothing to do.
+            assert_eq!(
+                f.mutate("al", Operation::Disconnect, &server, dead),
+                Outcome::UserNotConnected
+            );
+            assert_eq!(
+                f.mutate("zed", Operation::Disconnect, &server, dead),
+                Outcome::UserDoesNotExist
+            );
+            // A classic entry, reconnected elsewhere since its probe failed.
+            f.ok("bo", Operation::Register);
+            f.ok("bo", at(5000));
+            let probed = Some(Takeover::DeadAddress(addr(5000)));
+            f.ok("bo", Operation::Disconnect);
+            f.ok("bo", at(5001));
+            assert_eq!(
+                f.mutate("bo", Operation::Disconnect, &server, probed),
+                Outcome::Fail
+            );
+            let probed = Some(Takeover::DeadAddress(addr(5001)));
+            assert_eq!(
+                f.mutate("bo", Operation::Disconnect, &server, probed),
+                Outcome::Ok
+            );
+        }
+
+        #[test]
+        fn disconnect_records_when() {
+            let f = Fixture::new();
+            f.set_clock(|| 1_234_567_890);
+            f.connected("al");
+            assert_eq!(f.last_seen("al"), None);
+            f.ok("al", Operation::Disconnect);
+            assert_eq!(f.last_seen("al"), Some(1_234_567_890));
+            // Connecting again keeps it (WHOIS shows online meanwhile);
+            // unregistering forgets it.
+            f.ok("al", at(1));
+            assert_eq!(f.last_seen("al"), Some(1_234_567_890));
+            f.ok("al", Operation::Unregister);
+            assert_eq!(f.last_seen("al"), None);
+        }
+
+        #[test]
+        fn unregister_forgets_the_credential_and_the_holder() {
+            let f = Fixture::new();
+            let owner = f.protected();
+            assert_eq!(
+                f.mutate("al", Operation::Unregister, &owner, None),
+                Outcome::Ok
+            );
+            assert_eq!(f.dump(&["al"]), [(false, None, vec![], None, None, None)]);
+            // The name is free for anyone, without a password.
+            f.ok("al", Operation::Register);
+            f.ok("al", at(1));
+            assert_eq!((f.credential("al"), f.holder("al")), (None, None));
+        }
+
+        #[test]
+        fn auth_required_refuses_every_mutation_without_a_credential() {
+            let f = Fixture::new();
+            f.connected("old");
+            f.engine.borrow_mut().set_auth_mode(AuthMode::Required);
+            let before = f.dump(&["old", "new"]);
+            for user in ["old", "new"] {
+                let mut operations = every_mutation();
+                operations.push(Operation::Register);
+                for operation in operations {
+                    let kind = operation.kind();
+                    for actor in [Actor::Classic, setting(1, None, Some(H1))] {
+                        let outcome = f.mutate(user, operation.clone(), &actor, None);
+                        let expected = match (user, kind) {
+                            ("old", OpKind::Register) => Outcome::UsernameInUse,
+                            ("new", kind) if kind != OpKind::Register => Outcome::UserDoesNotExist,
+                            _ => Outcome::Refused,
+                        };
+                        assert_eq!(outcome, expected, "{user} {kind} {actor:?}");
+                    }
+                }
+            }
+            assert_eq!(f.dump(&["old", "new"]), before);
+            // Reads still work for classic clients.
+            assert_eq!(f.listing("old", Operation::ListUsers).0, 1);
+            // A session with a password registers a protected account.
+            let owner = session(2, Some(H1));
+            assert_eq!(
+                f.mutate("new", Operation::Register, &owner, None),
+                Outcome::Ok
+            );
+            assert_eq!(f.mutate("new", at(4000), &owner, None), Outcome::Ok);
+            assert_eq!(f.credential("new").as_deref(), Some(H1));
+            // Presence still works.
+            let dead = Some(Takeover::DeadSession(2));
+            assert_eq!(
+                f.mutate("new", Operation::Disconnect, &Actor::Server, dead),
+                Outcome::Ok
+            );
         }
     }
 }

@@ -7,8 +7,11 @@
 //! and the offset, and nothing is changed. Otherwise each is applied to the
 //! database in one durable transaction and only then deleted, the database
 //! is loaded into memory ([`crate::state`]) and a new segment is started.
-//! Nothing is served before this is done. A panic inside redb while
-//! opening, replaying or loading is an error naming the database file.
+//! Users held by a session of the previous process (every session died
+//! with it) are then disconnected, last seen now, in the new segment's
+//! first record, synced. Nothing is served before this is done. A panic
+//! inside redb while opening, replaying or loading is an error naming the
+//! database file.
 //!
 //! A batch ([`Engine::stage`]): the rules run against the state seen
 //! through the batch's own changes ([`Batch`]); the effects are appended to
@@ -27,13 +30,25 @@ use std::sync::Arc;
 
 use peerdex_protocol::{Operation, Outcome};
 
-use crate::actor::{Actor, Takeover};
+use crate::actor::{Actor, AuthMode, Takeover};
 use crate::durable::checkpoint::Checkpointer;
 use crate::durable::journal::{self, Ending, Journal, JournalError, SyncHandle, SEGMENT_BYTES};
 use crate::durable::quiet_panic;
 use crate::durable::store::{Store, StoreError, DB_FILE_NAME};
-use crate::rules;
+use crate::effect::Effect;
+use crate::rules::{self, Context};
 use crate::state::{Batch, State};
+
+/// Reads the time a batch records (DISCONNECT's last seen), in seconds
+/// since the Unix epoch.
+pub type Clock = fn() -> u64;
+
+/// The system clock; a clock before 1970 reads as 0.
+pub fn system_clock() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
 
 /// One mutation to apply.
 #[derive(Debug, Clone)]
@@ -65,6 +80,10 @@ pub struct Engine {
     segment_bytes: u64,
     /// Sequence number of the last batch written (0: none yet).
     seq: u64,
+    /// Who may change the directory, decided by the rules.
+    auth: AuthMode,
+    /// The time each batch records.
+    clock: Clock,
 }
 
 /// A batch written and applied, waiting for its journal sync.
@@ -132,19 +151,55 @@ impl Engine {
             );
         }
         let (tables, indexes) = store.load()?;
-        let journal = Journal::create(dir, next)?;
+        let mut journal = Journal::create(dir, next)?;
+        let orphans = orphaned_sessions(&tables, system_clock());
+        let state = Arc::new(State::new(tables, indexes));
+        let mut seq = 0;
+        if !orphans.is_empty() {
+            // Durable before anything is served: no session of the old
+            // process may still look like it holds a user.
+            journal.write(&orphans)?;
+            journal.sync_handle().sync()?;
+            seq = 1;
+            state.apply(&orphans, seq);
+            state.set_durable(seq);
+            tracing::info!(
+                users = orphans.len() / 2,
+                "users held by sessions of the previous run disconnected"
+            );
+        }
         let checkpointer = Checkpointer::start(store, dir).map_err(|source| JournalError::Io {
             path: dir.to_path_buf(),
             source,
         })?;
-        Ok(Engine {
+        let mut engine = Engine {
             dir: dir.to_path_buf(),
-            state: Arc::new(State::new(tables, indexes)),
+            state,
             journal,
             checkpointer,
             segment_bytes: SEGMENT_BYTES,
-            seq: 0,
-        })
+            seq,
+            auth: AuthMode::default(),
+            clock: system_clock,
+        };
+        // Many held users make a large first record: hand it on like any
+        // full segment.
+        if engine.journal.len() >= engine.segment_bytes {
+            engine.rotate();
+        }
+        Ok(engine)
+    }
+
+    /// Sets who may change the directory (`--auth`); call before the
+    /// writer starts. The default is [`AuthMode::Open`].
+    pub fn set_auth_mode(&mut self, auth: AuthMode) {
+        self.auth = auth;
+    }
+
+    /// Replaces the clock that dates each batch (tests use a fixed one).
+    #[cfg(test)]
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
     }
 
     /// Rotates segments at `bytes` instead of [`SEGMENT_BYTES`] (tests use
@@ -199,12 +254,16 @@ impl Engine {
                 sync,
             };
         }
+        let context = Context {
+            auth: self.auth,
+            now: (self.clock)(),
+        };
         let (outcomes, effects) = {
             let tables = self.state.tables();
             let mut batch = Batch::new(&tables);
             let outcomes: Vec<Outcome> = mutations
                 .into_iter()
-                .map(|m| rules::apply(&mut batch, &m.user, &m.operation, m.peer_ip))
+                .map(|m| rules::apply(&mut batch, m, context))
                 .collect();
             (outcomes, batch.into_effects())
         };
@@ -275,6 +334,23 @@ impl Engine {
             .map_err(|_| StoreError::CheckpointerPanicked)?;
         store.close()
     }
+}
+
+/// What start-up does for users held by a session: the session died with
+/// the previous process, so each is disconnected as a DISCONNECT would,
+/// last seen `now`. Classic entries stay (presence probes them).
+fn orphaned_sessions(tables: &crate::state::Tables, now: u64) -> Vec<Effect> {
+    let mut users = tables.held_users();
+    users.sort_unstable();
+    users
+        .into_iter()
+        .flat_map(|user| {
+            [
+                Effect::ClearAddress(user.clone()),
+                Effect::SetLastSeen { user, at: now },
+            ]
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -601,5 +677,74 @@ mod tests {
             [Outcome::UserDoesNotExist]
         );
         assert_eq!(engine.journal.len(), len);
+    }
+
+    fn session(id: u64, credential: &str) -> crate::actor::Actor {
+        crate::actor::Actor::Session(crate::actor::SessionActor {
+            id,
+            credential: Some(credential.into()),
+            new_credential: None,
+        })
+    }
+
+    /// `held` connected through session 7 with a password, `classic` by a
+    /// classic CONNECT.
+    fn held_and_classic(engine: &mut Engine) {
+        let held = |operation| Mutation {
+            actor: session(7, "$argon2id$h"),
+            ..mutation("held", operation)
+        };
+        let outcomes = engine.commit(&[
+            held(Operation::Register),
+            held(connect(4000)),
+            mutation("classic", Operation::Register),
+            mutation("classic", connect(5000)),
+        ]);
+        assert!(outcomes.iter().all(|o| *o == Outcome::Ok), "{outcomes:?}");
+        let tables = engine.state().tables();
+        assert_eq!(tables.holder("held"), Some(7));
+        assert_eq!(tables.holder("classic"), None);
+    }
+
+    /// After a restart, however the previous run ended, no user is held
+    /// by a session: each was disconnected, last seen at start-up, and
+    /// the account and classic entries are kept.
+    fn assert_sessions_ended(engine: &Engine, started: u64) {
+        let tables = engine.state().tables();
+        assert_eq!(tables.holder("held"), None);
+        assert!(!tables.is_connected("held"));
+        let seen = tables.last_seen("held").expect("last seen recorded");
+        assert!(seen >= started && seen <= system_clock(), "{seen}");
+        assert_eq!(tables.credential("held").as_deref(), Some("$argon2id$h"));
+        assert_eq!(
+            tables.address("classic"),
+            Some("192.0.2.1:5000".parse().unwrap())
+        );
+        assert_eq!(tables.last_seen("classic"), None);
+    }
+
+    #[test]
+    fn a_restart_disconnects_the_users_sessions_held() {
+        for crash in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut engine = Engine::open(dir.path()).unwrap();
+            held_and_classic(&mut engine);
+            if crash {
+                engine.stop_without_close();
+            } else {
+                engine.close().unwrap();
+            }
+            let started = system_clock();
+            let engine = Engine::open(dir.path()).unwrap();
+            assert_sessions_ended(&engine, started);
+            // Journaled before serving: it survives a crash right after.
+            engine.stop_without_close();
+            let engine = Engine::open(dir.path()).unwrap();
+            assert_sessions_ended(&engine, started);
+            let last_seen = engine.state().tables().last_seen("held");
+            engine.close().unwrap();
+            let engine = Engine::open(dir.path()).unwrap();
+            assert_eq!(engine.state().tables().last_seen("held"), last_seen);
+        }
     }
 }

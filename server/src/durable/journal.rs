@@ -107,7 +107,7 @@ const SECTOR: usize = 512;
 
 /// Largest effect tag ([`encode`]): a cheap first test of a candidate
 /// record when searching past a bad one.
-const MAX_TAG: u8 = 6;
+const MAX_TAG: u8 = 9;
 
 /// Most payload bytes hashed while searching for a whole record after a
 /// bad one: bounds the cost of a hostile file (every position announcing
@@ -903,8 +903,8 @@ fn read_checked(path: &Path) -> Result<Vec<u8>, JournalError> {
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
-    // Names, files and descriptions are at most 255 bytes (PROTOCOL.md);
-    // u16 leaves room without a special case.
+    // Names, files and descriptions are at most 255 bytes (PROTOCOL.md),
+    // PHC strings about a hundred; u16 leaves room without a special case.
     let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&s.as_bytes()[..usize::from(len)]);
@@ -923,17 +923,7 @@ fn encode(effect: &Effect, out: &mut Vec<u8>) {
         Effect::SetAddress(user, addr) => {
             out.push(2);
             put_str(out, user);
-            match addr.ip() {
-                IpAddr::V4(ip) => {
-                    out.push(4);
-                    out.extend_from_slice(&ip.octets());
-                }
-                IpAddr::V6(ip) => {
-                    out.push(6);
-                    out.extend_from_slice(&ip.octets());
-                }
-            }
-            out.extend_from_slice(&addr.port().to_le_bytes());
+            put_addr(out, *addr);
         }
         Effect::ClearAddress(user) => {
             out.push(3);
@@ -966,7 +956,63 @@ fn encode(effect: &Effect, out: &mut Vec<u8>) {
             out.extend_from_slice(&size.to_le_bytes());
             out.extend_from_slice(hash);
         }
+        Effect::SetCredential { user, phc } => {
+            out.push(7);
+            put_str(out, user);
+            put_str(out, phc);
+        }
+        Effect::SetHeldAddress {
+            user,
+            addr,
+            session,
+        } => {
+            out.push(8);
+            put_str(out, user);
+            put_addr(out, *addr);
+            out.extend_from_slice(&session.to_le_bytes());
+        }
+        Effect::SetLastSeen { user, at } => {
+            out.push(9);
+            put_str(out, user);
+            out.extend_from_slice(&at.to_le_bytes());
+        }
     }
+}
+
+/// An address: the IP version (4 or 6), its octets, the port (u16 LE).
+fn put_addr(out: &mut Vec<u8>, addr: SocketAddr) {
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            out.push(4);
+            out.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            out.push(6);
+            out.extend_from_slice(&ip.octets());
+        }
+    }
+    out.extend_from_slice(&addr.port().to_le_bytes());
+}
+
+/// Decodes what [`put_addr`] wrote.
+fn take_addr(cursor: &mut &[u8]) -> Option<SocketAddr> {
+    let ip: IpAddr = match take(cursor, 1)?[0] {
+        4 => {
+            let o: [u8; 4] = take(cursor, 4)?.try_into().ok()?;
+            Ipv4Addr::from(o).into()
+        }
+        6 => {
+            let o: [u8; 16] = take(cursor, 16)?.try_into().ok()?;
+            Ipv6Addr::from(o).into()
+        }
+        _ => return None,
+    };
+    let port = take(cursor, 2)?;
+    Some(SocketAddr::new(ip, u16::from_le_bytes([port[0], port[1]])))
+}
+
+fn take_u64(cursor: &mut &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(take(cursor, 8)?.try_into().ok()?))
 }
 
 fn take<'a>(cursor: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
@@ -989,20 +1035,7 @@ fn decode(cursor: &mut &[u8]) -> Option<Effect> {
         1 => Effect::RemoveUser(take_str(cursor)?),
         2 => {
             let user = take_str(cursor)?;
-            let ip: IpAddr = match take(cursor, 1)?[0] {
-                4 => {
-                    let o: [u8; 4] = take(cursor, 4)?.try_into().ok()?;
-                    Ipv4Addr::from(o).into()
-                }
-                6 => {
-                    let o: [u8; 16] = take(cursor, 16)?.try_into().ok()?;
-                    Ipv6Addr::from(o).into()
-                }
-                _ => return None,
-            };
-            let port = take(cursor, 2)?;
-            let port = u16::from_le_bytes([port[0], port[1]]);
-            Effect::SetAddress(user, SocketAddr::new(ip, port))
+            Effect::SetAddress(user, take_addr(cursor)?)
         }
         3 => Effect::ClearAddress(take_str(cursor)?),
         4 => Effect::AddFile {
@@ -1019,6 +1052,19 @@ fn decode(cursor: &mut &[u8]) -> Option<Effect> {
             file: take_str(cursor)?,
             size: u64::from_le_bytes(take(cursor, 8)?.try_into().ok()?),
             hash: take(cursor, 32)?.try_into().ok()?,
+        },
+        7 => Effect::SetCredential {
+            user: take_str(cursor)?,
+            phc: take_str(cursor)?,
+        },
+        8 => Effect::SetHeldAddress {
+            user: take_str(cursor)?,
+            addr: take_addr(cursor)?,
+            session: take_u64(cursor)?,
+        },
+        9 => Effect::SetLastSeen {
+            user: take_str(cursor)?,
+            at: take_u64(cursor)?,
         },
         _ => return None,
     })
@@ -1048,7 +1094,25 @@ mod tests {
                 user: "al".into(),
                 file: "f".into(),
             },
+            Effect::SetCredential {
+                user: "al".into(),
+                phc: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            },
+            Effect::SetHeldAddress {
+                user: "al".into(),
+                addr: "10.0.0.2:81".parse().unwrap(),
+                session: u64::MAX - 3,
+            },
+            Effect::SetHeldAddress {
+                user: "al".into(),
+                addr: "[::2]:1".parse().unwrap(),
+                session: 1,
+            },
             Effect::ClearAddress("al".into()),
+            Effect::SetLastSeen {
+                user: "al".into(),
+                at: 1_764_000_000,
+            },
             Effect::RemoveUser("al".into()),
         ]
     }
@@ -1407,5 +1471,62 @@ mod tests {
         ));
         std::fs::write(&path, [0u8; 5]).unwrap();
         assert!(effects(&path).is_empty());
+    }
+
+    /// A segment written by a server before accounts (tags 0 to 6 only),
+    /// byte by byte as that server laid it out: still read the same.
+    #[test]
+    fn records_of_older_servers_are_still_read() {
+        let mut payload = vec![0u8, 2, 0, b'a', b'l'];
+        payload.extend([2u8, 2, 0, b'a', b'l', 4, 10, 0, 0, 1, 80, 0]);
+        payload.extend([6u8, 2, 0, b'a', b'l', 1, 0, b'f']);
+        payload.extend(5u64.to_le_bytes());
+        payload.extend([9u8; 32]);
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend((payload.len() as u32).to_le_bytes());
+        bytes.extend(fnv1a(&payload).to_le_bytes());
+        bytes.extend(&payload);
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment_path(dir.path(), 1);
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(
+            effects(&path),
+            [
+                Effect::AddUser("al".into()),
+                Effect::SetAddress("al".into(), "10.0.0.1:80".parse().unwrap()),
+                Effect::SetContent {
+                    user: "al".into(),
+                    file: "f".into(),
+                    size: 5,
+                    hash: [9; 32],
+                },
+            ]
+        );
+    }
+
+    /// The account effects survive a torn tail after them, and a damaged
+    /// record of them is found by the search for whole records (their
+    /// tags pass its first check).
+    #[test]
+    fn account_records_are_found_after_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::create(dir.path(), 1).unwrap();
+        let accounts = sample()[6..11].to_vec();
+        let first = journal.end as usize;
+        journal.append(&[Effect::AddUser("al".into())]).unwrap();
+        let second = journal.end as usize;
+        journal.append(&accounts).unwrap();
+        drop(journal);
+        let path = segment_path(dir.path(), 1);
+        edit(&path, |b| b[first + HEADER + 3] ^= 0x01);
+        assert_eq!(
+            ending(&path, true),
+            Ending::Damaged(Damage {
+                offset: first as u64,
+                len: Some(5),
+                flaw: Flaw::HashMismatch,
+                evidence: Evidence::RecordFollows(second as u64),
+            })
+        );
     }
 }

@@ -23,7 +23,12 @@ use std::collections::HashSet;
 use std::hash::RandomState;
 use std::net::SocketAddr;
 
+use crate::actor::SessionId;
 use crate::effect::Effect;
+
+/// A connected user's entry: its address and the session holding it
+/// (`None`: a classic CONNECT).
+type Connection = (SocketAddr, Option<SessionId>);
 
 /// A key's state across the run.
 #[derive(Debug, Clone)]
@@ -76,7 +81,12 @@ pub struct NotNettable;
 #[derive(Debug, Default)]
 pub struct NetEffects {
     users: HashMap<String, Net<()>>,
-    connected: HashMap<String, Net<SocketAddr>>,
+    connected: HashMap<String, Net<Connection>>,
+    /// Credentials set during the run, final value (a removed user's is
+    /// dropped: its removal, written first, takes the stored one).
+    credentials: HashMap<String, String>,
+    /// Last-seen times set during the run, final value (as credentials).
+    last_seen: HashMap<String, u64>,
     /// By owner, then file name (an owner's removal drops its map).
     files: HashMap<String, HashMap<String, Net<FileValue>>>,
     /// Users removed during the run: every file they had when it began is
@@ -97,10 +107,25 @@ impl NetEffects {
                 // absent address is harmless, so assume it was there.
                 entry(&mut self.connected, user, Net::removed).now = None;
                 self.files.remove(user);
+                self.credentials.remove(user);
+                self.last_seen.remove(user);
                 self.cleared.insert(user.clone());
             }
             Effect::SetAddress(user, addr) => {
-                entry(&mut self.connected, user, Net::added).now = Some(*addr);
+                entry(&mut self.connected, user, Net::added).now = Some((*addr, None));
+            }
+            Effect::SetHeldAddress {
+                user,
+                addr,
+                session,
+            } => {
+                entry(&mut self.connected, user, Net::added).now = Some((*addr, Some(*session)));
+            }
+            Effect::SetCredential { user, phc } => {
+                self.credentials.insert(user.clone(), phc.clone());
+            }
+            Effect::SetLastSeen { user, at } => {
+                self.last_seen.insert(user.clone(), *at);
             }
             Effect::ClearAddress(user) => {
                 entry(&mut self.connected, user, Net::removed).now = None;
@@ -160,7 +185,15 @@ impl NetEffects {
             }
         }
 
-        let mut connected: Vec<(String, Net<SocketAddr>)> = self.connected.into_iter().collect();
+        let mut credentials: Vec<(String, String)> = self.credentials.into_iter().collect();
+        credentials.sort_unstable();
+        out.extend(
+            credentials
+                .into_iter()
+                .map(|(user, phc)| Effect::SetCredential { user, phc }),
+        );
+
+        let mut connected: Vec<(String, Net<Connection>)> = self.connected.into_iter().collect();
         connected.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (user, net) in connected {
             // A removed user's address went with it.
@@ -169,10 +202,23 @@ impl NetEffects {
                 continue;
             }
             out.push(match net.now {
-                Some(addr) => Effect::SetAddress(user, addr),
+                Some((addr, None)) => Effect::SetAddress(user, addr),
+                Some((addr, Some(session))) => Effect::SetHeldAddress {
+                    user,
+                    addr,
+                    session,
+                },
                 None => Effect::ClearAddress(user),
             });
         }
+
+        let mut last_seen: Vec<(String, u64)> = self.last_seen.into_iter().collect();
+        last_seen.sort_unstable();
+        out.extend(
+            last_seen
+                .into_iter()
+                .map(|(user, at)| Effect::SetLastSeen { user, at }),
+        );
 
         let mut files: Vec<(String, HashMap<String, Net<FileValue>>)> =
             self.files.into_iter().collect();
@@ -225,11 +271,14 @@ fn entry<'m, T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::actor::{Actor, AuthMode, SessionActor, Takeover};
+    use crate::durable::engine::Mutation;
     use crate::durable::store::Store;
-    use crate::rules;
+    use crate::rules::{self, Context};
     use crate::state::{Batch, Tables};
-    use peerdex_protocol::{ConnectAddr, Operation};
+    use peerdex_protocol::{ConnectAddr, Operation, Secret};
     use proptest::prelude::*;
+    use std::sync::Arc;
 
     const USERS: [&str; 4] = ["al", "bo", "cy", "di"];
     const FILES: [&str; 3] = ["a.txt", "b.txt", "c.txt"];
@@ -260,18 +309,75 @@ mod tests {
             (0..FILES.len()).prop_map(|f| Operation::Delete {
                 file: Ok(FILES[f].into()),
             }),
+            Just(Operation::SetPassword {
+                password: Ok(Secret::new("pw")),
+            }),
         ];
         (0..USERS.len(), op)
     }
 
-    /// The effects the rules produce for `ops` on `tables` (one batch per
-    /// operation, as the writer may cut them), applied to `tables`.
-    fn run(tables: &mut Tables, ops: &[(usize, Operation)]) -> Vec<Effect> {
+    /// Who sends a random request: classic, sessions with and without
+    /// credentials (so that accounts become protected and sessions hold
+    /// users), or presence ending a session's or an address's entry.
+    fn actor() -> impl Strategy<Value = (Actor, Option<Takeover>)> {
+        let session = |id, credential: Option<&str>, new: &str| {
+            Actor::Session(SessionActor {
+                id,
+                credential: credential.map(Arc::from),
+                new_credential: Some(Arc::from(new)),
+            })
+        };
+        prop_oneof![
+            Just((Actor::Classic, None)),
+            Just((session(1, None, "c1"), None)),
+            Just((session(2, Some("c1"), "c2"), None)),
+            Just((session(3, Some("c2"), "c1"), None)),
+            Just((session(4, Some("c1"), "c1"), Some(Takeover::DeadSession(2)))),
+            Just((Actor::Server, Some(Takeover::DeadSession(2)))),
+            Just((
+                Actor::Server,
+                Some(Takeover::DeadAddress("127.0.0.1:1".parse().unwrap()))
+            )),
+        ]
+    }
+
+    /// A random mutation of a random actor.
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        (operation(), actor()).prop_map(|((user, operation), (actor, takeover))| Mutation {
+            user: USERS[user].into(),
+            operation,
+            peer_ip: "127.0.0.1".parse().unwrap(),
+            actor,
+            takeover,
+        })
+    }
+
+    /// Classic mutations of `ops`.
+    fn classic(ops: &[(usize, Operation)]) -> Vec<Mutation> {
+        ops.iter()
+            .map(|(user, operation)| Mutation {
+                user: USERS[*user].into(),
+                operation: operation.clone(),
+                peer_ip: "127.0.0.1".parse().unwrap(),
+                actor: Actor::Classic,
+                takeover: None,
+            })
+            .collect()
+    }
+
+    /// The effects the rules produce for `mutations` on `tables` (one
+    /// batch per mutation, as the writer may cut them, each at its own
+    /// time), applied to `tables`.
+    fn run(tables: &mut Tables, mutations: &[Mutation]) -> Vec<Effect> {
         let mut all = Vec::new();
-        for (user, op) in ops {
+        for (now, mutation) in mutations.iter().enumerate() {
+            let context = Context {
+                auth: AuthMode::Open,
+                now: now as u64,
+            };
             let effects = {
                 let mut batch = Batch::new(tables);
-                rules::apply(&mut batch, USERS[*user], op, "127.0.0.1".parse().unwrap());
+                rules::apply(&mut batch, mutation, context);
                 batch.into_effects()
             };
             for effect in &effects {
@@ -291,7 +397,15 @@ mod tests {
     }
 
     /// Everything the tables hold, comparable.
-    fn dump(tables: &Tables) -> (Vec<String>, Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    #[allow(clippy::type_complexity)]
+    fn dump(
+        tables: &Tables,
+    ) -> (
+        Vec<String>,
+        Vec<Vec<u8>>,
+        Vec<Vec<u8>>,
+        Vec<(Option<Arc<str>>, Option<u64>, Option<u64>)>,
+    ) {
         let connected = tables
             .connected_entries()
             .entries()
@@ -307,7 +421,11 @@ mod tests {
                     .collect::<Vec<_>>()
             })
             .collect();
-        (tables.user_names(), connected, files)
+        let accounts = USERS
+            .iter()
+            .map(|u| (tables.credential(u), tables.holder(u), tables.last_seen(u)))
+            .collect();
+        (tables.user_names(), connected, files, accounts)
     }
 
     fn applied(mut tables: Tables, effects: &[Effect]) -> Tables {
@@ -323,8 +441,8 @@ mod tests {
         /// on top of the run changes nothing (a replayed checkpoint).
         #[test]
         fn net_change_equals_the_run(
-            before in proptest::collection::vec(operation(), 0..30),
-            ops in proptest::collection::vec(operation(), 0..60),
+            before in proptest::collection::vec(mutation(), 0..30),
+            ops in proptest::collection::vec(mutation(), 0..60),
         ) {
             let mut start = Tables::default();
             run(&mut start, &before);
@@ -343,8 +461,8 @@ mod tests {
         /// separate tables.
         #[test]
         fn store_holds_the_same_after_the_net_change(
-            before in proptest::collection::vec(operation(), 0..20),
-            ops in proptest::collection::vec(operation(), 0..40),
+            before in proptest::collection::vec(mutation(), 0..20),
+            ops in proptest::collection::vec(mutation(), 0..40),
         ) {
             let mut model = Tables::default();
             let first = run(&mut model, &before);
@@ -367,7 +485,7 @@ mod tests {
         let mut tables = Tables::default();
         run(
             &mut tables,
-            &[
+            &classic(&[
                 (0, Operation::Register),
                 (
                     0,
@@ -376,11 +494,11 @@ mod tests {
                         port: Ok(1),
                     }),
                 ),
-            ],
+            ]),
         );
         let effects = run(
             &mut tables,
-            &[
+            &classic(&[
                 (
                     0,
                     Operation::Publish {
@@ -402,14 +520,19 @@ mod tests {
                         port: Ok(2),
                     }),
                 ),
-            ],
+            ]),
         );
-        assert_eq!(effects.len(), 4);
+        assert_eq!(effects.len(), 5, "{effects:?}");
         let net = net_of(&effects);
-        assert_eq!(net.len(), 1, "only the new address is written: {net:?}");
+        assert_eq!(
+            net.len(),
+            2,
+            "only the new address and the last seen are written: {net:?}"
+        );
         assert!(
             matches!(&net[0], Effect::SetAddress(user, addr) if user == "al" && addr.port() == 2)
         );
+        assert!(matches!(&net[1], Effect::SetLastSeen { user, .. } if user == "al"));
     }
 
     #[test]
@@ -431,11 +554,11 @@ mod tests {
         let mut model = Tables::default();
         let first = run(
             &mut model,
-            &[(0, Operation::Register), (0, connect), (0, with_content)],
+            &classic(&[(0, Operation::Register), (0, connect), (0, with_content)]),
         );
         let effects = run(
             &mut model,
-            &[
+            &classic(&[
                 (
                     0,
                     Operation::Delete {
@@ -443,7 +566,7 @@ mod tests {
                     },
                 ),
                 (0, plain),
-            ],
+            ]),
         );
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();

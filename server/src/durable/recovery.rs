@@ -381,6 +381,19 @@ fn write_op(f: &mut fmt::Formatter<'_>, effect: &Effect) -> fmt::Result {
             write!(f, "CONNECT {user:?} {} {}", addr.ip(), addr.port())
         }
         Effect::ClearAddress(user) => write!(f, "DISCONNECT {user:?}"),
+        Effect::SetHeldAddress {
+            user,
+            addr,
+            session,
+        } => write!(
+            f,
+            "CONNECT {user:?} {} {} session {session}",
+            addr.ip(),
+            addr.port()
+        ),
+        // The hash is not a password, but nothing gains from printing it.
+        Effect::SetCredential { user, .. } => write!(f, "SET_PASSWORD {user:?}"),
+        Effect::SetLastSeen { user, at } => write!(f, "LAST_SEEN {user:?} {at}"),
         Effect::AddFile {
             user,
             file,
@@ -512,5 +525,37 @@ mod tests {
             .collect();
         assert_eq!(numbers, [4]);
         engine.close().unwrap();
+    }
+
+    /// What salvage lists of lost account records: the operations, never
+    /// a credential.
+    #[test]
+    fn account_effects_are_listed_without_their_credential() {
+        struct Listed(Vec<Effect>);
+        impl fmt::Display for Listed {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write_ops(f, &self.0)
+            }
+        }
+        let text = Listed(vec![
+            Effect::SetCredential {
+                user: "al".into(),
+                phc: "$argon2id$v=19$secret".into(),
+            },
+            Effect::SetHeldAddress {
+                user: "al".into(),
+                addr: "10.0.0.1:80".parse().unwrap(),
+                session: 4,
+            },
+            Effect::SetLastSeen {
+                user: "al".into(),
+                at: 7,
+            },
+        ])
+        .to_string();
+        assert_eq!(
+            text,
+            "SET_PASSWORD \"al\", CONNECT \"al\" 10.0.0.1 80 session 4, LAST_SEEN \"al\" 7"
+        );
     }
 }

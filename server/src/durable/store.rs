@@ -15,9 +15,14 @@
 //!   bytes), only for files published with PUBLISH_CONTENT. A separate
 //!   table so that classic PUBLISH and LIST_CONTENT touch exactly what they
 //!   touched before.
+//! - `credentials`: name -> the argon2id PHC string of a protected account.
+//! - `holders`: name -> the id of the session holding a user connected
+//!   through one (only ever read at start-up, which disconnects them).
+//! - `last_seen`: name -> when the user was last disconnected (seconds
+//!   since the Unix epoch, u64).
 //! - `peerdex_meta`: `schema_version` -> version of this layout.
 //!
-//! [`Store::open`] migrates a database of an older layout (version 1 or 2)
+//! [`Store::open`] migrates a database of an older layout (version 1 to 3)
 //! in the transaction that checks the version: [`migrate`].
 //!
 //! The database is the checkpoint behind the journal, not what requests
@@ -57,7 +62,7 @@ mod migrate;
 pub const DB_FILE_NAME: &str = "peerdex.redb";
 
 /// Version of the table layout described in the module doc.
-pub const SCHEMA_VERSION: u64 = 3;
+pub const SCHEMA_VERSION: u64 = 4;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("peerdex_meta");
 const SCHEMA_KEY: &str = "schema_version";
@@ -65,6 +70,9 @@ const USERS: TableDefinition<&str, ()> = TableDefinition::new("users");
 const CONNECTED: TableDefinition<&str, &[u8]> = TableDefinition::new("connected");
 const FILES: TableDefinition<(&str, &str), &str> = TableDefinition::new("files");
 const CONTENT: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("file_content");
+const CREDENTIALS: TableDefinition<&str, &str> = TableDefinition::new("credentials");
+const HOLDERS: TableDefinition<&str, u64> = TableDefinition::new("holders");
+const LAST_SEEN: TableDefinition<&str, u64> = TableDefinition::new("last_seen");
 
 /// Why the store could not be opened, read or written.
 #[derive(Debug, Error)]
@@ -225,10 +233,16 @@ impl Store {
                     drop(meta);
                     migrate::from_v1(&txn)?;
                     migrate::from_v2(&txn)?;
+                    migrate::from_v3(&txn)?;
                 }
                 Some(2) => {
                     drop(meta);
                     migrate::from_v2(&txn)?;
+                    migrate::from_v3(&txn)?;
+                }
+                Some(3) => {
+                    drop(meta);
+                    migrate::from_v3(&txn)?;
                 }
                 Some(found) => {
                     return Err(StoreError::SchemaVersion {
@@ -249,6 +263,9 @@ impl Store {
         txn.open_table(CONNECTED)?;
         txn.open_table(FILES)?;
         txn.open_table(CONTENT)?;
+        txn.open_table(CREDENTIALS)?;
+        txn.open_table(HOLDERS)?;
+        txn.open_table(LAST_SEEN)?;
         txn.commit()?;
         Ok(())
     }
@@ -395,7 +412,7 @@ pub fn survey(dir: &Path) -> Survey {
         };
         match version {
             Some(SCHEMA_VERSION) => {}
-            Some(found @ (1 | 2)) => return Ok(Survey::OlderSchema(found)),
+            Some(found @ (1..=3)) => return Ok(Survey::OlderSchema(found)),
             Some(found) => {
                 return Err(StoreError::SchemaVersion {
                     path: path.clone(),
@@ -423,11 +440,7 @@ fn load_tables(txn: ReadTransaction) -> Result<(Tables, Indexes), StoreError> {
     let mut indexes = Indexes::default();
     let mut effects = Vec::with_capacity(1);
     let mut load = |effect: Effect, tables: &mut Tables, indexes: &mut Indexes| {
-        let user = match &effect {
-            Effect::AddUser(u) | Effect::SetAddress(u, _) => u.clone(),
-            Effect::AddFile { user, .. } | Effect::SetContent { user, .. } => user.clone(),
-            _ => String::new(),
-        };
+        let user = effect.user().to_string();
         tables
             .apply(&effect)
             .map_err(|err| StoreError::CorruptEntry(user, err))?;
@@ -473,6 +486,36 @@ fn load_tables(txn: ReadTransaction) -> Result<(Tables, Indexes), StoreError> {
             };
             load(effect, &mut tables, &mut indexes)?;
         }
+    }
+    for entry in txn.open_table(CREDENTIALS)?.iter()? {
+        let (name, phc) = entry?;
+        let effect = Effect::SetCredential {
+            user: name.value().to_string(),
+            phc: phc.value().to_string(),
+        };
+        load(effect, &mut tables, &mut indexes)?;
+    }
+    for entry in txn.open_table(HOLDERS)?.iter()? {
+        let (name, session) = entry?;
+        let user = name.value().to_string();
+        // A holder without an address holds nothing: the rules never
+        // leave one behind, and there is no entry to disconnect.
+        if let Some(addr) = tables.address(&user) {
+            let effect = Effect::SetHeldAddress {
+                user,
+                addr,
+                session: session.value(),
+            };
+            load(effect, &mut tables, &mut indexes)?;
+        }
+    }
+    for entry in txn.open_table(LAST_SEEN)?.iter()? {
+        let (name, at) = entry?;
+        let effect = Effect::SetLastSeen {
+            user: name.value().to_string(),
+            at: at.value(),
+        };
+        load(effect, &mut tables, &mut indexes)?;
     }
     tracing::info!(
         users = tables.user_count(),
@@ -541,6 +584,12 @@ struct WriteTables<'txn> {
     files: Table<'txn, (&'static str, &'static str), &'static str>,
     /// Size and hash of files published with them.
     content: Table<'txn, (&'static str, &'static str), &'static [u8]>,
+    /// PHC strings of protected accounts.
+    credentials: Table<'txn, &'static str, &'static str>,
+    /// Sessions holding users connected through one.
+    holders: Table<'txn, &'static str, u64>,
+    /// When each user was last disconnected.
+    last_seen: Table<'txn, &'static str, u64>,
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -550,6 +599,9 @@ impl<'txn> WriteTables<'txn> {
             connected: txn.open_table(CONNECTED)?,
             files: txn.open_table(FILES)?,
             content: txn.open_table(CONTENT)?,
+            credentials: txn.open_table(CREDENTIALS)?,
+            holders: txn.open_table(HOLDERS)?,
+            last_seen: txn.open_table(LAST_SEEN)?,
         })
     }
 
@@ -558,8 +610,31 @@ impl<'txn> WriteTables<'txn> {
         match effect {
             Effect::AddUser(user) => self.add_user(user),
             Effect::RemoveUser(user) => self.remove_user(user),
-            Effect::SetAddress(user, addr) => self.set_address(user, *addr),
-            Effect::ClearAddress(user) => self.clear_address(user),
+            Effect::SetAddress(user, addr) => {
+                self.set_address(user, *addr)?;
+                self.clear_holder(user)
+            }
+            Effect::SetHeldAddress {
+                user,
+                addr,
+                session,
+            } => {
+                self.set_address(user, *addr)?;
+                self.holders.insert(user.as_str(), *session)?;
+                Ok(())
+            }
+            Effect::ClearAddress(user) => {
+                self.clear_address(user)?;
+                self.clear_holder(user)
+            }
+            Effect::SetCredential { user, phc } => {
+                self.credentials.insert(user.as_str(), phc.as_str())?;
+                Ok(())
+            }
+            Effect::SetLastSeen { user, at } => {
+                self.last_seen.insert(user.as_str(), *at)?;
+                Ok(())
+            }
             Effect::AddFile {
                 user,
                 file,
@@ -586,6 +661,9 @@ impl WriteTables<'_> {
     pub fn remove_user(&mut self, user: &str) -> Result<(), StoreError> {
         self.users.remove(user)?;
         self.connected.remove(user)?;
+        self.holders.remove(user)?;
+        self.credentials.remove(user)?;
+        self.last_seen.remove(user)?;
         let upper = after(user);
         let mut names = Vec::new();
         for entry in self.files.range((user, "")..(upper.as_str(), ""))? {
@@ -616,6 +694,16 @@ impl WriteTables<'_> {
 
     pub fn clear_address(&mut self, user: &str) -> Result<(), StoreError> {
         self.connected.remove(user)?;
+        Ok(())
+    }
+
+    /// The user is held by no session (classic CONNECT, DISCONNECT).
+    /// Most users never had a holder: a read first, which in redb is much
+    /// cheaper than a remove that finds nothing to copy.
+    fn clear_holder(&mut self, user: &str) -> Result<(), StoreError> {
+        if self.holders.get(user)?.is_some() {
+            self.holders.remove(user)?;
+        }
         Ok(())
     }
 
@@ -807,5 +895,58 @@ mod tests {
         assert_eq!(tables.file_entries("a").len(), 0);
         assert_eq!(tables.file_entries("ab").len(), 50);
         assert_eq!(tables.address("ab"), Some("[::1]:9".parse().unwrap()));
+    }
+
+    /// Credentials, holders and last-seen times survive a reopen; a
+    /// classic CONNECT or DISCONNECT drops the holder, UNREGISTER all
+    /// three.
+    #[test]
+    fn account_effects_survive_reopen() {
+        let dir = temp();
+        let store = Store::open(dir.path()).unwrap();
+        let held: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let mut effects = Vec::new();
+        for user in ["al", "bo", "cy", "di"] {
+            effects.push(Effect::AddUser(user.into()));
+            effects.push(Effect::SetCredential {
+                user: user.into(),
+                phc: format!("$argon2id${user}"),
+            });
+            effects.push(Effect::SetHeldAddress {
+                user: user.into(),
+                addr: held,
+                session: 3,
+            });
+            effects.push(Effect::SetLastSeen {
+                user: user.into(),
+                at: 100,
+            });
+        }
+        effects.push(Effect::SetAddress("bo".into(), held));
+        effects.push(Effect::ClearAddress("cy".into()));
+        effects.push(Effect::RemoveUser("di".into()));
+        store.apply_durably(&effects).unwrap();
+        store.close().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (tables, indexes) = store.load().unwrap();
+        let state = |user: &str| {
+            (
+                tables.credential(user).map(|c| c.to_string()),
+                tables.address(user),
+                tables.holder(user),
+                tables.last_seen(user),
+            )
+        };
+        let phc = |user: &str| Some(format!("$argon2id${user}"));
+        assert_eq!(state("al"), (phc("al"), Some(held), Some(3), Some(100)));
+        assert_eq!(state("bo"), (phc("bo"), Some(held), None, Some(100)));
+        assert_eq!(state("cy"), (phc("cy"), None, None, Some(100)));
+        assert_eq!(state("di"), (None, None, None, None));
+        assert_eq!(tables.user_names(), ["al", "bo", "cy"]);
+        drop(indexes);
+        // The holders table forgot bo, cy and di, not just the tables.
+        let txn = store.db.begin_read().unwrap();
+        let holders = txn.open_table(HOLDERS).unwrap();
+        assert_eq!(redb::ReadableTableMetadata::len(&holders).unwrap(), 1);
     }
 }

@@ -45,7 +45,10 @@ impl Indexes {
                         self.content.remove(id);
                     }
                 }
-                Effect::SetAddress(user, _) => self.names.set_connected(user, true),
+                Effect::SetAddress(user, _) | Effect::SetHeldAddress { user, .. } => {
+                    self.names.set_connected(user, true)
+                }
+                Effect::SetCredential { .. } | Effect::SetLastSeen { .. } => {}
                 Effect::ClearAddress(user) => self.names.set_connected(user, false),
                 Effect::AddFile { user, file, .. } => {
                     self.names.add(user, file);

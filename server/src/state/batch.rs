@@ -11,10 +11,12 @@
 //! wait for the record's sync before answering, [`crate::state`]).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use hashbrown::{HashMap, HashSet};
 
 use super::tables::{Presence, Tables};
+use crate::actor::SessionId;
 use crate::effect::Effect;
 
 /// The committed tables seen through one batch's uncommitted changes.
@@ -27,8 +29,14 @@ pub struct Batch<'a> {
     base: &'a Tables,
     /// Users registered (true) or unregistered (false) in this batch.
     users: HashMap<&'a str, bool>,
-    /// Users connected (true) or disconnected (false) in this batch.
-    connected: HashMap<&'a str, bool>,
+    /// Users connected (at this address) or disconnected (`None`) in
+    /// this batch.
+    connected: HashMap<&'a str, Option<SocketAddr>>,
+    /// The session holding a user, or none (classic CONNECT, DISCONNECT,
+    /// UNREGISTER), as this batch set it.
+    holders: HashMap<&'a str, Option<SessionId>>,
+    /// Credentials set (or, by UNREGISTER, removed) in this batch.
+    credentials: HashMap<&'a str, Option<Arc<str>>>,
     /// Files published (true) or deleted (false) in this batch, by owner.
     files: HashMap<&'a str, HashMap<&'a str, bool>>,
     /// Users unregistered in this batch: their committed files are gone.
@@ -43,6 +51,8 @@ impl<'a> Batch<'a> {
             base,
             users: HashMap::new(),
             connected: HashMap::new(),
+            holders: HashMap::new(),
+            credentials: HashMap::new(),
             files: HashMap::new(),
             cleared: HashSet::new(),
             effects: Vec::new(),
@@ -68,8 +78,36 @@ impl<'a> Batch<'a> {
 
     pub fn is_connected(&self, user: &str) -> bool {
         match self.connected.get(user) {
-            Some(connected) => *connected,
+            Some(addr) => addr.is_some(),
             None => !self.cleared.contains(user) && self.base.is_connected(user),
+        }
+    }
+
+    /// The address `user` is connected at.
+    pub fn address(&self, user: &str) -> Option<SocketAddr> {
+        match self.connected.get(user) {
+            Some(addr) => *addr,
+            None if self.cleared.contains(user) => None,
+            None => self.base.address(user),
+        }
+    }
+
+    /// The session holding `user`'s connection (`None`: not connected, or
+    /// connected by a classic CONNECT).
+    pub fn holder(&self, user: &str) -> Option<SessionId> {
+        match self.holders.get(user) {
+            Some(holder) => *holder,
+            None if self.cleared.contains(user) => None,
+            None => self.base.holder(user),
+        }
+    }
+
+    /// The account's current credential (`None`: no password).
+    pub fn credential(&self, user: &str) -> Option<Arc<str>> {
+        match self.credentials.get(user) {
+            Some(credential) => credential.clone(),
+            None if self.cleared.contains(user) => None,
+            None => self.base.credential(user),
         }
     }
 
@@ -93,20 +131,53 @@ impl<'a> Batch<'a> {
     pub fn remove_user(&mut self, user: &'a str) {
         self.users.insert(user, false);
         self.connected.remove(user);
+        self.holders.remove(user);
+        self.credentials.remove(user);
         self.files.remove(user);
         self.cleared.insert(user);
         self.effects.push(Effect::RemoveUser(user.to_string()));
     }
 
+    /// A classic CONNECT: connected at `addr`, held by no session.
     pub fn set_address(&mut self, user: &'a str, addr: SocketAddr) {
-        self.connected.insert(user, true);
+        self.connected.insert(user, Some(addr));
+        self.holders.insert(user, None);
         self.effects
             .push(Effect::SetAddress(user.to_string(), addr));
     }
 
+    /// A CONNECT through `session`, which holds the user from now on.
+    pub fn set_held_address(&mut self, user: &'a str, addr: SocketAddr, session: SessionId) {
+        self.connected.insert(user, Some(addr));
+        self.holders.insert(user, Some(session));
+        self.effects.push(Effect::SetHeldAddress {
+            user: user.to_string(),
+            addr,
+            session,
+        });
+    }
+
     pub fn clear_address(&mut self, user: &'a str) {
-        self.connected.insert(user, false);
+        self.connected.insert(user, None);
+        self.holders.insert(user, None);
         self.effects.push(Effect::ClearAddress(user.to_string()));
+    }
+
+    /// Protects the account with `phc` (an argon2id PHC string).
+    pub fn set_credential(&mut self, user: &'a str, phc: Arc<str>) {
+        self.effects.push(Effect::SetCredential {
+            user: user.to_string(),
+            phc: phc.to_string(),
+        });
+        self.credentials.insert(user, Some(phc));
+    }
+
+    /// Records when `user` was last disconnected.
+    pub fn set_last_seen(&mut self, user: &str, at: u64) {
+        self.effects.push(Effect::SetLastSeen {
+            user: user.to_string(),
+            at,
+        });
     }
 
     /// Adds a file the caller checked is not yet published.
@@ -193,5 +264,65 @@ mod tests {
         }
         assert!(after.user_exists("al") && !after.is_connected("al"));
         assert!(!after.has_file("al", "f") && !after.has_file("al", "g"));
+    }
+
+    #[test]
+    fn sees_its_own_credentials_holders_and_addresses() {
+        let mut base = committed();
+        base.apply(&Effect::SetCredential {
+            user: "al".into(),
+            phc: "h1".into(),
+        })
+        .unwrap();
+        let held: SocketAddr = "10.0.0.2:81".parse().unwrap();
+        let mut batch = Batch::new(&base);
+        assert_eq!(batch.credential("al").as_deref(), Some("h1"));
+        assert_eq!(batch.address("al"), Some("10.0.0.1:80".parse().unwrap()));
+        assert_eq!(batch.holder("al"), None);
+        batch.set_held_address("al", held, 9);
+        batch.set_credential("al", Arc::from("h2"));
+        assert_eq!(
+            (batch.address("al"), batch.holder("al")),
+            (Some(held), Some(9))
+        );
+        assert_eq!(batch.credential("al").as_deref(), Some("h2"));
+        batch.clear_address("al");
+        assert_eq!((batch.address("al"), batch.holder("al")), (None, None));
+        batch.set_held_address("al", held, 10);
+        batch.remove_user("al");
+        assert_eq!(
+            (
+                batch.address("al"),
+                batch.holder("al"),
+                batch.credential("al")
+            ),
+            (None, None, None)
+        );
+        batch.add_user("al");
+        assert_eq!(
+            batch.credential("al"),
+            None,
+            "a new account has no password"
+        );
+        batch.set_address("al", held);
+        assert_eq!(batch.holder("al"), None);
+        let effects = batch.into_effects();
+        assert_eq!(
+            base.credential("al").as_deref(),
+            Some("h1"),
+            "base unchanged"
+        );
+        let mut after = base.clone();
+        for effect in &effects {
+            after.apply(effect).unwrap();
+        }
+        assert_eq!(
+            (
+                after.address("al"),
+                after.holder("al"),
+                after.credential("al")
+            ),
+            (Some(held), None, None)
+        );
     }
 }

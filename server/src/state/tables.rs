@@ -10,6 +10,11 @@
 //! - `files`: `user\0file\0description\0`, then for files published with
 //!   PUBLISH_CONTENT the size (u64 LE) and BLAKE3 root (32 bytes). One
 //!   user's files are one key range; LIST_CONTENT sends `file\0desc\0`.
+//!
+//! Beside them, plain maps for what no listing streams: each protected
+//! account's credential, the session holding each user connected through
+//! one, and when each user was last disconnected. A classic CONNECT or a
+//! DISCONNECT drops the holder; UNREGISTER drops all three.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -170,6 +175,12 @@ impl Tables {
         self.last_seen.get(user).copied()
     }
 
+    /// Every user held by a session, in no particular order: at start-up
+    /// these sessions died with the previous process.
+    pub fn held_users(&self) -> Vec<String> {
+        self.holders.keys().map(|user| user.to_string()).collect()
+    }
+
     /// The address `user` is connected at.
     pub fn address(&self, user: &str) -> Option<SocketAddr> {
         let entry = self.connected.get(&user_key(user))?;
@@ -256,12 +267,32 @@ impl Tables {
                 self.users.remove(&key);
                 self.connected.remove(&key);
                 self.files.remove_prefix(&key);
+                self.credentials.remove(user.as_str());
+                self.holders.remove(user.as_str());
+                self.last_seen.remove(user.as_str());
             }
             Effect::SetAddress(user, addr) => {
                 self.connected.insert(&connected_entry(user, *addr)?);
+                self.holders.remove(user.as_str());
+            }
+            Effect::SetHeldAddress {
+                user,
+                addr,
+                session,
+            } => {
+                self.connected.insert(&connected_entry(user, *addr)?);
+                self.holders.insert(user.as_str().into(), *session);
             }
             Effect::ClearAddress(user) => {
                 self.connected.remove(&user_key(user));
+                self.holders.remove(user.as_str());
+            }
+            Effect::SetCredential { user, phc } => {
+                self.credentials
+                    .insert(user.as_str().into(), Arc::from(phc.as_str()));
+            }
+            Effect::SetLastSeen { user, at } => {
+                self.last_seen.insert(user.as_str().into(), *at);
             }
             Effect::AddFile {
                 user,

@@ -6,12 +6,19 @@
 //!   kept a `file_counts` table ([`from_v1`] makes it version 2).
 //! - Version 2 had no `file_content` table ([`from_v2`] creates it and sets
 //!   version 3; entries published before stay without size and hash).
+//! - Version 3 had no accounts: [`from_v3`] creates the `credentials`,
+//!   `holders` and `last_seen` tables, empty (every earlier account has no
+//!   password, no user was connected through a session, none has a
+//!   recorded disconnect), and sets version 4.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
-use super::{encode_addr, StoreError, CONNECTED, CONTENT, META, SCHEMA_KEY, SCHEMA_VERSION};
+use super::{
+    encode_addr, StoreError, CONNECTED, CONTENT, CREDENTIALS, HOLDERS, LAST_SEEN, META, SCHEMA_KEY,
+    SCHEMA_VERSION,
+};
 
 /// Version 1 only: number of files per user.
 const FILE_COUNTS_V1: TableDefinition<&str, u64> = TableDefinition::new("file_counts");
@@ -42,8 +49,19 @@ pub(super) fn from_v1(txn: &WriteTransaction) -> Result<(), StoreError> {
 /// `file_content` table (empty: earlier entries have no size nor hash).
 pub(super) fn from_v2(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(CONTENT)?;
+    txn.open_table(META)?.insert(SCHEMA_KEY, 3)?;
+    tracing::info!("database migrated from schema version 2 to 3");
+    Ok(())
+}
+
+/// Rewrites a version-3 database as version 4 inside `txn`: adds the
+/// account tables, empty.
+pub(super) fn from_v3(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(CREDENTIALS)?;
+    txn.open_table(HOLDERS)?;
+    txn.open_table(LAST_SEEN)?;
     txn.open_table(META)?.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
-    tracing::info!("database migrated from schema version 2 to {SCHEMA_VERSION}");
+    tracing::info!("database migrated from schema version 3 to {SCHEMA_VERSION}");
     Ok(())
 }
 
@@ -192,6 +210,66 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let (tables, _) = store.load().unwrap();
         assert_eq!(tables.file("al", "g").unwrap().content, Some((3, [1; 32])));
-        assert_eq!(schema_version(&store), 3);
+        assert_eq!(schema_version(&store), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn version_3_database_is_migrated() {
+        let dir = temp();
+        let db = Database::create(dir.path().join(DB_FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            txn.open_table(META).unwrap().insert(SCHEMA_KEY, 3).unwrap();
+            txn.open_table(USERS).unwrap().insert("al", ()).unwrap();
+            txn.open_table(CONNECTED)
+                .unwrap()
+                .insert(
+                    "al",
+                    &encode_addr("10.0.0.1:80".parse().unwrap()).unwrap()[..],
+                )
+                .unwrap();
+            txn.open_table(FILES)
+                .unwrap()
+                .insert(("al", "f"), "d")
+                .unwrap();
+            txn.open_table(CONTENT)
+                .unwrap()
+                .insert(("al", "f"), &super::super::encode_content(3, &[1; 32])[..])
+                .unwrap();
+        }
+        txn.commit().unwrap();
+        drop(db);
+        assert!(matches!(
+            super::super::survey(dir.path()),
+            super::super::Survey::OlderSchema(3)
+        ));
+
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(schema_version(&store), SCHEMA_VERSION);
+        let (tables, _) = store.load().unwrap();
+        // Everything of version 3 is kept, and nobody has an account yet.
+        assert_eq!(tables.address("al"), Some("10.0.0.1:80".parse().unwrap()));
+        assert_eq!(tables.file("al", "f").unwrap().content, Some((3, [1; 32])));
+        assert_eq!(tables.credential("al"), None);
+        assert_eq!(tables.holder("al"), None);
+        assert_eq!(tables.last_seen("al"), None);
+        // The new tables are there to write.
+        store
+            .apply_durably(&[
+                Effect::SetCredential {
+                    user: "al".into(),
+                    phc: "$argon2id$x".into(),
+                },
+                Effect::SetLastSeen {
+                    user: "al".into(),
+                    at: 9,
+                },
+            ])
+            .unwrap();
+        store.close().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (tables, _) = store.load().unwrap();
+        assert_eq!(tables.credential("al").as_deref(), Some("$argon2id$x"));
+        assert_eq!(tables.last_seen("al"), Some(9));
     }
 }
