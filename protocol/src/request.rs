@@ -74,10 +74,14 @@ pub enum Operation {
     },
     /// Extension: whether `target` is online (and where) or when it was
     /// last seen. Asks nothing of the requester.
-    Whois { target: Checked<String> },
+    Whois {
+        target: Checked<String>,
+    },
     /// Extension, in an authenticated session only: the account's new
     /// password (not empty).
-    SetPassword { password: Checked<Secret> },
+    SetPassword {
+        password: Checked<Secret>,
+    },
 }
 
 impl Operation {

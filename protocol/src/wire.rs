@@ -10,8 +10,7 @@ use crate::field::{CodecError, Field, FieldCodec};
 use crate::op::{OpKind, Outcome};
 use crate::peer_ext::from_hex;
 use crate::reply::{
-    Whois,
-    ContentEntry, Reply, SearchEntry, SearchReply, SourceEntry, SourcesReply, UserEntry,
+    ContentEntry, Reply, SearchEntry, SearchReply, SourceEntry, SourcesReply, UserEntry, Whois,
 };
 use crate::request::{PartialRequest, Progress, Request, RequestParser};
 
