@@ -23,14 +23,7 @@ pub struct TestServer {
 }
 
 pub fn config(data_dir: &Path) -> Config {
-    Config {
-        bind: "127.0.0.1".parse().unwrap(),
-        port: 0,
-        data_dir: data_dir.to_path_buf(),
-        logger: None,
-        max_connections: 1024,
-        request_timeout: Duration::from_secs(5),
-    }
+    Config::new("127.0.0.1".parse().unwrap(), 0, data_dir.to_path_buf())
 }
 
 impl TestServer {
