@@ -86,3 +86,18 @@ pub async fn connected(server: &TestServer, user: &str, port: u16) {
         b"0\0"
     );
 }
+
+/// Registers `user` and connects it at a listener of its own on
+/// 127.0.0.1, which answers presence probes while the returned listener
+/// lives (a CONNECT of a user whose listed address does not answer takes
+/// the entry over).
+pub async fn connected_live(server: &TestServer, user: &str) -> tokio::net::TcpListener {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    assert_eq!(server.send(&["REGISTER", DT, user]).await, b"0\0");
+    assert_eq!(
+        server.send(&["CONNECT", DT, user, "127.0.0.1", &port]).await,
+        b"0\0"
+    );
+    listener
+}
