@@ -524,3 +524,74 @@ async fn classic_openings_that_look_like_a_preface_stay_classic() {
     assert_eq!(reply, b"0\0");
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn unregister_logs_out_the_accounts_other_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(config(dir.path())).await;
+    let mut one = Client::logged_in(&server, "al").await;
+    let mut two = Client::logged_in(&server, "al").await;
+    let mut bob = Client::logged_in(&server, "bob").await;
+    assert_eq!(one.ask(1, &["REGISTER", DT, "al"]).await, b"0\0");
+    assert_eq!(one.ask(2, &["UNREGISTER", DT, "al"]).await, b"0\0");
+    let frames = two.until_closed().await;
+    assert_eq!(
+        frames[0],
+        Frame::Event(peerdex_protocol::frame::Event {
+            name: "LOGGED_OUT".into(),
+            fields: vec!["account removed".into()],
+        })
+    );
+    assert!(matches!(frames[1..], [Frame::Close(_)]));
+    // The session that unregistered and other accounts' sessions go on.
+    assert_eq!(one.ask(3, &["REGISTER", DT, "al"]).await, b"0\0");
+    assert_eq!(bob.ask(1, &["REGISTER", DT, "bob"]).await, b"0\0");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs the account rules"]
+async fn a_password_change_logs_out_the_other_sessions_and_a_connect_elsewhere_is_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(config(dir.path())).await;
+    let (mut one, _) = Client::login(&server, "al", "first").await;
+    assert_eq!(one.ask(1, &["REGISTER", DT, "al"]).await, b"0\0");
+    assert_eq!(one.ask(2, &["CONNECT", DT, "al", "127.0.0.1", "9"]).await, b"0\0");
+    let (mut two, code) = Client::login(&server, "al", "first").await;
+    assert_eq!(code, LoginCode::Ok);
+    // An authenticated session of the same account takes the connection.
+    assert_eq!(two.ask(1, &["CONNECT", DT, "al", "127.0.0.1", "10"]).await, b"0\0");
+    assert_eq!(
+        one.next().await,
+        Some(Frame::Event(peerdex_protocol::frame::Event {
+            name: "DISCONNECTED".into(),
+            fields: vec!["connected elsewhere".into()],
+        }))
+    );
+    assert_eq!(two.ask(2, &["SET_PASSWORD", DT, "al", "second"]).await, b"0\0");
+    let frames = one.until_closed().await;
+    assert!(matches!(&frames[..], [Frame::Event(e), Frame::Close(_)] if e.name == "LOGGED_OUT"));
+    let (_, code) = Client::login(&server, "al", "first").await;
+    assert_eq!(code, LoginCode::Refused);
+    let (_, code) = Client::login(&server, "al", "second").await;
+    assert_eq!(code, LoginCode::Ok);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_closes_open_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(config(dir.path())).await;
+    let mut client = Client::logged_in(&server, "al").await;
+    assert_eq!(client.ask(1, &["REGISTER", DT, "al"]).await, b"0\0");
+    let stopping = tokio::spawn(server.stop());
+    assert_eq!(
+        client.until_closed().await,
+        [Frame::Close("server shutting down".into())]
+    );
+    stopping.await.unwrap().unwrap();
+    // The store was closed cleanly: it opens again.
+    let server = TestServer::start(common::config(dir.path())).await;
+    assert_eq!(server.send(&["REGISTER", DT, "al"]).await, b"1\0");
+    server.stop().await.unwrap();
+}

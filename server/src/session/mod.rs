@@ -102,6 +102,7 @@ pub async fn run(socket: TcpStream, peer: SocketAddr, read: BytesMut, shared: Ar
         return;
     }
     let id = shared.registry.next_id();
+    let mut writer_ended = false;
     let user: Arc<str> = Arc::from(login_user);
     let notices = shared.registry.register(id, user.clone());
     let context = Arc::new(Context {
@@ -119,7 +120,7 @@ pub async fn run(socket: TcpStream, peer: SocketAddr, read: BytesMut, shared: Ar
         .is_ok()
     {
         tracing::debug!(%peer, session = id, "session logged in");
-        serve_frames(&context, frames, notices, &mut writer).await;
+        writer_ended = serve_frames(&context, frames, notices, &mut writer).await;
     }
     shared.registry.remove(id);
     // The session is no longer live; what it held is released once every
@@ -128,7 +129,9 @@ pub async fn run(socket: TcpStream, peer: SocketAddr, read: BytesMut, shared: Ar
     let user = context.user.clone();
     drop(context);
     release(&shared, &user, id).await;
-    let _ = writer.await;
+    if !writer_ended {
+        let _ = writer.await;
+    }
 }
 
 /// Reads the `Login` (within the request deadline) and decides it while
@@ -198,13 +201,15 @@ enum Stop {
 }
 
 /// The logged-in session's loop: frames in, requests out to tasks, notices,
-/// heartbeat timeout, server shutdown.
+/// heartbeat timeout, server shutdown. True when it stopped because the
+/// writer ended (its handle is then spent).
 async fn serve_frames(
     context: &Arc<Context>,
     mut frames: Frames,
     mut notices: mpsc::Receiver<Notice>,
     writer: &mut tokio::task::JoinHandle<()>,
-) {
+) -> bool {
+    let mut writer_ended = false;
     let shared = &context.shared;
     let mut shutdown = shared.shutdown.clone();
     let mut in_flight = JoinSet::new();
@@ -267,8 +272,16 @@ async fn serve_frames(
                 tracing::debug!(session = context.id, "no heartbeat, closing the session");
                 break Stop::Close("heartbeat timeout".into());
             }
-            _ = shutdown.changed() => {}
-            _ = &mut *writer => break Stop::Quiet,
+            changed = shutdown.changed() => {
+                if changed.is_err() {
+                    // The server is gone.
+                    break Stop::Close("server shutting down".into());
+                }
+            }
+            _ = &mut *writer => {
+                writer_ended = true;
+                break Stop::Quiet;
+            }
         }
     };
     // Requests in flight finish (their mutations are queued already);
@@ -277,6 +290,7 @@ async fn serve_frames(
     if let Stop::Close(reason) = stop {
         let _ = context.frames.send(Frame::Close(reason)).await;
     }
+    writer_ended
 }
 
 /// Starts the request in a `Request` frame, or answers it at once when it
