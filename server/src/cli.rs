@@ -167,7 +167,9 @@ mod tests {
         assert_eq!(config.login_threads, 2);
         assert_eq!(config.heartbeat_timeout, Duration::from_millis(300));
         assert!(Args::try_parse_from(["peerdex-server", "-p", "0", "--auth", "maybe"]).is_err());
-        assert!(Args::try_parse_from(["peerdex-server", "-p", "0", "--login-threads", "0"]).is_err());
+        assert!(
+            Args::try_parse_from(["peerdex-server", "-p", "0", "--login-threads", "0"]).is_err()
+        );
     }
 
     #[test]

@@ -16,7 +16,9 @@ use bytes::{Buf, BytesMut};
 use futures::StreamExt;
 use peerdex_protocol::frame::{self, Opening};
 use peerdex_protocol::reply::{put_code, put_count};
-use peerdex_protocol::wire::{read_request, FieldReader, RequestError, RequestRead, REQUEST_BUFFER};
+use peerdex_protocol::wire::{
+    read_request, FieldReader, RequestError, RequestRead, REQUEST_BUFFER,
+};
 use peerdex_protocol::{FieldCodec, OpKind, Operation, Outcome, Request};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -299,7 +301,9 @@ async fn mutate<O: ReplyOut>(
         _ => None,
     };
     let precheck = match request.operation {
-        Operation::Connect { .. } => presence::precheck(&shared.state, &shared.registry, &user).await,
+        Operation::Connect { .. } => {
+            presence::precheck(&shared.state, &shared.registry, &user).await
+        }
         _ => Precheck::default(),
     };
     let classic = actor == Actor::Classic;

@@ -21,12 +21,12 @@ use tokio::sync::{watch, Semaphore};
 use crate::auth::limiter::Limiter;
 use crate::auth::Hasher;
 use crate::connection::{self, Shared};
-use crate::presence::prober::{ProbeConfig, Prober};
-use crate::session::registry::Registry;
 use crate::durable::engine::Engine;
 use crate::durable::store::StoreError;
 use crate::durable::writer::Committer;
 use crate::log_sink::LogSink;
+use crate::presence::prober::{ProbeConfig, Prober};
+use crate::session::registry::Registry;
 
 /// Extra time, beyond the request deadline, that shutdown waits for
 /// in-flight connections.

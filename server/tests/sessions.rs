@@ -231,7 +231,10 @@ async fn a_protected_account_needs_its_password() {
     assert_eq!(code, LoginCode::Refused);
     let (mut right, code) = Client::login(&server, "al", "s3cret").await;
     assert_eq!(code, LoginCode::Ok);
-    assert_eq!(right.ask(1, &["CONNECT", DT, "al", "127.0.0.1", "9"]).await, b"0\0");
+    assert_eq!(
+        right.ask(1, &["CONNECT", DT, "al", "127.0.0.1", "9"]).await,
+        b"0\0"
+    );
     // A classic request for the protected account changes nothing.
     assert_eq!(
         server.send(&["DISCONNECT", DT, "al"]).await,
@@ -249,7 +252,9 @@ async fn pipelined_requests_interleave_and_a_long_listing_comes_in_parts() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
     assert_eq!(
-        client.ask(2, &["CONNECT", DT, "al", "127.0.0.1", &port]).await,
+        client
+            .ask(2, &["CONNECT", DT, "al", "127.0.0.1", &port])
+            .await,
         b"0\0"
     );
     // More requests in flight than a session runs at once: the server
@@ -324,7 +329,10 @@ async fn an_unknown_op_closes_the_session() {
     let server = TestServer::start(config(dir.path())).await;
     let mut client = Client::logged_in(&server, "al").await;
     client.send(3, &["FROBNICATE", DT, "al"]).await;
-    assert!(matches!(&client.until_closed().await[..], [Frame::Close(_)]));
+    assert!(matches!(
+        &client.until_closed().await[..],
+        [Frame::Close(_)]
+    ));
     server.stop().await.unwrap();
 }
 
@@ -353,8 +361,13 @@ async fn a_silent_client_is_closed_after_the_heartbeat_timeout() {
     let (mut client, _) = Client::login(&server, "bo", "").await;
     for _ in 0..3 {
         client.framed.send(Frame::Ping(9)).await.unwrap();
-        let reply = tokio::time::timeout(PATIENCE, client.framed.next()).await.unwrap();
-        assert!(matches!(reply, Some(Ok(Ok(Frame::Pong(_) | Frame::Ping(_))))));
+        let reply = tokio::time::timeout(PATIENCE, client.framed.next())
+            .await
+            .unwrap();
+        assert!(matches!(
+            reply,
+            Some(Ok(Ok(Frame::Pong(_) | Frame::Ping(_))))
+        ));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(client.ask(1, &["REGISTER", DT, "bo"]).await, b"0\0");
@@ -371,7 +384,9 @@ async fn a_closed_session_disconnects_its_user_durably() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
     assert_eq!(
-        client.ask(2, &["CONNECT", DT, "al", "127.0.0.1", &port]).await,
+        client
+            .ask(2, &["CONNECT", DT, "al", "127.0.0.1", &port])
+            .await,
         b"0\0"
     );
     let _watcher = common::connected_live(&server, "zz").await;
@@ -395,11 +410,17 @@ async fn a_connect_takes_over_the_entry_of_a_dead_session() {
     let server = TestServer::start(config).await;
     let mut one = Client::logged_in(&server, "al").await;
     assert_eq!(one.ask(1, &["REGISTER", DT, "al"]).await, b"0\0");
-    assert_eq!(one.ask(2, &["CONNECT", DT, "al", "127.0.0.1", "9"]).await, b"0\0");
+    assert_eq!(
+        one.ask(2, &["CONNECT", DT, "al", "127.0.0.1", "9"]).await,
+        b"0\0"
+    );
     // A second session of the same (open) account while the first lives:
     // the entry is still held.
     let mut two = Client::logged_in(&server, "al").await;
-    assert_eq!(two.ask(1, &["CONNECT", DT, "al", "127.0.0.1", "10"]).await, b"2\0");
+    assert_eq!(
+        two.ask(1, &["CONNECT", DT, "al", "127.0.0.1", "10"]).await,
+        b"2\0"
+    );
     drop(one);
     // Once the first session is gone its entry is free (either its release
     // or the takeover gets there first).
@@ -436,16 +457,23 @@ async fn a_classic_connect_takes_over_an_entry_whose_listener_is_gone() {
     let port = dead_port().await.to_string();
     assert_eq!(server.send(&["REGISTER", DT, "al"]).await, b"0\0");
     assert_eq!(
-        server.send(&["CONNECT", DT, "al", "127.0.0.1", &port]).await,
+        server
+            .send(&["CONNECT", DT, "al", "127.0.0.1", &port])
+            .await,
         b"0\0"
     );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let live = listener.local_addr().unwrap().port().to_string();
     assert_eq!(
-        server.send(&["CONNECT", DT, "al", "127.0.0.1", &live]).await,
+        server
+            .send(&["CONNECT", DT, "al", "127.0.0.1", &live])
+            .await,
         b"0\0"
     );
-    assert_eq!(listed(&server, "al").await, [format!("al 127.0.0.1 {live}")]);
+    assert_eq!(
+        listed(&server, "al").await,
+        [format!("al 127.0.0.1 {live}")]
+    );
     server.stop().await.unwrap();
 }
 
@@ -459,7 +487,9 @@ async fn the_prober_disconnects_a_classic_user_whose_listener_died() {
     let port = dead_port().await.to_string();
     assert_eq!(server.send(&["REGISTER", DT, "al"]).await, b"0\0");
     assert_eq!(
-        server.send(&["CONNECT", DT, "al", "127.0.0.1", &port]).await,
+        server
+            .send(&["CONNECT", DT, "al", "127.0.0.1", &port])
+            .await,
         b"0\0"
     );
     assert_eq!(names(&listed(&server, "bo").await), ["al", "bo"]);
@@ -556,11 +586,17 @@ async fn a_password_change_logs_out_the_other_sessions_and_a_connect_elsewhere_i
     let server = TestServer::start(config(dir.path())).await;
     let (mut one, _) = Client::login(&server, "al", "first").await;
     assert_eq!(one.ask(1, &["REGISTER", DT, "al"]).await, b"0\0");
-    assert_eq!(one.ask(2, &["CONNECT", DT, "al", "127.0.0.1", "9"]).await, b"0\0");
+    assert_eq!(
+        one.ask(2, &["CONNECT", DT, "al", "127.0.0.1", "9"]).await,
+        b"0\0"
+    );
     let (mut two, code) = Client::login(&server, "al", "first").await;
     assert_eq!(code, LoginCode::Ok);
     // An authenticated session of the same account takes the connection.
-    assert_eq!(two.ask(1, &["CONNECT", DT, "al", "127.0.0.1", "10"]).await, b"0\0");
+    assert_eq!(
+        two.ask(1, &["CONNECT", DT, "al", "127.0.0.1", "10"]).await,
+        b"0\0"
+    );
     assert_eq!(
         one.next().await,
         Some(Frame::Event(peerdex_protocol::frame::Event {
@@ -568,7 +604,10 @@ async fn a_password_change_logs_out_the_other_sessions_and_a_connect_elsewhere_i
             fields: vec!["connected elsewhere".into()],
         }))
     );
-    assert_eq!(two.ask(2, &["SET_PASSWORD", DT, "al", "second"]).await, b"0\0");
+    assert_eq!(
+        two.ask(2, &["SET_PASSWORD", DT, "al", "second"]).await,
+        b"0\0"
+    );
     let frames = one.until_closed().await;
     assert!(matches!(&frames[..], [Frame::Event(e), Frame::Close(_)] if e.name == "LOGGED_OUT"));
     let (_, code) = Client::login(&server, "al", "first").await;

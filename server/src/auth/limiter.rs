@@ -158,7 +158,9 @@ impl Limiter {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // The counts stay consistent whatever panicked while holding them.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -236,7 +238,9 @@ mod tests {
         for _ in 0..5 {
             limiter.failed(A, ip(1), t);
         }
-        assert!(limiter.delay(A, ip(1), t + FORGET_AFTER - Duration::from_secs(1)) > Duration::ZERO);
+        assert!(
+            limiter.delay(A, ip(1), t + FORGET_AFTER - Duration::from_secs(1)) > Duration::ZERO
+        );
         assert_eq!(limiter.delay(A, ip(1), t + FORGET_AFTER), Duration::ZERO);
         // A failure after the idle time starts a new count.
         limiter.failed(A, ip(1), t + FORGET_AFTER);

@@ -79,8 +79,8 @@ impl Hasher {
 
 /// argon2id with the parameters every peerdex credential uses.
 fn argon2() -> Result<Argon2<'static>, AuthError> {
-    let params = Params::new(MEMORY_KIB, PASSES, LANES, None)
-        .map_err(|err| AuthError::Hash(err.into()))?;
+    let params =
+        Params::new(MEMORY_KIB, PASSES, LANES, None).map_err(|err| AuthError::Hash(err.into()))?;
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 

@@ -209,7 +209,9 @@ async fn run(
 ) {
     let rate = f64::from(config.rate.max(1));
     let burst = (rate / 20.0).max(1.0);
-    let max_in_flight = (config.rate as usize).saturating_mul(4).clamp(1, MAX_IN_FLIGHT);
+    let max_in_flight = (config.rate as usize)
+        .saturating_mul(4)
+        .clamp(1, MAX_IN_FLIGHT);
     let mut schedule = Schedule {
         interval: config.interval,
         queues: Default::default(),
@@ -261,10 +263,7 @@ async fn run(
         let wake = if tokens < 1.0 || in_flight.len() >= max_in_flight {
             now + Duration::from_secs_f64(1.0 / rate).max(Duration::from_millis(1))
         } else {
-            schedule
-                .next_at()
-                .unwrap_or(now + config.interval)
-                .max(now)
+            schedule.next_at().unwrap_or(now + config.interval).max(now)
         };
         tokio::select! {
             connect = connects.recv(), if open => match connect {
@@ -339,7 +338,10 @@ mod tests {
         assert_eq!(s.settle(due, addr, false, t2), None);
         assert!(s.pop_due(t2 + Duration::from_millis(3999)).is_none());
         let due = s.pop_due(t2 + Duration::from_secs(4)).unwrap();
-        assert_eq!(s.settle(due, addr, false, t2 + Duration::from_secs(4)), Some(addr));
+        assert_eq!(
+            s.settle(due, addr, false, t2 + Duration::from_secs(4)),
+            Some(addr)
+        );
         assert!(s.users.is_empty());
         assert!(s.next_at().is_none());
     }

@@ -307,7 +307,9 @@ async fn start_request(
             tracing::warn!(session = context.id, op = %name.escape_debug(), "unknown operation, closing");
             return Some(Stop::Close("unknown operation".into()));
         }
-        Err(RequestBodyError::Incomplete { op: Some(op) } | RequestBodyError::Trailing { op, .. }) => {
+        Err(
+            RequestBodyError::Incomplete { op: Some(op) } | RequestBodyError::Trailing { op, .. },
+        ) => {
             if context.shared.log.is_enabled() {
                 context
                     .shared
@@ -393,5 +395,9 @@ async fn release(shared: &Shared, user: &str, id: SessionId) {
         takeover: Some(Takeover::DeadSession(id)),
     };
     let outcome = shared.committer.submit(mutation).await;
-    tracing::debug!(session = id, ?outcome, "session ended, its user disconnected");
+    tracing::debug!(
+        session = id,
+        ?outcome,
+        "session ended, its user disconnected"
+    );
 }

@@ -96,7 +96,9 @@ pub async fn connected_live(server: &TestServer, user: &str) -> tokio::net::TcpL
     let port = listener.local_addr().unwrap().port().to_string();
     assert_eq!(server.send(&["REGISTER", DT, user]).await, b"0\0");
     assert_eq!(
-        server.send(&["CONNECT", DT, user, "127.0.0.1", &port]).await,
+        server
+            .send(&["CONNECT", DT, user, "127.0.0.1", &port])
+            .await,
         b"0\0"
     );
     listener
