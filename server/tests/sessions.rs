@@ -508,7 +508,7 @@ async fn a_login_storm_does_not_hold_up_classic_clients() {
     let dir = tempfile::tempdir().unwrap();
     let server = Arc::new(TestServer::start(config(dir.path())).await);
     let answered = Arc::new(AtomicUsize::new(0));
-    let logins = 24;
+    let logins = 32;
     let mut storm = Vec::new();
     for n in 0..logins {
         let server = server.clone();
@@ -520,9 +520,13 @@ async fn a_login_storm_does_not_hold_up_classic_clients() {
             (client, code)
         }));
     }
-    for n in 0..20 {
+    // Classic requests meanwhile: a few writes, more reads.
+    for n in 0..3 {
         let user = format!("classic{n}");
         assert_eq!(server.send(&["REGISTER", DT, &user]).await, b"0\0");
+    }
+    for _ in 0..20 {
+        assert_eq!(server.send(&["LIST_USERS", DT, "classic0"]).await, b"2\0");
     }
     assert!(
         answered.load(Ordering::SeqCst) < logins,

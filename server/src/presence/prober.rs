@@ -260,10 +260,14 @@ async fn run(
             tokens -= 1.0;
             in_flight.push(probe(due, addr));
         }
-        let wake = if tokens < 1.0 || in_flight.len() >= max_in_flight {
-            now + Duration::from_secs_f64(1.0 / rate).max(Duration::from_millis(1))
-        } else {
-            schedule.next_at().unwrap_or(now + config.interval).max(now)
+        // Something due now waits only for tokens (or, with every probe
+        // slot taken, for a probe to finish, which wakes the loop anyway).
+        let idle = now + config.interval;
+        let wake = match schedule.next_at() {
+            Some(at) if at <= now && in_flight.len() >= max_in_flight => idle,
+            Some(at) if at <= now => now + Duration::from_secs_f64(1.0 / rate),
+            Some(at) => at,
+            None => idle,
         };
         tokio::select! {
             connect = connects.recv(), if open => match connect {
