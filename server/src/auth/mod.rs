@@ -64,16 +64,25 @@ impl Hasher {
         self.run(move || verify_now(&password, &credential)).await?
     }
 
+    /// Runs `work` on a blocking thread once a permit is free. The permit
+    /// travels with the work, so a caller that gives up (a client that
+    /// hangs up mid-login) does not free it while the hash still runs.
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, AuthError> {
-        let _permit = self
+        let permit = self
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| AuthError::Closed)?;
-        Ok(tokio::task::spawn_blocking(work).await?)
+        Ok(tokio::task::spawn_blocking(move || {
+            let done = work();
+            drop(permit);
+            done
+        })
+        .await?)
     }
 }
 
