@@ -434,3 +434,39 @@ async fn drain<R: AsyncRead + Unpin>(reader: FieldReader<R>) {
         tracing::debug!("peer did not close after the reply");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sniff(bytes: &[u8]) -> (Option<Opening>, usize) {
+        let mut src = BytesMut::from(bytes);
+        let opening = Sniff.decode(&mut src).unwrap();
+        (opening, src.len())
+    }
+
+    #[test]
+    fn a_classic_request_is_decided_on_its_first_byte_and_keeps_every_byte() {
+        assert_eq!(sniff(b"R"), (Some(Opening::Classic), 1));
+        assert_eq!(sniff(b"REGISTER\0al\0"), (Some(Opening::Classic), 12));
+        assert_eq!(sniff(&[0x16, 3, 1]), (Some(Opening::Tls), 3));
+        assert_eq!(sniff(b""), (None, 0));
+    }
+
+    #[test]
+    fn a_preface_is_consumed_and_what_follows_is_kept() {
+        let mut bytes = frame::PREFACE.to_vec();
+        assert_eq!(sniff(&bytes[..5]), (None, 5));
+        assert_eq!(sniff(&bytes), (Some(Opening::Session), 0));
+        bytes.extend_from_slice(b"\0\0\0\x05\x06\0\0\0\0");
+        assert_eq!(sniff(&bytes), (Some(Opening::Session), 9));
+    }
+
+    #[test]
+    fn a_prefix_of_the_preface_then_the_end_is_classic() {
+        let mut src = BytesMut::from(&frame::PREFACE[..3]);
+        assert_eq!(Sniff.decode_eof(&mut src).unwrap(), Some(Opening::Classic));
+        assert_eq!(src.len(), 3);
+        assert_eq!(Sniff.decode_eof(&mut BytesMut::new()).unwrap(), None);
+    }
+}
