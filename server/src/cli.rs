@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use peerdex_protocol::frame::{HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT};
 
-use crate::server::Config;
+use crate::server::{Config, DEFAULT_PROBE_INTERVAL, DEFAULT_PROBE_RATE};
 
 /// The data directory when none is given.
 const DEFAULT_DATA_DIR: &str = "./peerdex-data";
@@ -45,6 +46,36 @@ pub struct Args {
     /// How long a client has to send its whole request, in milliseconds.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout_ms: u64,
+    /// `open`: classic clients and sessions may create and change accounts
+    /// without a password; `required`: account creation and every mutation
+    /// need an authenticated session (classic clients can only read).
+    #[arg(long, value_enum, default_value_t = Auth::Open)]
+    pub auth: Auth,
+    /// Seconds between two probes of a classic-connected user's listener
+    /// (0: never probe).
+    #[arg(long, default_value_t = DEFAULT_PROBE_INTERVAL.as_secs())]
+    pub probe_interval: u64,
+    /// Most listener probes started per second.
+    #[arg(long, default_value_t = DEFAULT_PROBE_RATE, value_parser = clap::value_parser!(u32).range(1..))]
+    pub probe_rate: u32,
+    /// Password hashes (logins, password changes) computed at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_threads: u32,
+    /// Session heartbeat interval in milliseconds (tests shorten it).
+    #[arg(long, hide = true, default_value_t = HEARTBEAT_INTERVAL.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub heartbeat_interval_ms: u64,
+    /// Session silence timeout in milliseconds (tests shorten it).
+    #[arg(long, hide = true, default_value_t = HEARTBEAT_TIMEOUT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub heartbeat_timeout_ms: u64,
+}
+
+/// Who may change the directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Auth {
+    /// Accounts without a password work as PROTOCOL.md says.
+    Open,
+    /// Every mutation needs an authenticated session.
+    Required,
 }
 
 /// Tools for a data directory, run instead of the server.
@@ -79,6 +110,12 @@ impl Args {
             logger: self.logger.clone(),
             max_connections: self.max_connections as usize,
             request_timeout: Duration::from_millis(self.request_timeout_ms),
+            auth_required: self.auth == Auth::Required,
+            probe_interval: Duration::from_secs(self.probe_interval),
+            probe_rate: self.probe_rate,
+            login_threads: self.login_threads as usize,
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
+            heartbeat_timeout: Duration::from_millis(self.heartbeat_timeout_ms),
         })
     }
 }
@@ -97,6 +134,42 @@ mod tests {
         assert_eq!(config.max_connections, 1024);
         assert_eq!(config.request_timeout, Duration::from_millis(5000));
         assert_eq!(config.logger, None);
+        assert!(!config.auth_required);
+        assert_eq!(config.probe_interval, Duration::from_secs(80));
+        assert_eq!(config.probe_rate, 2000);
+        assert_eq!(config.login_threads, 1);
+        assert_eq!(config.heartbeat_interval, Duration::from_secs(5));
+        assert_eq!(config.heartbeat_timeout, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn session_and_presence_flags() {
+        let args = Args::try_parse_from([
+            "peerdex-server",
+            "-p",
+            "0",
+            "--auth",
+            "required",
+            "--probe-interval",
+            "0",
+            "--probe-rate",
+            "10",
+            "--login-threads",
+            "2",
+            "--heartbeat-timeout-ms",
+            "300",
+        ])
+        .unwrap();
+        let config = args.config().unwrap();
+        assert!(config.auth_required);
+        assert!(config.probe_interval.is_zero());
+        assert_eq!(config.probe_rate, 10);
+        assert_eq!(config.login_threads, 2);
+        assert_eq!(config.heartbeat_timeout, Duration::from_millis(300));
+        assert!(Args::try_parse_from(["peerdex-server", "-p", "0", "--auth", "maybe"]).is_err());
+        assert!(
+            Args::try_parse_from(["peerdex-server", "-p", "0", "--login-threads", "0"]).is_err()
+        );
     }
 
     #[test]

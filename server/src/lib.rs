@@ -10,6 +10,12 @@
 //! - [`connection`]: one connection: read a request with a deadline,
 //!   dispatch, wait until what it answers is durable, write the whole
 //!   reply, close cleanly.
+//! - [`session`]: a framed session: login ([`auth`]: argon2id on a
+//!   bounded blocking pool, the failed-login limiter), many requests in
+//!   flight through the same path as classic ones, heartbeats, events, and
+//!   the registry of live sessions.
+//! - [`presence`]: whether a connected user's holder is still there: the
+//!   CONNECT takeover pre-check and the classic listener prober.
 //! - [`actor`]: who asks for a mutation (classic connection, session,
 //!   the server's presence), which decides what a protected account allows.
 //! - [`rules`]: the rules of each operation: where a command is applied to
@@ -55,6 +61,7 @@
 // use. Everything else is crate-private, so that the compiler reports code
 // nobody calls.
 pub(crate) mod actor;
+pub(crate) mod auth;
 pub mod cli;
 pub(crate) mod connection;
 pub mod durable;
@@ -62,9 +69,11 @@ pub(crate) mod effect;
 pub(crate) mod index;
 pub(crate) mod log_record;
 pub(crate) mod log_sink;
+pub(crate) mod presence;
 pub(crate) mod query;
 pub(crate) mod rules;
 pub(crate) mod server;
+pub(crate) mod session;
 pub mod shutdown;
 pub mod state;
 

@@ -72,8 +72,14 @@ pub fn op_name(kind: OpKind) -> &'static str {
     }
 }
 
-/// The outcome the client reads from the code written for `outcome`.
+/// The outcome the client reads from the code written for `outcome`;
+/// except that a refusal (a protected account acted for by someone who did
+/// not prove its password) stays `REFUSED`, although the client reads the
+/// catch-all, so that the logger's reader can tell it from a failure.
 pub fn replied(kind: OpKind, outcome: Outcome) -> Outcome {
+    if outcome == Outcome::Refused {
+        return Outcome::Refused;
+    }
     kind.outcome(kind.code(outcome)).unwrap_or(Outcome::Fail)
 }
 
@@ -139,6 +145,16 @@ mod tests {
             Outcome::ContentNotPublished,
         );
         assert_eq!(record.outcome.as_deref(), Some("FAIL"));
+    }
+
+    #[test]
+    fn a_refusal_is_logged_as_refused_though_its_code_is_the_catch_all() {
+        let record = answered(
+            &request("al", Operation::Register),
+            OpKind::Register,
+            Outcome::Refused,
+        );
+        assert_eq!(record.outcome.as_deref(), Some("REFUSED"));
     }
 
     #[test]

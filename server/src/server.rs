@@ -12,16 +12,21 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use peerdex_protocol::frame;
 use peerdex_protocol::listen::listen;
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 
+use crate::auth::limiter::Limiter;
+use crate::auth::Hasher;
 use crate::connection::{self, Shared};
 use crate::durable::engine::Engine;
 use crate::durable::store::StoreError;
 use crate::durable::writer::Committer;
 use crate::log_sink::LogSink;
+use crate::presence::prober::{ProbeConfig, Prober};
+use crate::session::registry::Registry;
 
 /// Extra time, beyond the request deadline, that shutdown waits for
 /// in-flight connections.
@@ -42,7 +47,46 @@ pub struct Config {
     pub max_connections: usize,
     /// How long a client has to send its whole request.
     pub request_timeout: Duration,
+    /// `--auth required`: account creation and every mutation need an
+    /// authenticated session.
+    pub auth_required: bool,
+    /// Time between two probes of a classic-connected user's listener;
+    /// zero disables probing.
+    pub probe_interval: Duration,
+    /// Most listener probes started per second.
+    pub probe_rate: u32,
+    /// Password hashes computed at once (each on a blocking thread).
+    pub login_threads: usize,
+    /// Session heartbeats: a `Ping` after this long without sending.
+    pub heartbeat_interval: Duration,
+    /// Session heartbeats: a session silent this long is closed.
+    pub heartbeat_timeout: Duration,
 }
+
+impl Config {
+    /// The defaults of everything but where to listen and store.
+    pub fn new(bind: IpAddr, port: u16, data_dir: PathBuf) -> Config {
+        Config {
+            bind,
+            port,
+            data_dir,
+            logger: None,
+            max_connections: 1024,
+            request_timeout: Duration::from_secs(5),
+            auth_required: false,
+            probe_interval: DEFAULT_PROBE_INTERVAL,
+            probe_rate: DEFAULT_PROBE_RATE,
+            login_threads: 1,
+            heartbeat_interval: frame::HEARTBEAT_INTERVAL,
+            heartbeat_timeout: frame::HEARTBEAT_TIMEOUT,
+        }
+    }
+}
+
+/// Default time between two probes of a classic listener.
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(80);
+/// Default most probes per second.
+pub const DEFAULT_PROBE_RATE: u32 = 2000;
 
 /// Why the server could not start or stop cleanly.
 #[derive(Debug, Error)]
@@ -80,6 +124,11 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let dir = config.data_dir.clone();
         let engine = tokio::task::spawn_blocking(move || Engine::open(&dir)).await??;
+        if config.auth_required {
+            // COORDINATOR: once feature/accounts is merged, replace this
+            // line with: engine.set_auth_mode(crate::actor::AuthMode::Required);
+            tracing::warn!("--auth required is parsed but not yet enforced by the rules");
+        }
         let addr = SocketAddr::new(config.bind, config.port);
         let listener = listen(addr).map_err(|source| ServerError::Bind { addr, source })?;
         Ok(Server {
@@ -110,11 +159,27 @@ impl Server {
             }
             None => (LogSink::disabled(), None),
         };
+        let (prober, prober_task) = Prober::start(
+            state.clone(),
+            committer.clone(),
+            ProbeConfig {
+                interval: config.probe_interval,
+                rate: config.probe_rate,
+            },
+        );
+        let (stop_sessions, sessions_stop) = watch::channel(false);
         let shared = Arc::new(Shared {
             state,
             committer,
             log,
             request_timeout: config.request_timeout,
+            registry: Registry::default(),
+            hasher: Hasher::new(config.login_threads),
+            limiter: Limiter::default(),
+            prober,
+            heartbeat_interval: config.heartbeat_interval,
+            heartbeat_timeout: config.heartbeat_timeout,
+            shutdown: sessions_stop,
         });
         let permits = config
             .max_connections
@@ -126,6 +191,13 @@ impl Server {
             _ = shutdown => tracing::info!("shutting down: no new connections"),
         }
         drop(listener);
+        // Sessions close on their own (a session would otherwise hold its
+        // permit until its client leaves); the prober stops probing.
+        let _ = stop_sessions.send(true);
+        if let Some(task) = prober_task {
+            task.abort();
+            let _ = task.await;
+        }
 
         // In-flight connections hold permits: all permits back = all done.
         let grace = config.request_timeout + SHUTDOWN_GRACE;

@@ -125,7 +125,9 @@ async fn a_failed_connect_carries_its_failure() {
             .await,
         b"1\0"
     );
-    common::connected(&server, "al", 4000).await;
+    // A listener that answers: a CONNECT over an entry whose address
+    // does not answer would take it over.
+    let _listener = common::connected_live(&server, "al").await;
     assert_eq!(
         server
             .send(&["CONNECT", DT, "al", "10.0.0.1", "4001"])

@@ -186,15 +186,18 @@ async fn large_listing_streams_completely() {
 async fn state_survives_restart() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(config(dir.path())).await;
-    connected(&server, "al", 7).await;
+    // A listener that answers: a CONNECT over an entry whose address
+    // does not answer would take it over.
+    let listener = common::connected_live(&server, "al").await;
     assert_eq!(server.send(&["PUBLISH", DT, "al", "f", "d"]).await, b"0\0");
     server.stop().await.unwrap();
     let server = TestServer::start(config(dir.path())).await;
     assert_eq!(server.send(&["REGISTER", DT, "al"]).await, b"1\0");
     assert_eq!(
-        server.send(&["CONNECT", DT, "al", "10.0.0.1", "7"]).await,
+        server.send(&["CONNECT", DT, "al", "127.0.0.1", "7"]).await,
         b"2\0"
     );
+    drop(listener);
     assert_eq!(
         server.send(&["LIST_CONTENT", DT, "al", "al"]).await,
         common::request(&["0", "1", "f", "d"])

@@ -23,14 +23,7 @@ pub struct TestServer {
 }
 
 pub fn config(data_dir: &Path) -> Config {
-    Config {
-        bind: "127.0.0.1".parse().unwrap(),
-        port: 0,
-        data_dir: data_dir.to_path_buf(),
-        logger: None,
-        max_connections: 1024,
-        request_timeout: Duration::from_secs(5),
-    }
+    Config::new("127.0.0.1".parse().unwrap(), 0, data_dir.to_path_buf())
 }
 
 impl TestServer {
@@ -92,4 +85,21 @@ pub async fn connected(server: &TestServer, user: &str, port: u16) {
         server.send(&["CONNECT", DT, user, "10.0.0.1", &port]).await,
         b"0\0"
     );
+}
+
+/// Registers `user` and connects it at a listener of its own on
+/// 127.0.0.1, which answers presence probes while the returned listener
+/// lives (a CONNECT of a user whose listed address does not answer takes
+/// the entry over).
+pub async fn connected_live(server: &TestServer, user: &str) -> tokio::net::TcpListener {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    assert_eq!(server.send(&["REGISTER", DT, user]).await, b"0\0");
+    assert_eq!(
+        server
+            .send(&["CONNECT", DT, user, "127.0.0.1", &port])
+            .await,
+        b"0\0"
+    );
+    listener
 }
