@@ -69,10 +69,12 @@
 //!
 //! - The client sends [`PREFACE`] and a `Login`; it sends nothing else but
 //!   `Ping` until the `LoginReply`. The server answers `LoginReply`; on a
-//!   non-zero code it then sends `Close` and closes. `REFUSED` covers both
-//!   an unknown user and a wrong password, so a client cannot probe names;
-//!   `FAIL` is the catch-all (malformed login, storage failure). One login
-//!   per session: a second `Login` is a protocol error.
+//!   non-zero code it then sends `Close` and closes. `REFUSED` is a wrong
+//!   password for an account that has one; a name without an account (or
+//!   an account without a password) logs in, since the classic codes tell
+//!   every client which names exist anyway (docs/PROTOCOL-EXTENSIONS.md,
+//!   "Login"). `FAIL` is the catch-all (malformed login, storage failure).
+//!   One login per session: a second `Login` is a protocol error.
 //! - Each `Request` carries an id the client chose, unique among its
 //!   requests in flight. Its `USER` is the logged-in user; a request for
 //!   another user is answered with the op's catch-all code. The server
@@ -247,7 +249,7 @@ pub struct Login {
 pub enum LoginCode {
     /// Logged in: requests may follow.
     Ok = 0,
-    /// Unknown user or wrong password, deliberately not told apart.
+    /// A wrong password for a protected account.
     Refused = 1,
     /// Anything else: malformed login, storage failure.
     Fail = 2,

@@ -123,11 +123,9 @@ impl Server {
     /// accepted.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let dir = config.data_dir.clone();
-        let engine = tokio::task::spawn_blocking(move || Engine::open(&dir)).await??;
+        let mut engine = tokio::task::spawn_blocking(move || Engine::open(&dir)).await??;
         if config.auth_required {
-            // COORDINATOR: once feature/accounts is merged, replace this
-            // line with: engine.set_auth_mode(crate::actor::AuthMode::Required);
-            tracing::warn!("--auth required is parsed but not yet enforced by the rules");
+            engine.set_auth_mode(crate::actor::AuthMode::Required);
         }
         let addr = SocketAddr::new(config.bind, config.port);
         let listener = listen(addr).map_err(|source| ServerError::Bind { addr, source })?;

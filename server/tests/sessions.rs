@@ -1,9 +1,5 @@
 //! Framed sessions over loopback: login, pipelined requests, heartbeats,
 //! presence. Raw frames, built with the protocol crate's codec.
-//!
-//! Tests marked `#[ignore = "needs the account rules"]` depend on the rules
-//! for session actors (protected accounts, holders, takeovers), which
-//! are not in this branch; they run once those are.
 
 mod common;
 
@@ -216,7 +212,6 @@ async fn an_open_login_is_ok_and_a_malformed_one_fails_and_closes() {
 }
 
 #[tokio::test]
-#[ignore = "needs the account rules"]
 async fn a_protected_account_needs_its_password() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(config(dir.path())).await;
@@ -375,7 +370,6 @@ async fn a_silent_client_is_closed_after_the_heartbeat_timeout() {
 }
 
 #[tokio::test]
-#[ignore = "needs the account rules"]
 async fn a_closed_session_disconnects_its_user_durably() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(config(dir.path())).await;
@@ -400,7 +394,6 @@ async fn a_closed_session_disconnects_its_user_durably() {
 }
 
 #[tokio::test]
-#[ignore = "needs the account rules"]
 async fn a_connect_takes_over_the_entry_of_a_dead_session() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
@@ -450,7 +443,6 @@ async fn a_classic_entry_with_a_live_listener_stays_connected() {
 }
 
 #[tokio::test]
-#[ignore = "needs the account rules"]
 async fn a_classic_connect_takes_over_an_entry_whose_listener_is_gone() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(config(dir.path())).await;
@@ -584,7 +576,6 @@ async fn unregister_logs_out_the_accounts_other_sessions() {
 }
 
 #[tokio::test]
-#[ignore = "needs the account rules"]
 async fn a_password_change_logs_out_the_other_sessions_and_a_connect_elsewhere_is_told() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(config(dir.path())).await;
