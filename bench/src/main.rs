@@ -14,10 +14,12 @@ mod cli;
 mod client;
 mod compare;
 mod fetch_worker;
+mod lanes;
 mod mix;
 mod model;
 mod null_journal;
 mod null_server;
+mod null_session;
 mod part_progress;
 mod peer_procs;
 mod plain_copy;
@@ -25,6 +27,7 @@ mod populate;
 mod proc_stats;
 mod report;
 mod search;
+mod session;
 mod stats;
 mod transfer;
 mod transfer_report;
@@ -137,6 +140,7 @@ fn load_config(w: &WorkloadArgs, addr: SocketAddr) -> anyhow::Result<LoadConfig>
         verify_content: false,
         protocol_reader: w.protocol_reader,
         server_pid: None,
+        sessions: None,
     })
 }
 
