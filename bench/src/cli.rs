@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::lanes::PipelineMode;
 use crate::mix::MixKind;
 
 #[derive(Debug, Parser)]
@@ -88,6 +89,21 @@ pub struct WorkloadArgs {
     /// Also print one JSON line with the key numbers, for scripts.
     #[arg(long)]
     pub json: bool,
+    /// Run the workload over authenticated sessions instead of one
+    /// connection per operation: at set-up (untimed) every session logs in
+    /// to its user and sets a random password (one argon2 hash each).
+    /// Each session acts only for its own user, users 0 .. C x D - 1.
+    #[arg(long)]
+    pub session: bool,
+    /// With --session: requests each client keeps in flight (D).
+    #[arg(long, default_value_t = 4)]
+    pub pipeline: usize,
+    /// With --session: D sessions per client with one request in flight
+    /// each (`lanes`), or one session per client with D in flight
+    /// (`single-session`; a DISCONNECT+CONNECT pair waits for the
+    /// session's other requests and runs alone).
+    #[arg(long, value_enum, default_value_t = PipelineMode::Lanes)]
+    pub pipeline_mode: PipelineMode,
 }
 
 #[derive(Debug, Args)]
@@ -159,6 +175,12 @@ pub struct CompareArgs {
     /// whatever their steal. Every discarded round is printed and counted.
     #[arg(long, value_name = "PERCENT", value_parser = percentage)]
     pub max_steal: Option<f64>,
+    /// With --session: also run the session workload against the null
+    /// server (which answers sessions too) in every round, right after its
+    /// classic run: the session ceiling, so that ours/null-session says
+    /// how much of the sessions' gain is ours.
+    #[arg(long, requires = "session")]
+    pub session_ceiling: bool,
 }
 
 /// A share from 0 to 100, e.g. `--max-steal 10`.

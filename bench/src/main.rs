@@ -35,6 +35,7 @@ mod workload;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -111,12 +112,37 @@ async fn load(args: LoadArgs) -> anyhow::Result<bool> {
         report::print_populate(&p);
         Some(p)
     };
+    if args.workload.session {
+        let lanes = open_lanes(&args.workload, addr, config.op_timeout).await?;
+        config.clients = lanes.layout.workers();
+        config.sessions = Some(Arc::new(lanes));
+    }
     let report = workload::run(config).await?;
     report::print_load("load", &report);
     if args.workload.json {
         println!("{}", report::load_json(&report, populated.as_ref()));
     }
     Ok(report.errors == 0)
+}
+
+/// Opens the authenticated sessions of `w`'s layout at `addr` and says how
+/// long it took (one argon2 hash on the server per session).
+pub async fn open_lanes(
+    w: &WorkloadArgs,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> anyhow::Result<lanes::Lanes> {
+    let layout = lanes::Layout::new(w.clients, w.pipeline, w.pipeline_mode, w.users)?;
+    let lanes = lanes::open(addr, layout, true, w.populate_concurrency, timeout).await?;
+    println!(
+        "session set-up at {addr}: {} sessions logged in and authenticated (SET_PASSWORD) in {:.2} s \
+         ({:.1} ms per session); {}",
+        layout.sessions(),
+        lanes.setup.as_secs_f64(),
+        lanes.setup.as_secs_f64() * 1e3 / layout.sessions() as f64,
+        layout.describe()
+    );
+    Ok(lanes)
 }
 
 fn load_config(w: &WorkloadArgs, addr: SocketAddr) -> anyhow::Result<LoadConfig> {

@@ -41,6 +41,15 @@ pub fn print_load(label: &str, r: &LoadReport) {
         r.window.as_secs_f64(),
         if c.verify_content { "yes" } else { "no" }
     );
+    if let Some(lanes) = &c.sessions {
+        println!(
+            "  over sessions: {}, mode {}; {} ended, {} server events",
+            lanes.layout.describe(),
+            lanes.layout.mode,
+            lanes.ended(),
+            lanes.events()
+        );
+    }
     println!(
         "  {:<13} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7}",
         "operation", "count", "ops/s", "p50 ms", "p99 ms", "max ms", "errors"
