@@ -33,6 +33,9 @@ pub enum Command {
     /// A file over loopback: a plain TCP copy against our verified
     /// download (and the classic GET_FILE), alternated, with medians.
     Transfer(crate::transfer::TransferArgs),
+    /// Password logins per second at increasing concurrency, and the
+    /// LIST_CONTENT p99 of classic clients alone and during a login storm.
+    Logins(crate::logins::LoginsArgs),
     /// Internal (spawned by `transfer`): one download through the client
     /// library in a process of its own, so its memory is measurable.
     #[command(hide = true)]

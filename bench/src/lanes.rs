@@ -241,7 +241,7 @@ async fn set_up(
         .await
         .with_context(|| format!("opening the session of {name}"))?;
     if authenticate {
-        set_password(&session, user, random_password(), timeout)
+        set_password(&session, &name, random_password(), timeout)
             .await
             .with_context(|| format!("SET_PASSWORD of {name}"))?;
     }
@@ -252,13 +252,13 @@ async fn set_up(
 /// then authenticated.
 pub async fn set_password(
     session: &Session,
-    user: usize,
+    user: &str,
     password: Secret,
     timeout: Duration,
 ) -> anyhow::Result<()> {
     let request = Request {
         datetime: None,
-        user: Ok(model::user_name(user)),
+        user: Ok(user.to_string()),
         operation: Operation::SetPassword {
             password: Ok(password),
         },

@@ -4,6 +4,8 @@
 //! - `null-server`: the stateless ceiling (see [`null_server`]).
 //! - `load`: populate, then a timed, fully checked mixed workload.
 //! - `compare`: alternated null/ours runs, medians and the ratio.
+//! - `logins`: argon2 logins per second, and what a login storm costs
+//!   other clients (see [`logins`]).
 //! - `transfer`: verified downloads against a plain TCP copy (see
 //!   [`transfer`]).
 //!
@@ -15,6 +17,7 @@ mod client;
 mod compare;
 mod fetch_worker;
 mod lanes;
+mod logins;
 mod mix;
 mod model;
 mod null_journal;
@@ -84,15 +87,21 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         Command::Transfer(args) => transfer::run(args).await,
         Command::FetchWorker(args) => fetch_worker::run(args).await,
+        Command::Logins(args) => logins::run(args).await,
     }
 }
 
-async fn load(args: LoadArgs) -> anyhow::Result<bool> {
-    let addr = tokio::net::lookup_host((args.host.as_str(), args.port))
+/// The first address of `host`.
+pub async fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
+    tokio::net::lookup_host((host, port))
         .await
-        .with_context(|| format!("resolving {}", args.host))?
+        .with_context(|| format!("resolving {host}"))?
         .next()
-        .with_context(|| format!("{} has no address", args.host))?;
+        .with_context(|| format!("{host} has no address"))
+}
+
+async fn load(args: LoadArgs) -> anyhow::Result<bool> {
+    let addr = resolve(&args.host, args.port).await?;
     if !addr.ip().is_loopback() {
         eprintln!("warning: {addr} is not loopback; the benchmark is calibrated for 127.0.0.1");
     }

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,7 +25,7 @@ use peerdex_protocol::frame::{
 use peerdex_protocol::Secret;
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::codec::Framed;
@@ -122,11 +122,12 @@ impl Drop for Session {
 /// `Ping` before the answer is answered; anything else is an error.
 async fn handshake(
     addr: SocketAddr,
+    source: Option<IpAddr>,
     user: &str,
     password: &Secret,
     timeout: Duration,
 ) -> Result<(Transport, LoginCode), SessionError> {
-    let mut stream = TcpStream::connect(addr)
+    let mut stream = connect(addr, source)
         .await
         .map_err(|e| SessionError::Connect(Arc::new(e)))?;
     // Requests are small and latency is what is measured.
@@ -170,15 +171,31 @@ async fn handshake(
     Ok((framed, answer))
 }
 
-/// One login and nothing else (the logins benchmark): the code the server
-/// answered. The connection is closed right after.
+/// Connects from `source` if given (any 127.x.y.z reaches a loopback
+/// server, and each is an address of its own for the server's throttling).
+async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    let Some(ip) = source else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = match ip {
+        IpAddr::V4(_) => TcpSocket::new_v4()?,
+        IpAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.bind(SocketAddr::new(ip, 0))?;
+    socket.connect(addr).await
+}
+
+/// One login and nothing else (the logins benchmark), from `source` if
+/// given: the code the server answered. The connection is closed right
+/// after.
 pub async fn login_once(
     addr: SocketAddr,
+    source: Option<IpAddr>,
     user: &str,
     password: &Secret,
     timeout: Duration,
 ) -> Result<LoginCode, SessionError> {
-    let (mut framed, code) = handshake(addr, user, password, timeout).await?;
+    let (mut framed, code) = handshake(addr, source, user, password, timeout).await?;
     if code == LoginCode::Ok {
         let _ = framed.send(Frame::Close(String::new())).await;
     }
@@ -193,7 +210,7 @@ impl Session {
         password: &Secret,
         timeout: Duration,
     ) -> Result<Session, SessionError> {
-        let (framed, code) = handshake(addr, user, password, timeout).await?;
+        let (framed, code) = handshake(addr, None, user, password, timeout).await?;
         if code != LoginCode::Ok {
             return Err(SessionError::Login(code));
         }
@@ -430,15 +447,21 @@ mod tests {
         }
         assert_eq!(session.events(), 0);
         assert!(session.ended().is_none());
-        crate::lanes::set_password(&session, 0, crate::lanes::random_password(), TIMEOUT)
-            .await
-            .expect("the null server accepts SET_PASSWORD");
+        crate::lanes::set_password(
+            &session,
+            "bench-u0",
+            crate::lanes::random_password(),
+            TIMEOUT,
+        )
+        .await
+        .expect("the null server accepts SET_PASSWORD");
     }
 
     #[tokio::test]
     async fn logins_and_classic_requests_share_the_port() {
         let addr = null_server().await;
-        let code = login_once(addr, "bench-u1", &Secret::new("pw"), TIMEOUT)
+        let source = Some(IpAddr::from([127, 0, 0, 2]));
+        let code = login_once(addr, source, "bench-u1", &Secret::new("pw"), TIMEOUT)
             .await
             .expect("a login reply");
         assert_eq!(code, LoginCode::Ok);
