@@ -36,6 +36,13 @@ pub enum Command {
     /// Password logins per second at increasing concurrency, and the
     /// LIST_CONTENT p99 of classic clients alone and during a login storm.
     Logins(crate::logins::LoginsArgs),
+    /// Time from SIGKILL of a session client to its disappearance from
+    /// LIST_USERS, and the server's CPU per probe of classic peers.
+    Presence(crate::presence::PresenceArgs),
+    /// Internal (spawned by `presence`): a session client that CONNECTs
+    /// and waits to be killed.
+    #[command(hide = true)]
+    SessionHolder(crate::presence::HolderArgs),
     /// Internal (spawned by `transfer`): one download through the client
     /// library in a process of its own, so its memory is measurable.
     #[command(hide = true)]

@@ -6,6 +6,8 @@
 //! - `compare`: alternated null/ours runs, medians and the ratio.
 //! - `logins`: argon2 logins per second, and what a login storm costs
 //!   other clients (see [`logins`]).
+//! - `presence`: how long a killed session client stays listed, and what
+//!   probing classic peers costs (see [`presence`]).
 //! - `transfer`: verified downloads against a plain TCP copy (see
 //!   [`transfer`]).
 //!
@@ -27,6 +29,7 @@ mod part_progress;
 mod peer_procs;
 mod plain_copy;
 mod populate;
+mod presence;
 mod proc_stats;
 mod report;
 mod search;
@@ -88,6 +91,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Transfer(args) => transfer::run(args).await,
         Command::FetchWorker(args) => fetch_worker::run(args).await,
         Command::Logins(args) => logins::run(args).await,
+        Command::Presence(args) => presence::run(args).await,
+        Command::SessionHolder(args) => presence::hold(args).await,
     }
 }
 
