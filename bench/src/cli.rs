@@ -200,3 +200,77 @@ fn percentage(text: &str) -> Result<f64, String> {
         _ => Err(format!("expected a percentage from 0 to 100, not {text:?}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("peerdex-bench").chain(args.iter().copied()))
+    }
+
+    const COMPARE: &[&str] = &[
+        "compare",
+        "--server-cmd",
+        "x",
+        "--users",
+        "512",
+        "--clients",
+        "64",
+        "--duration",
+        "1",
+    ];
+
+    #[test]
+    fn session_flags_parse_with_their_defaults() {
+        let mut args = COMPARE.to_vec();
+        args.push("--session");
+        let Command::Compare(c) = parse(&args).expect("valid").command else {
+            panic!("not compare")
+        };
+        assert!(c.workload.session && !c.session_ceiling);
+        assert_eq!(c.workload.pipeline, 4);
+        assert_eq!(c.workload.pipeline_mode, PipelineMode::Lanes);
+
+        args.extend([
+            "--pipeline",
+            "8",
+            "--pipeline-mode",
+            "single-session",
+            "--session-ceiling",
+        ]);
+        let Command::Compare(c) = parse(&args).expect("valid").command else {
+            panic!("not compare")
+        };
+        assert_eq!(c.workload.pipeline, 8);
+        assert_eq!(c.workload.pipeline_mode, PipelineMode::SingleSession);
+        assert!(c.session_ceiling);
+    }
+
+    #[test]
+    fn the_session_ceiling_needs_sessions() {
+        let mut args = COMPARE.to_vec();
+        args.push("--session-ceiling");
+        assert!(parse(&args).is_err());
+        let mut args = COMPARE.to_vec();
+        args.extend(["--session", "--pipeline-mode", "pipelined"]);
+        assert!(parse(&args).is_err(), "unknown mode");
+    }
+
+    #[test]
+    fn logins_and_presence_parse() {
+        let Command::Logins(l) = parse(&["logins", "-p", "1", "--concurrency", "1,2,8"])
+            .expect("valid")
+            .command
+        else {
+            panic!("not logins")
+        };
+        assert_eq!(l.concurrency, [1, 2, 8]);
+        assert_eq!((l.storm, l.accounts), (200, 64));
+        let Command::Presence(p) = parse(&["presence", "-p", "1"]).expect("valid").command else {
+            panic!("not presence")
+        };
+        assert_eq!((p.users, p.kill_runs), (100_000, 5));
+        assert!(parse(&["logins"]).is_err(), "the port is required");
+    }
+}

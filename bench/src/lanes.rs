@@ -336,3 +336,58 @@ mod tests {
         assert!(!a.is_empty() && a.expose().len() <= 255);
     }
 }
+
+#[cfg(test)]
+mod load_tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::mix::MixKind;
+    use crate::workload::{self, LoadConfig};
+
+    async fn null_server() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        tokio::spawn(crate::null_server::serve(listener, None));
+        addr
+    }
+
+    /// The whole session load against the session-speaking null server:
+    /// every reply checked, none may fail, in both layouts.
+    async fn session_load(mode: PipelineMode) {
+        let addr = null_server().await;
+        let timeout = Duration::from_secs(5);
+        let layout = Layout::new(3, 4, mode, 20).expect("valid layout");
+        let lanes = open(addr, layout, true, 4, timeout).await.expect("set-up");
+        assert_eq!(lanes.ended(), 0);
+        let config = LoadConfig {
+            addr,
+            users: 20,
+            clients: layout.workers(),
+            warmup: Duration::ZERO,
+            duration: Duration::from_millis(300),
+            mix: MixKind::Default,
+            seed: 1,
+            op_timeout: timeout,
+            verify_content: false,
+            protocol_reader: false,
+            server_pid: None,
+            sessions: Some(Arc::new(lanes)),
+        };
+        let report = workload::run(config).await.expect("a report");
+        assert_eq!(report.errors, 0, "{:?}", report.error_classes);
+        assert!(report.total_ops > 0);
+    }
+
+    #[tokio::test]
+    async fn lanes_run_clean_against_the_null_server() {
+        session_load(PipelineMode::Lanes).await;
+    }
+
+    #[tokio::test]
+    async fn single_sessions_run_clean_against_the_null_server() {
+        session_load(PipelineMode::SingleSession).await;
+    }
+}

@@ -579,6 +579,30 @@ mod tests {
 
     use super::*;
 
+    fn args(extra: &[&str]) -> LoginsArgs {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            args: LoginsArgs,
+        }
+        let argv = ["logins", "-p", "1"].iter().chain(extra).copied();
+        Wrap::try_parse_from(argv).expect("parsable").args
+    }
+
+    #[tokio::test]
+    async fn bad_arguments_fail_before_any_connection() {
+        for extra in [
+            &["--wrong", "201"][..],
+            &["--accounts", "0"],
+            &["--concurrency", "1,0"],
+            &["--clients", "0"],
+        ] {
+            let result = run(args(extra)).await;
+            assert!(result.is_err(), "{extra:?} accepted");
+        }
+    }
+
     #[test]
     fn wrong_sources_are_distinct_loopback_hosts() {
         let sources: HashSet<IpAddr> = (0..100_000).map(wrong_source).collect();
