@@ -58,8 +58,9 @@ pub struct PresenceArgs {
     /// Users connected at answering addresses for the probe part (0 skips it).
     #[arg(long, default_value_t = 100_000)]
     pub users: usize,
-    /// Local listeners the users are connected at (127.0.0.1, free ports).
-    #[arg(long, default_value_t = 8)]
+    /// Local listeners the users are connected at (127.0.0.1, 127.0.0.2,
+    /// ..., free ports).
+    #[arg(long, default_value_t = 16)]
     pub listeners: usize,
     /// The server's --probe-interval, seconds: the expected rate U / interval
     /// is printed beside the measured one.
@@ -291,8 +292,8 @@ async fn probe(args: &PresenceArgs, addr: SocketAddr, timeout: Duration) -> anyh
     anyhow::ensure!(args.listeners > 0, "--listeners must be at least 1");
     let accepts = Arc::new(AtomicU64::new(0));
     let mut peers = Vec::with_capacity(args.listeners);
-    for _ in 0..args.listeners {
-        let listener = listen(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    for i in 0..args.listeners {
+        let listener = listen(listener_addr(i))?;
         peers.push(listener.local_addr()?);
         tokio::spawn(answer_probes(listener, accepts.clone()));
     }
@@ -348,6 +349,16 @@ async fn probe(args: &PresenceArgs, addr: SocketAddr, timeout: Duration) -> anyh
     Ok(())
 }
 
+/// Where listener `i` listens: each on an address of its own (127.0.0.1,
+/// 127.0.0.2, ...), a free port. The server's probes come from ephemeral
+/// ports; every destination address has a port space of its own, so at
+/// thousands of probes per second the sockets left in TIME_WAIT do not
+/// exhaust it.
+fn listener_addr(i: usize) -> SocketAddr {
+    let host = (i % 254) as u8 + 1;
+    SocketAddr::from(([127, 0, 0, host], 0))
+}
+
 /// Accepts and closes at once, as a classic peer with nothing to serve
 /// reads a probe; counts every accept.
 async fn answer_probes(listener: TcpListener, accepts: Arc<AtomicU64>) {
@@ -365,6 +376,13 @@ async fn answer_probes(listener: TcpListener, accepts: Arc<AtomicU64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listeners_get_loopback_addresses_of_their_own() {
+        assert_eq!(listener_addr(0), SocketAddr::from(([127, 0, 0, 1], 0)));
+        assert_eq!(listener_addr(15), SocketAddr::from(([127, 0, 0, 16], 0)));
+        assert_eq!(listener_addr(254), listener_addr(0));
+    }
 
     #[test]
     fn find_sees_only_the_exact_name() {
