@@ -161,6 +161,9 @@ pub async fn run(args: CompareArgs, base: LoadConfig) -> anyhow::Result<bool> {
 
     let exe = std::env::current_exe().context("locating this executable")?;
     let cmd = args.server_cmd.replace("{port}", &args.port.to_string());
+    if let Some(warning) = probe_warning(&cmd) {
+        eprintln!("warning: {warning}");
+    }
     // In the order every round runs them.
     let mut launches = vec![(Role::Null, null_server(&exe, None), NULL_MARKER)];
     if let Some(dir) = &durable_dir {
@@ -215,6 +218,24 @@ pub async fn run(args: CompareArgs, base: LoadConfig) -> anyhow::Result<bool> {
         }
     }
     result
+}
+
+/// A warning when `cmd` starts a peerdex-server that would probe the
+/// populated users: they are connected at fake listener addresses, so the
+/// prober would disconnect them during the run and the checked replies
+/// would fail.
+fn probe_warning(cmd: &str) -> Option<String> {
+    let words: Vec<&str> = cmd.split_whitespace().collect();
+    let ours = words.iter().any(|w| w.ends_with("peerdex-server"));
+    let off = words
+        .windows(2)
+        .any(|w| w[0] == "--probe-interval" && w[1] == "0")
+        || words.contains(&"--probe-interval=0");
+    (ours && !off).then(|| {
+        "the server command has no `--probe-interval 0`: the populated users have fake \
+         listener addresses, and a server that probes them disconnects them mid-run"
+            .to_string()
+    })
 }
 
 /// `peerdex-bench null-server` on a free loopback port; with `journal`, the
@@ -798,6 +819,15 @@ mod tests {
         assert!(!discard_round(3.0, 10.0, 0, 5));
         assert!(discard_round(40.0, 10.0, 4, 5));
         assert!(!discard_round(40.0, 10.0, 5, 5), "no more than --rounds");
+    }
+
+    #[test]
+    fn warns_about_a_probing_server_only() {
+        assert!(probe_warning("target/release/peerdex-server -p 1 --data-dir d").is_some());
+        assert!(probe_warning("target/release/peerdex-server -p 1 --probe-interval 0").is_none());
+        assert!(probe_warning("peerdex-server --probe-interval=0").is_none());
+        assert!(probe_warning("peerdex-server --probe-interval 5").is_some());
+        assert!(probe_warning("sh -c 'other-server'").is_none());
     }
 
     #[test]

@@ -254,7 +254,7 @@ pub fn load_json(r: &LoadReport, populate: Option<&PopulateReport>) -> String {
     format!(
         "{{\"kind\":\"load\",\"addr\":{},\"users\":{},\"clients\":{},\"mix\":{},\"window_secs\":{},\
          \"ops_per_sec\":{},\"total_ops\":{},\"errors\":{},\"addr_exhaustion\":{},\"rows\":{{{}}},\
-         \"server\":{},\"loadgen\":{},\"machine\":{},\"populate\":{}}}",
+         \"server\":{},\"loadgen\":{},\"machine\":{},\"populate\":{}{}}}",
         string(&c.addr.to_string()),
         c.users,
         c.clients,
@@ -268,8 +268,25 @@ pub fn load_json(r: &LoadReport, populate: Option<&PopulateReport>) -> String {
         proc_json(&r.server),
         proc_json(&r.loadgen),
         machine_json(&r.machine),
-        populate
+        populate,
+        session_json(c)
     )
+}
+
+/// The session keys of a load run's JSON, only for a run over sessions
+/// (so that classic lines stay byte for byte what they were).
+fn session_json(c: &crate::workload::LoadConfig) -> String {
+    match &c.sessions {
+        Some(lanes) => format!(
+            ",\"session\":{{\"clients\":{},\"pipeline\":{},\"mode\":{},\"sessions\":{},\"setup_secs\":{}}}",
+            lanes.layout.clients,
+            lanes.layout.pipeline,
+            string(lanes.layout.mode.name()),
+            lanes.layout.sessions(),
+            num(lanes.setup.as_secs_f64())
+        ),
+        None => String::new(),
+    }
 }
 
 #[cfg(test)]

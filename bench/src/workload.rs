@@ -520,8 +520,12 @@ impl Worker {
             self.idx
         );
         self.ctx.log.report(&what, &detail);
-        if matches!(failure, Failure::Call(CallError::Connect(_))) {
-            // Do not spin on a dead server or an exhausted port range.
+        if matches!(
+            failure,
+            Failure::Call(CallError::Connect(_) | CallError::Session(_))
+        ) {
+            // Do not spin on a dead server, an exhausted port range or a
+            // session that ended (each later request fails at once).
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
