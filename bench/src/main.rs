@@ -160,6 +160,10 @@ pub async fn open_lanes(
 }
 
 fn load_config(w: &WorkloadArgs, addr: SocketAddr) -> anyhow::Result<LoadConfig> {
+    if w.session {
+        // Checked here, before a populate that can take minutes.
+        lanes::Layout::new(w.clients, w.pipeline, w.pipeline_mode, w.users)?;
+    }
     // Checked before anything starts: each loop owns the users i with
     // i % C == loop, so every loop needs at least one.
     anyhow::ensure!(
