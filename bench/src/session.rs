@@ -2,9 +2,9 @@
 //! logged in once, carrying many requests at once, each reply matched to
 //! its request by id (docs/PROTOCOL-EXTENSIONS.md, "Accounts and sessions").
 //!
-//! The peerdex client library has its own session client; the benchmark
-//! keeps a small one of its own so that what it measures is the server and
-//! the frames, not a client's retries, reconnects or event handling. A
+//! The benchmark has a small session client of its own, so that what it
+//! measures is the server and the frames, not a client library's retries,
+//! reconnects or event handling. A
 //! reply is returned as the concatenated bytes of its parts, which the
 //! caller reads with the same classic readers as a classic reply, so both
 //! transports are checked by one piece of code.
