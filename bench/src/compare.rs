@@ -520,7 +520,11 @@ fn summarize(
             Some(d) => format!(", durable {d:.1}"),
             None => String::new(),
         };
-        println!("  server CPU us per op (medians): null {n:.1}{durable}, ours {o:.1}");
+        let session = match cpu_per_op(&runs.null_session) {
+            Some(c) => format!(", null-session {c:.1}"),
+            None => String::new(),
+        };
+        println!("  server CPU us per op (medians): null {n:.1}{durable}{session}, ours {o:.1}");
         let threads = thread_cpu_per_op(&runs.ours);
         if !threads.is_empty() {
             println!("  ours by thread: {}", report::thread_list(&threads));
