@@ -139,6 +139,9 @@ async fn load(args: LoadArgs) -> anyhow::Result<bool> {
     Ok(report.errors == 0)
 }
 
+/// The least time one session's set-up may take.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Opens the authenticated sessions of `w`'s layout at `addr` and says how
 /// long it took (one argon2 hash on the server per session).
 pub async fn open_lanes(
@@ -147,6 +150,9 @@ pub async fn open_lanes(
     timeout: Duration,
 ) -> anyhow::Result<lanes::Lanes> {
     let layout = lanes::Layout::new(w.clients, w.pipeline, w.pipeline_mode, w.users)?;
+    // Every SET_PASSWORD waits for the server's bounded hashing pool behind
+    // the others in flight: far longer than an operation may take.
+    let timeout = timeout.max(SETUP_TIMEOUT);
     let lanes = lanes::open(addr, layout, true, w.populate_concurrency, timeout).await?;
     println!(
         "session set-up at {addr}: {} sessions logged in and authenticated (SET_PASSWORD) in {:.2} s \
