@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::lanes::PipelineMode;
 use crate::mix::MixKind;
 
 #[derive(Debug, Parser)]
@@ -32,6 +33,16 @@ pub enum Command {
     /// A file over loopback: a plain TCP copy against our verified
     /// download (and the classic GET_FILE), alternated, with medians.
     Transfer(crate::transfer::TransferArgs),
+    /// Password logins per second at increasing concurrency, and the
+    /// LIST_CONTENT p99 of classic clients alone and during a login storm.
+    Logins(crate::logins::LoginsArgs),
+    /// Time from SIGKILL of a session client to its disappearance from
+    /// LIST_USERS, and the server's CPU per probe of classic peers.
+    Presence(crate::presence::PresenceArgs),
+    /// Internal (spawned by `presence`): a session client that CONNECTs
+    /// and waits to be killed.
+    #[command(hide = true)]
+    SessionHolder(crate::presence::HolderArgs),
     /// Internal (spawned by `transfer`): one download through the client
     /// library in a process of its own, so its memory is measurable.
     #[command(hide = true)]
@@ -88,6 +99,21 @@ pub struct WorkloadArgs {
     /// Also print one JSON line with the key numbers, for scripts.
     #[arg(long)]
     pub json: bool,
+    /// Run the workload over authenticated sessions instead of one
+    /// connection per operation: at set-up (untimed) every session logs in
+    /// to its user and sets a random password (one argon2 hash each).
+    /// Each session acts only for its own user, users 0 .. C x D - 1.
+    #[arg(long)]
+    pub session: bool,
+    /// With --session: requests each client keeps in flight (D).
+    #[arg(long, default_value_t = 4)]
+    pub pipeline: usize,
+    /// With --session: D sessions per client with one request in flight
+    /// each (`lanes`), or one session per client with D in flight
+    /// (`single-session`; a DISCONNECT+CONNECT pair waits for the
+    /// session's other requests and runs alone).
+    #[arg(long, value_enum, default_value_t = PipelineMode::Lanes)]
+    pub pipeline_mode: PipelineMode,
 }
 
 #[derive(Debug, Args)]
@@ -159,6 +185,12 @@ pub struct CompareArgs {
     /// whatever their steal. Every discarded round is printed and counted.
     #[arg(long, value_name = "PERCENT", value_parser = percentage)]
     pub max_steal: Option<f64>,
+    /// With --session: also run the session workload against the null
+    /// server (which answers sessions too) in every round, right after its
+    /// classic run: the session ceiling, so that ours/null-session says
+    /// how much of the sessions' gain is ours.
+    #[arg(long, requires = "session")]
+    pub session_ceiling: bool,
 }
 
 /// A share from 0 to 100, e.g. `--max-steal 10`.
@@ -166,5 +198,79 @@ fn percentage(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(value) if (0.0..=100.0).contains(&value) => Ok(value),
         _ => Err(format!("expected a percentage from 0 to 100, not {text:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("peerdex-bench").chain(args.iter().copied()))
+    }
+
+    const COMPARE: &[&str] = &[
+        "compare",
+        "--server-cmd",
+        "x",
+        "--users",
+        "512",
+        "--clients",
+        "64",
+        "--duration",
+        "1",
+    ];
+
+    #[test]
+    fn session_flags_parse_with_their_defaults() {
+        let mut args = COMPARE.to_vec();
+        args.push("--session");
+        let Command::Compare(c) = parse(&args).expect("valid").command else {
+            panic!("not compare")
+        };
+        assert!(c.workload.session && !c.session_ceiling);
+        assert_eq!(c.workload.pipeline, 4);
+        assert_eq!(c.workload.pipeline_mode, PipelineMode::Lanes);
+
+        args.extend([
+            "--pipeline",
+            "8",
+            "--pipeline-mode",
+            "single-session",
+            "--session-ceiling",
+        ]);
+        let Command::Compare(c) = parse(&args).expect("valid").command else {
+            panic!("not compare")
+        };
+        assert_eq!(c.workload.pipeline, 8);
+        assert_eq!(c.workload.pipeline_mode, PipelineMode::SingleSession);
+        assert!(c.session_ceiling);
+    }
+
+    #[test]
+    fn the_session_ceiling_needs_sessions() {
+        let mut args = COMPARE.to_vec();
+        args.push("--session-ceiling");
+        assert!(parse(&args).is_err());
+        let mut args = COMPARE.to_vec();
+        args.extend(["--session", "--pipeline-mode", "pipelined"]);
+        assert!(parse(&args).is_err(), "unknown mode");
+    }
+
+    #[test]
+    fn logins_and_presence_parse() {
+        let Command::Logins(l) = parse(&["logins", "-p", "1", "--concurrency", "1,2,8"])
+            .expect("valid")
+            .command
+        else {
+            panic!("not logins")
+        };
+        assert_eq!(l.concurrency, [1, 2, 8]);
+        assert_eq!((l.storm, l.accounts), (200, 64));
+        let Command::Presence(p) = parse(&["presence", "-p", "1"]).expect("valid").command else {
+            panic!("not presence")
+        };
+        assert_eq!((p.users, p.kill_runs), (100_000, 5));
+        assert!(parse(&["logins"]).is_err(), "the port is required");
     }
 }

@@ -11,7 +11,9 @@ use peerdex_protocol::listing::{ListKind, ListingReader};
 use peerdex_protocol::wire::{field_reader, read_reply, ReplyError};
 use peerdex_protocol::{CodecError, OpKind, Outcome, Reply};
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+
+use crate::session::SessionError;
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 /// Why an operation got no usable reply.
@@ -29,6 +31,8 @@ pub enum CallError {
     Timeout(Duration),
     #[error("encoding the request: {0}")]
     Encode(#[from] CodecError),
+    #[error("{0}")]
+    Session(#[from] SessionError),
 }
 
 impl CallError {
@@ -66,6 +70,7 @@ impl CallError {
             CallError::AfterReply(_) => "after reply",
             CallError::Timeout(_) => return "timeout".into(),
             CallError::Encode(_) => return "encode".into(),
+            CallError::Session(e) => return e.class().into(),
         };
         match self.io() {
             Some(e) if self.is_addr_exhaustion() => {
@@ -97,7 +102,17 @@ pub async fn call(
 async fn exchange(addr: SocketAddr, request: &[u8], op: OpKind) -> Result<Reply, CallError> {
     let mut stream = TcpStream::connect(addr).await.map_err(CallError::Connect)?;
     stream.write_all(request).await.map_err(CallError::Send)?;
-    let mut reader = field_reader(&mut stream);
+    read_whole_reply(&mut stream, op).await
+}
+
+/// Reads the reply to `op` from `source` and checks that nothing follows
+/// an OK reply up to the end of `source`: the socket's close for a classic
+/// call, the end of the assembled bytes for a session's reply.
+pub async fn read_whole_reply<R: AsyncRead + Unpin>(
+    source: R,
+    op: OpKind,
+) -> Result<Reply, CallError> {
+    let mut reader = field_reader(source);
     let reply = read_reply(&mut reader, op).await?;
     let ok = reply.outcome() == Outcome::Ok;
     // Some servers send a count after an error code: ignore what follows a
@@ -168,6 +183,17 @@ async fn exchange_list<V: ListVisitor + Send>(
     let mut stream = TcpStream::connect(addr).await.map_err(CallError::Connect)?;
     stream.write_all(request).await.map_err(CallError::Send)?;
     let reader = BufReader::with_capacity(list_read_buffer(kind), stream);
+    read_whole_listing(reader, kind, visitor).await
+}
+
+/// Streams a listing from `reader` to `visitor` and checks, as
+/// [`read_whole_reply`] does, that nothing follows an OK reply up to the
+/// end of `reader`.
+pub async fn read_whole_listing<R: AsyncBufRead + Unpin, V: ListVisitor + Send>(
+    reader: R,
+    kind: ListKind,
+    visitor: &mut V,
+) -> Result<Outcome, CallError> {
     let mut list = ListingReader::start(reader, kind).await?;
     while let Some(entry) = list.next_entry().await? {
         visitor.entry(entry.fields());

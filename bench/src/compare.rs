@@ -21,6 +21,14 @@
 //! whole round, so that its servers still run side by side), at most
 //! `--rounds` times.
 //!
+//! With `--session` our server is driven through authenticated sessions
+//! ([`crate::lanes`]), opened once (untimed) after the populate and kept
+//! open across rounds; the null server still runs the classic workload,
+//! the classic ceiling as in every other comparison, with `--clients`
+//! loops. With `--session-ceiling` the null server also runs the session
+//! workload in every round (it answers sessions too, on its own sessions,
+//! also opened once): the session ceiling.
+//!
 //! All servers run as child processes (the ceilings are this binary's
 //! `null-server`), so that none shares the load generator's runtime and all
 //! can be measured from /proc the same way. They stay up across rounds, and
@@ -30,6 +38,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -37,6 +46,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::cli::CompareArgs;
+use crate::lanes::Lanes;
 use crate::populate;
 use crate::proc_stats;
 use crate::report;
@@ -58,6 +68,9 @@ enum Role {
     Durable,
     /// Our server, from `--server-cmd`.
     Ours,
+    /// The null server's process, driven through sessions: the session
+    /// ceiling (not a process of its own).
+    NullSession,
 }
 
 impl Role {
@@ -67,6 +80,7 @@ impl Role {
             Role::Null => "null",
             Role::Durable => "durable",
             Role::Ours => "ours",
+            Role::NullSession => "null-session",
         }
     }
 }
@@ -86,6 +100,7 @@ struct Runs {
     null: Vec<LoadReport>,
     durable: Vec<LoadReport>,
     ours: Vec<LoadReport>,
+    null_session: Vec<LoadReport>,
     /// Worst steal of each round discarded under `--max-steal`.
     discarded_steal: Vec<f64>,
     /// Failed operations in those rounds: errors are never the machine's,
@@ -105,6 +120,7 @@ impl Runs {
             Role::Null => &mut self.null,
             Role::Durable => &mut self.durable,
             Role::Ours => &mut self.ours,
+            Role::NullSession => &mut self.null_session,
         }
     }
 
@@ -115,6 +131,7 @@ impl Runs {
             .iter()
             .chain(&self.durable)
             .chain(&self.ours)
+            .chain(&self.null_session)
             .map(|r| r.errors)
             .sum::<u64>()
             + self.discarded_errors
@@ -144,6 +161,9 @@ pub async fn run(args: CompareArgs, base: LoadConfig) -> anyhow::Result<bool> {
 
     let exe = std::env::current_exe().context("locating this executable")?;
     let cmd = args.server_cmd.replace("{port}", &args.port.to_string());
+    if let Some(warning) = probe_warning(&cmd) {
+        eprintln!("warning: {warning}");
+    }
     // In the order every round runs them.
     let mut launches = vec![(Role::Null, null_server(&exe, None), NULL_MARKER)];
     if let Some(dir) = &durable_dir {
@@ -200,6 +220,24 @@ pub async fn run(args: CompareArgs, base: LoadConfig) -> anyhow::Result<bool> {
     result
 }
 
+/// A warning when `cmd` starts a peerdex-server that would probe the
+/// populated users: they are connected at fake listener addresses, so the
+/// prober would disconnect them during the run and the checked replies
+/// would fail.
+fn probe_warning(cmd: &str) -> Option<String> {
+    let words: Vec<&str> = cmd.split_whitespace().collect();
+    let ours = words.iter().any(|w| w.ends_with("peerdex-server"));
+    let off = words
+        .windows(2)
+        .any(|w| w[0] == "--probe-interval" && w[1] == "0")
+        || words.contains(&"--probe-interval=0");
+    (ours && !off).then(|| {
+        "the server command has no `--probe-interval 0`: the populated users have fake \
+         listener addresses, and a server that probes them disconnects them mid-run"
+            .to_string()
+    })
+}
+
 /// `peerdex-bench null-server` on a free loopback port; with `journal`, the
 /// durable ceiling journaling there.
 fn null_server(exe: &Path, journal: Option<&Path>) -> Command {
@@ -245,23 +283,29 @@ async fn rounds(
     };
     let populated = populate_at(ours).await?;
     report::print_populate(&populated);
+    let plan = plan(args, base, servers).await?;
 
     let mut runs = Runs::default();
     let mut round = 1;
     while round <= args.rounds {
-        let mut this_round = Vec::with_capacity(servers.len());
-        for server in servers {
+        let mut this_round = Vec::with_capacity(plan.len());
+        for run in &plan {
             tokio::time::sleep(pause).await;
             let config = LoadConfig {
-                addr: server.addr,
-                server_pid: Some(server.pid),
-                // Both ceilings' lists are empty by design.
-                verify_content: server.role == Role::Ours,
+                addr: run.server.addr,
+                server_pid: Some(run.server.pid),
+                // The ceilings' lists are empty by design.
+                verify_content: run.role == Role::Ours,
+                clients: run
+                    .lanes
+                    .as_ref()
+                    .map_or(base.clients, |l| l.layout.workers()),
+                sessions: run.lanes.clone(),
                 ..base.clone()
             };
             let r = workload::run(config).await?;
-            report::print_load(&format!("round {round} {}", server.role.name()), &r);
-            this_round.push((server.role, r));
+            report::print_load(&format!("round {round} {}", run.role.name()), &r);
+            this_round.push((run.role, r));
         }
         let steal = worst_steal(this_round.iter().map(|(_, r)| r));
         if let (Some(limit), Some(steal)) = (args.max_steal, steal) {
@@ -279,11 +323,58 @@ async fn rounds(
         let ops = |runs: &[LoadReport]| runs.last().map(|r| r.ops_per_sec);
         if let (Some(null), Some(ours)) = (ops(&runs.null), ops(&runs.ours)) {
             println!("{}", round_line(round, null, ops(&runs.durable), ours));
+            if let Some(ceiling) = ops(&runs.null_session) {
+                println!(
+                    "round {round}: null-session {ceiling:.0} ops/s, ours/null-session {:.3}",
+                    ours / ceiling
+                );
+            }
         }
         round += 1;
     }
     summarize(args, &populated, null_populated.as_ref(), &runs);
     Ok(runs.errors() == 0)
+}
+
+/// One run of every round: which server, and over which sessions.
+struct Run<'s> {
+    role: Role,
+    server: &'s Server,
+    lanes: Option<Arc<Lanes>>,
+}
+
+/// The runs of a round, in order; with `--session` opens the sessions
+/// (once, untimed, kept open across rounds) and prints how long that took.
+async fn plan<'s>(
+    args: &CompareArgs,
+    base: &LoadConfig,
+    servers: &'s [Server],
+) -> anyhow::Result<Vec<Run<'s>>> {
+    let w = &args.workload;
+    let mut plan = Vec::new();
+    for server in servers {
+        let lanes = if w.session && server.role == Role::Ours {
+            Some(Arc::new(
+                crate::open_lanes(w, server.addr, base.op_timeout).await?,
+            ))
+        } else {
+            None
+        };
+        plan.push(Run {
+            role: server.role,
+            server,
+            lanes,
+        });
+        if args.session_ceiling && server.role == Role::Null {
+            let lanes = crate::open_lanes(w, server.addr, base.op_timeout).await?;
+            plan.push(Run {
+                role: Role::NullSession,
+                server,
+                lanes: Some(Arc::new(lanes)),
+            });
+        }
+    }
+    Ok(plan)
 }
 
 /// Whether a round whose worst window had `steal` percent of steal is run
@@ -376,8 +467,27 @@ fn summarize(
             median(d).unwrap_or(f64::NAN)
         );
     }
+    if let Some(lanes) = &runs.ours.first().and_then(|r| r.config.sessions.clone()) {
+        println!(
+            "  ours over sessions: {} (set-up {:.2} s, untimed, once); null: classic, {} loops",
+            lanes.layout.describe(),
+            lanes.setup.as_secs_f64(),
+            args.workload.clients
+        );
+    }
+    let session_ops = ops(&runs.null_session);
+    if args.session_ceiling {
+        println!(
+            "  null-session ops/s:  {}  median {:.0}",
+            list(&session_ops),
+            median(&session_ops).unwrap_or(f64::NAN)
+        );
+    }
     println!("  ours ops/s:  {}  median {our_med:.0}", list(&our_ops));
     let ratio = print_ratio("ours/null", &our_ops, &null_ops);
+    let session_ratio = args
+        .session_ceiling
+        .then(|| print_ratio("ours/null-session", &our_ops, &session_ops));
     // (durable/null, ours/durable), for the JSON line.
     let durable_ratios = durable_ops.as_ref().map(|d| {
         (
@@ -410,7 +520,11 @@ fn summarize(
             Some(d) => format!(", durable {d:.1}"),
             None => String::new(),
         };
-        println!("  server CPU us per op (medians): null {n:.1}{durable}, ours {o:.1}");
+        let session = match cpu_per_op(&runs.null_session) {
+            Some(c) => format!(", null-session {c:.1}"),
+            None => String::new(),
+        };
+        println!("  server CPU us per op (medians): null {n:.1}{durable}{session}, ours {o:.1}");
         let threads = thread_cpu_per_op(&runs.ours);
         if !threads.is_empty() {
             println!("  ours by thread: {}", report::thread_list(&threads));
@@ -420,6 +534,7 @@ fn summarize(
         (Role::Null, &runs.null),
         (Role::Durable, &runs.durable),
         (Role::Ours, &runs.ours),
+        (Role::NullSession, &runs.null_session),
     ] {
         if let Some(line) = machine_summary(role_runs) {
             println!("  machine during {}: {line}", role.name());
@@ -467,11 +582,29 @@ fn summarize(
             Some(_) => format!(",\"discarded_rounds\":{}", discarded.len()),
             None => String::new(),
         };
+        // Only with --session, like the keys above.
+        let session_json = if args.workload.session {
+            let ceiling = match session_ratio {
+                Some(r) => format!(
+                    ",\"null_session_ops_per_sec\":[{}],\"ratio_ours_null_session\":{}",
+                    json_list(&session_ops),
+                    report::num(r)
+                ),
+                None => String::new(),
+            };
+            format!(
+                ",\"session\":true,\"pipeline\":{},\"pipeline_mode\":{}{ceiling}",
+                args.workload.pipeline,
+                report::string(args.workload.pipeline_mode.name())
+            )
+        } else {
+            String::new()
+        };
         println!(
             "{{\"kind\":\"compare\",\"users\":{},\"clients\":{},\"mix\":{},\"rounds\":{},\
              \"null_ops_per_sec\":[{}],\"ours_ops_per_sec\":[{}],\"null_median\":{},\
              \"ours_median\":{},\"ratio\":{},\"errors\":{},\"ours_rss_end_kib\":{},\
-             \"ours_hwm_kib\":{},\"populate_secs\":{}{durable_json}{null_populate_json}{discarded_json}}}",
+             \"ours_hwm_kib\":{},\"populate_secs\":{}{durable_json}{null_populate_json}{discarded_json}{session_json}}}",
             args.workload.users,
             args.workload.clients,
             report::string(args.workload.mix.name()),
@@ -690,6 +823,15 @@ mod tests {
         assert!(!discard_round(3.0, 10.0, 0, 5));
         assert!(discard_round(40.0, 10.0, 4, 5));
         assert!(!discard_round(40.0, 10.0, 5, 5), "no more than --rounds");
+    }
+
+    #[test]
+    fn warns_about_a_probing_server_only() {
+        assert!(probe_warning("target/release/peerdex-server -p 1 --data-dir d").is_some());
+        assert!(probe_warning("target/release/peerdex-server -p 1 --probe-interval 0").is_none());
+        assert!(probe_warning("peerdex-server --probe-interval=0").is_none());
+        assert!(probe_warning("peerdex-server --probe-interval 5").is_some());
+        assert!(probe_warning("sh -c 'other-server'").is_none());
     }
 
     #[test]

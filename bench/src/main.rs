@@ -4,6 +4,10 @@
 //! - `null-server`: the stateless ceiling (see [`null_server`]).
 //! - `load`: populate, then a timed, fully checked mixed workload.
 //! - `compare`: alternated null/ours runs, medians and the ratio.
+//! - `logins`: argon2 logins per second, and what a login storm costs
+//!   other clients (see [`logins`]).
+//! - `presence`: how long a killed session client stays listed, and what
+//!   probing classic peers costs (see [`presence`]).
 //! - `transfer`: verified downloads against a plain TCP copy (see
 //!   [`transfer`]).
 //!
@@ -14,17 +18,22 @@ mod cli;
 mod client;
 mod compare;
 mod fetch_worker;
+mod lanes;
+mod logins;
 mod mix;
 mod model;
 mod null_journal;
 mod null_server;
+mod null_session;
 mod part_progress;
 mod peer_procs;
 mod plain_copy;
 mod populate;
+mod presence;
 mod proc_stats;
 mod report;
 mod search;
+mod session;
 mod stats;
 mod transfer;
 mod transfer_report;
@@ -32,6 +41,7 @@ mod workload;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -80,15 +90,23 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         Command::Transfer(args) => transfer::run(args).await,
         Command::FetchWorker(args) => fetch_worker::run(args).await,
+        Command::Logins(args) => logins::run(args).await,
+        Command::Presence(args) => presence::run(args).await,
+        Command::SessionHolder(args) => presence::hold(args).await,
     }
 }
 
-async fn load(args: LoadArgs) -> anyhow::Result<bool> {
-    let addr = tokio::net::lookup_host((args.host.as_str(), args.port))
+/// The first address of `host`.
+pub async fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
+    tokio::net::lookup_host((host, port))
         .await
-        .with_context(|| format!("resolving {}", args.host))?
+        .with_context(|| format!("resolving {host}"))?
         .next()
-        .with_context(|| format!("{} has no address", args.host))?;
+        .with_context(|| format!("{host} has no address"))
+}
+
+async fn load(args: LoadArgs) -> anyhow::Result<bool> {
+    let addr = resolve(&args.host, args.port).await?;
     if !addr.ip().is_loopback() {
         eprintln!("warning: {addr} is not loopback; the benchmark is calibrated for 127.0.0.1");
     }
@@ -108,6 +126,11 @@ async fn load(args: LoadArgs) -> anyhow::Result<bool> {
         report::print_populate(&p);
         Some(p)
     };
+    if args.workload.session {
+        let lanes = open_lanes(&args.workload, addr, config.op_timeout).await?;
+        config.clients = lanes.layout.workers();
+        config.sessions = Some(Arc::new(lanes));
+    }
     let report = workload::run(config).await?;
     report::print_load("load", &report);
     if args.workload.json {
@@ -116,7 +139,37 @@ async fn load(args: LoadArgs) -> anyhow::Result<bool> {
     Ok(report.errors == 0)
 }
 
+/// The least time one session's set-up may take.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Opens the authenticated sessions of `w`'s layout at `addr` and says how
+/// long it took (one argon2 hash on the server per session).
+pub async fn open_lanes(
+    w: &WorkloadArgs,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> anyhow::Result<lanes::Lanes> {
+    let layout = lanes::Layout::new(w.clients, w.pipeline, w.pipeline_mode, w.users)?;
+    // Every SET_PASSWORD waits for the server's bounded hashing pool behind
+    // the others in flight: far longer than an operation may take.
+    let timeout = timeout.max(SETUP_TIMEOUT);
+    let lanes = lanes::open(addr, layout, true, w.populate_concurrency, timeout).await?;
+    println!(
+        "session set-up at {addr}: {} sessions logged in and authenticated (SET_PASSWORD) in {:.2} s \
+         ({:.1} ms per session); {}",
+        layout.sessions(),
+        lanes.setup.as_secs_f64(),
+        lanes.setup.as_secs_f64() * 1e3 / layout.sessions() as f64,
+        layout.describe()
+    );
+    Ok(lanes)
+}
+
 fn load_config(w: &WorkloadArgs, addr: SocketAddr) -> anyhow::Result<LoadConfig> {
+    if w.session {
+        // Checked here, before a populate that can take minutes.
+        lanes::Layout::new(w.clients, w.pipeline, w.pipeline_mode, w.users)?;
+    }
     // Checked before anything starts: each loop owns the users i with
     // i % C == loop, so every loop needs at least one.
     anyhow::ensure!(
@@ -137,6 +190,7 @@ fn load_config(w: &WorkloadArgs, addr: SocketAddr) -> anyhow::Result<LoadConfig>
         verify_content: false,
         protocol_reader: w.protocol_reader,
         server_pid: None,
+        sessions: None,
     })
 }
 

@@ -50,6 +50,14 @@ pub fn connect_op(i: usize) -> Operation {
     })
 }
 
+/// CONNECT at a given listener address.
+pub fn connect_at(peer: std::net::SocketAddr) -> Operation {
+    Operation::Connect(ConnectAddr {
+        ip: Ok(Some(peer.ip())),
+        port: Ok(peer.port()),
+    })
+}
+
 pub fn publish_op(file: String, description: String) -> Operation {
     Operation::Publish {
         file: Ok(file),

@@ -4,6 +4,9 @@
 //! kernel's connection setup and teardown dominate, so its throughput is the
 //! most any directory server can reach on this machine; our server is
 //! reported as a fraction of it.
+//!
+//! It also accepts sessions (see [`crate::null_session`]), telling them
+//! from classic requests by the first bytes as a directory does.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -13,12 +16,14 @@ use std::time::Duration;
 use anyhow::Context;
 
 use bytes::{Bytes, BytesMut};
+use peerdex_protocol::frame::{classify, Opening, PREFACE};
 use peerdex_protocol::listen::listen;
 use peerdex_protocol::reply::{put_code, put_count};
 use peerdex_protocol::wire::{field_reader, read_request, RequestRead};
 use peerdex_protocol::{OpKind, Request};
 
 use crate::null_journal::NullJournal;
+use crate::null_session;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{timeout, timeout_at, Instant};
@@ -30,9 +35,12 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// At most this much is drained after the reply before closing anyway.
 const MAX_DRAIN: usize = 64 * 1024;
 
+/// Size of the first read: a classic request is a few short fields.
+const FIRST_READ: usize = 512;
+
 /// The two possible answers, encoded once.
 #[derive(Clone)]
-struct Replies {
+pub struct Replies {
     /// `"0\0"`: every operation without a body.
     plain: Bytes,
     /// `"0\0" "0\0"`: LIST_USERS / LIST_CONTENT with an empty list.
@@ -40,7 +48,7 @@ struct Replies {
 }
 
 impl Replies {
-    fn new() -> Self {
+    pub fn new() -> Self {
         let mut plain = BytesMut::new();
         put_code(&mut plain, 0);
         let mut empty_list = plain.clone();
@@ -51,7 +59,9 @@ impl Replies {
         }
     }
 
-    fn for_op(&self, op: OpKind) -> Bytes {
+    /// The reply to every request of `op`: code 0, and an empty list for
+    /// the listings.
+    pub fn for_op(&self, op: OpKind) -> Bytes {
         match op {
             OpKind::ListUsers | OpKind::ListContent => self.empty_list.clone(),
             _ => self.plain.clone(),
@@ -79,8 +89,27 @@ pub async fn serve(listener: TcpListener, journal: Option<NullJournal>) -> io::R
 }
 
 async fn handle(mut stream: TcpStream, replies: Replies, journal: Option<NullJournal>) {
+    // The first read is the one the classic reader would make anyway (a
+    // request arrives in one segment), so telling a session from a classic
+    // request costs the classic path no system call.
+    let mut first = BytesMut::with_capacity(FIRST_READ);
+    loop {
+        match timeout(CLIENT_TIMEOUT, stream.read_buf(&mut first)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+            Ok(Ok(_)) => {}
+        }
+        match classify(&first) {
+            Opening::NeedMore => continue,
+            Opening::Session => {
+                let _ = first.split_to(PREFACE.len());
+                null_session::serve(stream, first, replies).await;
+                return;
+            }
+            Opening::Classic | Opening::Tls => break,
+        }
+    }
     let request = {
-        let mut reader = field_reader(&mut stream);
+        let mut reader = field_reader((&first[..]).chain(&mut stream));
         timeout(CLIENT_TIMEOUT, read_request(&mut reader)).await
     };
     let reply = match request {

@@ -52,6 +52,9 @@ struct Shared {
     failed: AtomicUsize,
     noted: AtomicBool,
     log: ErrorLog,
+    /// Connect user i at `peers[i % len]` and publish nothing (the
+    /// presence benchmark: addresses that answer the server's probes).
+    peers: Option<Arc<Vec<SocketAddr>>>,
 }
 
 /// Populates users `0..users`; fails if any user could not be completed.
@@ -61,6 +64,30 @@ pub async fn populate(
     concurrency: usize,
     timeout: Duration,
 ) -> anyhow::Result<PopulateReport> {
+    populate_with(addr, users, concurrency, timeout, None).await
+}
+
+/// Registers users `0..users` and connects user i at `peers[i % len]`,
+/// without files: a directory whose every entry the server can probe.
+pub async fn populate_at_peers(
+    addr: SocketAddr,
+    users: usize,
+    concurrency: usize,
+    timeout: Duration,
+    peers: Arc<Vec<SocketAddr>>,
+) -> anyhow::Result<PopulateReport> {
+    anyhow::ensure!(!peers.is_empty(), "no peer addresses to connect users at");
+    populate_with(addr, users, concurrency, timeout, Some(peers)).await
+}
+
+async fn populate_with(
+    addr: SocketAddr,
+    users: usize,
+    concurrency: usize,
+    timeout: Duration,
+    peers: Option<Arc<Vec<SocketAddr>>>,
+) -> anyhow::Result<PopulateReport> {
+    let steps_per_user = if peers.is_some() { 2 } else { 4 };
     let shared = Arc::new(Shared {
         addr,
         users,
@@ -71,6 +98,7 @@ pub async fn populate(
         failed: AtomicUsize::new(0),
         noted: AtomicBool::new(false),
         log: ErrorLog::new(10),
+        peers,
     });
     let started = Instant::now();
     let progress = tokio::spawn(progress(shared.clone(), started));
@@ -92,7 +120,7 @@ pub async fn populate(
     }
     Ok(PopulateReport {
         users,
-        ops: users * 4,
+        ops: users * steps_per_user,
         elapsed,
         retries: shared.retries.load(Ordering::Relaxed),
     })
@@ -130,13 +158,24 @@ async fn worker(shared: Arc<Shared>) {
 }
 
 async fn populate_user(shared: &Shared, dates: &mut DateCache, i: usize) -> bool {
-    let [(fa, da), (fb, db)] = model::permanent_files(i);
-    let steps = [
-        (Operation::Register, Outcome::UsernameInUse),
-        (model::connect_op(i), Outcome::UserAlreadyConnected),
-        (model::publish_op(fa, da), Outcome::ContentAlreadyPublished),
-        (model::publish_op(fb, db), Outcome::ContentAlreadyPublished),
-    ];
+    let steps = match &shared.peers {
+        Some(peers) => vec![
+            (Operation::Register, Outcome::UsernameInUse),
+            (
+                model::connect_at(peers[i % peers.len()]),
+                Outcome::UserAlreadyConnected,
+            ),
+        ],
+        None => {
+            let [(fa, da), (fb, db)] = model::permanent_files(i);
+            vec![
+                (Operation::Register, Outcome::UsernameInUse),
+                (model::connect_op(i), Outcome::UserAlreadyConnected),
+                (model::publish_op(fa, da), Outcome::ContentAlreadyPublished),
+                (model::publish_op(fb, db), Outcome::ContentAlreadyPublished),
+            ]
+        }
+    };
     for (operation, already) in steps {
         if !step(shared, dates, i, operation, already).await {
             return false;

@@ -197,7 +197,7 @@ fn stat_cpu_ticks(stat: &str) -> Option<u64> {
 
 /// USER_HZ, the unit of /proc/PID/stat times. It is 100 on every Linux this
 /// runs on; `getconf` confirms it without a libc dependency.
-fn clock_ticks() -> u64 {
+pub fn clock_ticks() -> u64 {
     static TICKS: OnceLock<u64> = OnceLock::new();
     *TICKS.get_or_init(|| {
         std::process::Command::new("getconf")

@@ -41,6 +41,15 @@ pub fn print_load(label: &str, r: &LoadReport) {
         r.window.as_secs_f64(),
         if c.verify_content { "yes" } else { "no" }
     );
+    if let Some(lanes) = &c.sessions {
+        println!(
+            "  over sessions: {}, mode {}; {} ended, {} server events",
+            lanes.layout.describe(),
+            lanes.layout.mode,
+            lanes.ended(),
+            lanes.events()
+        );
+    }
     println!(
         "  {:<13} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7}",
         "operation", "count", "ops/s", "p50 ms", "p99 ms", "max ms", "errors"
@@ -245,7 +254,7 @@ pub fn load_json(r: &LoadReport, populate: Option<&PopulateReport>) -> String {
     format!(
         "{{\"kind\":\"load\",\"addr\":{},\"users\":{},\"clients\":{},\"mix\":{},\"window_secs\":{},\
          \"ops_per_sec\":{},\"total_ops\":{},\"errors\":{},\"addr_exhaustion\":{},\"rows\":{{{}}},\
-         \"server\":{},\"loadgen\":{},\"machine\":{},\"populate\":{}}}",
+         \"server\":{},\"loadgen\":{},\"machine\":{},\"populate\":{}{}}}",
         string(&c.addr.to_string()),
         c.users,
         c.clients,
@@ -259,8 +268,25 @@ pub fn load_json(r: &LoadReport, populate: Option<&PopulateReport>) -> String {
         proc_json(&r.server),
         proc_json(&r.loadgen),
         machine_json(&r.machine),
-        populate
+        populate,
+        session_json(c)
     )
+}
+
+/// The session keys of a load run's JSON, only for a run over sessions
+/// (so that classic lines stay byte for byte what they were).
+fn session_json(c: &crate::workload::LoadConfig) -> String {
+    match &c.sessions {
+        Some(lanes) => format!(
+            ",\"session\":{{\"clients\":{},\"pipeline\":{},\"mode\":{},\"sessions\":{},\"setup_secs\":{}}}",
+            lanes.layout.clients,
+            lanes.layout.pipeline,
+            string(lanes.layout.mode.name()),
+            lanes.layout.sessions(),
+            num(lanes.setup.as_secs_f64())
+        ),
+        None => String::new(),
+    }
 }
 
 #[cfg(test)]

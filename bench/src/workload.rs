@@ -5,6 +5,11 @@
 //! loop finishes every pair it starts, so the expected reply of every
 //! operation is known in advance: OK for all of them. Any other reply is an
 //! error, never noise.
+//!
+//! With sessions ([`crate::lanes`]) the same workers run over open
+//! sessions instead of a connection per operation; a worker then acts for
+//! its lane's user only, and every reply's bytes are read and checked by
+//! the same readers as a classic reply.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,11 +22,15 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use tokio::time::Instant;
 
-use crate::client::{call, call_list, CallError, ErrorLog};
+use crate::client::{
+    call, call_list, read_whole_listing, read_whole_reply, CallError, ErrorLog, ListVisitor,
+};
+use crate::lanes::{Lanes, Turn};
 use crate::mix::{Action, Mix, MixKind};
 use crate::model::{self, ContentCheck, DateCache, Ignore, UsersCheck};
 use crate::proc_stats::{self, MachineWindow, ProcWindow};
 use crate::search;
+use crate::session::Session;
 use crate::stats::{Samples, Summary};
 
 #[derive(Debug, Clone)]
@@ -40,6 +49,9 @@ pub struct LoadConfig {
     /// `listing::ListingReader` (slower on the client; for cross-checking).
     pub protocol_reader: bool,
     pub server_pid: Option<u32>,
+    /// Run over these sessions (one worker per request in flight) instead
+    /// of one connection per operation; `clients` is then their workers.
+    pub sessions: Option<Arc<Lanes>>,
 }
 
 /// A row of the report: one operation. Pairs are reported as their two
@@ -309,7 +321,18 @@ impl Worker {
                 .ctx
                 .mix
                 .pick(self.rng.random_range(0..self.ctx.mix.total()));
-            let me = self.idx + self.ctx.config.clients * self.rng.random_range(0..self.owned);
+            let lanes = self.ctx.config.sessions.clone();
+            let me = match &lanes {
+                Some(lanes) => lanes.layout.user_of(self.idx),
+                None => self.idx + self.ctx.config.clients * self.rng.random_range(0..self.owned),
+            };
+            let _turn = match &lanes {
+                Some(lanes) => {
+                    let alone = action == Action::DisconnectConnect;
+                    lanes.turn(self.idx, alone).await
+                }
+                None => Turn::Free,
+            };
             match action {
                 Action::ListContent => {
                     let remote = self.rng.random_range(0..self.ctx.config.users);
@@ -398,6 +421,19 @@ impl Worker {
         }
     }
 
+    /// How this worker reaches the server.
+    fn via(&self) -> Via {
+        let config = &self.ctx.config;
+        Via {
+            addr: config.addr,
+            timeout: config.op_timeout,
+            session: config
+                .sessions
+                .as_ref()
+                .map(|l| l.session(self.idx).clone()),
+        }
+    }
+
     /// Sends the request and checks the reply against `expect`.
     async fn exchange(
         &mut self,
@@ -406,11 +442,10 @@ impl Worker {
         expect: Expect,
     ) -> Result<(), Failure> {
         let config = &self.ctx.config;
-        let (addr, timeout, verify) = (config.addr, config.op_timeout, config.verify_content);
+        let verify = config.verify_content;
+        let via = self.via();
         if config.protocol_reader || matches!(expect, Expect::Ok | Expect::Search(_)) {
-            let reply = call(addr, request, op, timeout)
-                .await
-                .map_err(Failure::Call)?;
+            let reply = via.call(request, op).await.map_err(Failure::Call)?;
             return self.check(expect, reply).map_err(Failure::Wrong);
         }
         let kind = match expect {
@@ -420,16 +455,16 @@ impl Worker {
         let (outcome, verdict) = match expect {
             Expect::Content(remote) if verify => {
                 let mut check = ContentCheck::new(remote);
-                let outcome = call_list(addr, request, kind, timeout, &mut check).await;
+                let outcome = via.list(request, kind, &mut check).await;
                 (outcome, check.finish())
             }
             Expect::Users if verify => {
                 let mut check = UsersCheck::new(config.users, config.clients);
-                let outcome = call_list(addr, request, kind, timeout, &mut check).await;
+                let outcome = via.list(request, kind, &mut check).await;
                 (outcome, check.finish())
             }
             _ => {
-                let outcome = call_list(addr, request, kind, timeout, &mut Ignore).await;
+                let outcome = via.list(request, kind, &mut Ignore).await;
                 (outcome, Ok(()))
             }
         };
@@ -485,8 +520,12 @@ impl Worker {
             self.idx
         );
         self.ctx.log.report(&what, &detail);
-        if matches!(failure, Failure::Call(CallError::Connect(_))) {
-            // Do not spin on a dead server or an exhausted port range.
+        if matches!(
+            failure,
+            Failure::Call(CallError::Connect(_) | CallError::Session(_))
+        ) {
+            // Do not spin on a dead server, an exhausted port range or a
+            // session that ended (each later request fails at once).
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
@@ -498,15 +537,9 @@ impl Worker {
         let Ok(request) = model::encode(me, operation, self.dates.get()) else {
             return;
         };
+        let via = self.via();
         for _ in 0..3 {
-            if let Ok(reply) = call(
-                self.ctx.config.addr,
-                &request,
-                op,
-                self.ctx.config.op_timeout,
-            )
-            .await
-            {
+            if let Ok(reply) = via.call(&request, op).await {
                 let outcome = reply.outcome();
                 if outcome == Outcome::Ok || outcome == already {
                     return;
@@ -518,5 +551,54 @@ impl Worker {
         self.ctx
             .log
             .report(&what, "could not restore the user's state");
+    }
+}
+
+/// One operation's transport: a connection of its own, or the worker's
+/// session. Both end in the same readers, so a reply is checked the same
+/// way whichever way it came.
+struct Via {
+    addr: SocketAddr,
+    timeout: Duration,
+    session: Option<Arc<Session>>,
+}
+
+impl Via {
+    async fn call(&self, request: &[u8], op: OpKind) -> Result<Reply, CallError> {
+        match &self.session {
+            None => call(self.addr, request, op, self.timeout).await,
+            Some(session) => {
+                let body = self.session_reply(session, request).await?;
+                read_whole_reply(&body[..], op).await
+            }
+        }
+    }
+
+    async fn list<V: ListVisitor + Send>(
+        &self,
+        request: &[u8],
+        kind: ListKind,
+        visitor: &mut V,
+    ) -> Result<Outcome, CallError> {
+        match &self.session {
+            None => call_list(self.addr, request, kind, self.timeout, visitor).await,
+            Some(session) => {
+                let body = self.session_reply(session, request).await?;
+                read_whole_listing(&body[..], kind, visitor).await
+            }
+        }
+    }
+
+    /// The reply's bytes, within the operation timeout.
+    async fn session_reply(
+        &self,
+        session: &Session,
+        request: &[u8],
+    ) -> Result<bytes::Bytes, CallError> {
+        let body = bytes::Bytes::copy_from_slice(request);
+        match tokio::time::timeout(self.timeout, session.call(body)).await {
+            Ok(reply) => Ok(reply?),
+            Err(_) => Err(CallError::Timeout(self.timeout)),
+        }
     }
 }
