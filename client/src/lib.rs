@@ -35,6 +35,7 @@ pub mod cli;
 pub(crate) mod content;
 pub(crate) mod directory_client;
 pub(crate) mod directory_ext_client;
+pub(crate) mod directory_session;
 pub mod peer;
 pub(crate) mod server_profiles;
 pub(crate) mod session;
