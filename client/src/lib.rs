@@ -36,6 +36,7 @@ pub(crate) mod content;
 pub(crate) mod directory_client;
 pub(crate) mod directory_ext_client;
 pub(crate) mod directory_session;
+pub(crate) mod passwords;
 pub mod peer;
 pub(crate) mod server_profiles;
 pub(crate) mod session;
@@ -75,6 +76,11 @@ pub async fn run(args: Args) -> anyhow::Result<shell::Status> {
         progress: std::io::IsTerminal::is_terminal(&std::io::stdin())
             && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         auto_share: args.share.map(|dir| dir.to_string_lossy().into_owned()),
+        passwords: Arc::new(passwords::Passwords::from_env(
+            std::io::IsTerminal::is_terminal(&std::io::stdin()),
+            args.password_file,
+            args.new_password_file,
+        )),
     };
     let known_users = Arc::new(Mutex::new(Vec::new()));
     let session = Session::new(config, Arc::clone(&known_users));

@@ -151,7 +151,11 @@ impl Session {
             file: Ok(file.to_string()),
         };
         let datetime = self.config.time.now().await;
-        match self.ext.call(&request(&me, operation), &datetime).await {
+        match self
+            .route
+            .ext_call(true, &request(&me, operation), &datetime)
+            .await
+        {
             Ok(Reply::Sources(reply)) => plan_from(user, reply),
             Ok(reply) => {
                 // 3: not published there (or without a hash); 1/2: this shell

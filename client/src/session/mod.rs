@@ -24,12 +24,15 @@ use peerdex_protocol::{OpKind, Operation, Outcome, Reply, Request, UserEntry};
 mod connect_form;
 mod get_file;
 mod publish;
+mod route;
 mod search;
 mod share;
 
+use route::Route;
+
 use crate::content::cache::HashCache;
 use crate::directory_client::{DirectoryClient, DirectoryError};
-use crate::directory_ext_client::ExtDirectory;
+use crate::passwords::Passwords;
 use crate::peer::listener::Listener;
 use crate::peer::published::DirectoryCheck;
 use crate::peer::share_dir::ShareDir;
@@ -117,6 +120,8 @@ pub struct SessionConfig {
     pub progress: bool,
     /// `--share DIR`: run `SHARE DIR` right after a successful CONNECT.
     pub auto_share: Option<String>,
+    /// Where login and new passwords come from.
+    pub passwords: Arc<Passwords>,
 }
 
 /// The shell's state.
@@ -134,8 +139,9 @@ pub struct Session {
     known_users: Arc<Mutex<Vec<String>>>,
     /// Hashes of the share dir's files, shared with the listener.
     hashes: Arc<HashCache>,
-    /// The same directory for extension ops, remembering whether it has them.
-    ext: ExtDirectory,
+    /// Sessions or classic connections to the directory, and the extension
+    /// client that remembers whether it has the extensions.
+    route: Route,
 }
 
 impl Session {
@@ -143,7 +149,11 @@ impl Session {
         let hashes = Arc::new(HashCache::for_share(config.share.root()));
         Self {
             hashes,
-            ext: ExtDirectory::with_profile(config.directory.clone(), config.profile.clone()),
+            route: Route::new(
+                config.directory.clone(),
+                config.profile.clone(),
+                Arc::clone(&config.passwords),
+            ),
             config,
             last_named: String::new(),
             connected: None,
@@ -169,12 +179,7 @@ impl Session {
     /// Runs one command.
     pub async fn execute(&mut self, command: Command) -> (Printed, Flow) {
         let printed = match command {
-            Command::Register(user) => {
-                self.last_named = user.clone();
-                self.simple(OpKind::Register, &user, Operation::Register)
-                    .await
-                    .0
-            }
+            Command::Register(user) => self.register(user).await,
             Command::Unregister(user) => self.unregister(user).await,
             Command::Connect(user) => self.connect(user).await,
             Command::Disconnect(user) => self.disconnect(user).await,
@@ -233,13 +238,44 @@ impl Session {
             }
         }
         connection.listener.stop().await;
+        self.route.close().await;
         printed
+    }
+
+    /// Whether `user` is the shell's own user, whose session is held.
+    fn is_own(&self, user: &str) -> bool {
+        user == self.current_user()
     }
 
     async fn call(&self, user: &str, operation: Operation) -> Result<Reply, DirectoryError> {
         let request = request(user, operation);
         let datetime = self.config.time.now().await;
-        self.config.directory.call(&request, &datetime).await
+        self.route
+            .call(self.is_own(user), &request, &datetime)
+            .await
+    }
+
+    /// REGISTER: on a terminal, the new account's password is asked first
+    /// (empty for none) and the session that registers logs in with it.
+    async fn register(&mut self, user: String) -> Printed {
+        self.last_named = user.clone();
+        let fail =
+            |reason: String| Printed::fail(output::fail_line(OpKind::Register)).with_reason(reason);
+        let password = match self.config.passwords.new_for_register(&user).await {
+            Ok(password) => password,
+            Err(err) => return fail(err.to_string()),
+        };
+        let result = match password.filter(|p| !p.is_empty()) {
+            Some(password) => {
+                let datetime = self.config.time.now().await;
+                let request = request(&user, Operation::Register);
+                self.route
+                    .register_with(self.is_own(&user), &request, password, &datetime)
+                    .await
+            }
+            None => self.call(&user, Operation::Register).await,
+        };
+        reply_printed(OpKind::Register, result).0
     }
 
     /// Sends a request and prints its result line. Also returns the reply.

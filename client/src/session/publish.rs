@@ -94,7 +94,11 @@ impl Session {
                 hash: Ok(root),
             };
             let datetime = self.config.time.now().await;
-            match self.ext.call(&request(user, operation), &datetime).await {
+            match self
+                .route
+                .ext_call(self.is_own(user), &request(user, operation), &datetime)
+                .await
+            {
                 Ok(reply) => return Ok(reply),
                 Err(ExtError::Directory(err)) => return Err(err),
                 Err(ExtError::Unsupported { .. }) => {}
