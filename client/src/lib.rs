@@ -16,9 +16,13 @@
 //!   `_client` so that they are not mistaken for the server's rules.
 //! - [`time_source`]: the DATETIME of requests (RPC logger or local clock).
 //! - [`content`]: BLAKE3 piece hashing and the share's hash cache.
-//! - [`peer`]: peer-to-peer GET_FILE: [`peer::listener`] serves published
-//!   files opened by [`peer::share_dir`], asking the directory through
-//!   [`peer::published`] about files published in earlier sessions;
+//! - [`directory_session`]: a persistent, authenticated session with a
+//!   peerdex directory (pipelined calls, heartbeats, events); the shell's
+//!   choice between it and classic connections is `session::route`.
+//! - [`passwords`]: login and new passwords (no-echo prompt, file, env).
+//! - [`peer`]: peer-to-peer GET_FILE: [`peer::listener`] serves the files
+//!   opened by [`peer::share_dir`] that [`peer::published`]'s durable
+//!   record says the user published through peerdex;
 //!   [`peer::fetch`] downloads them (verified, resumable, multi-source
 //!   through the piece engine [`peer::swarm`]; classic [`peer::download`] as fallback).
 //!
@@ -68,6 +72,7 @@ pub async fn run(args: Args) -> anyhow::Result<shell::Status> {
         .or_else(server_profiles::default_state_dir);
     let profile = server_profiles::ServerProfile::load(state_dir.as_deref(), &directory.key());
     let config = SessionConfig {
+        state_dir: state_dir.clone(),
         directory,
         profile,
         time: TimeSource::new(args.time_service),

@@ -363,6 +363,10 @@ mod tests {
             *connected_at.lock().unwrap(),
             Some((listen.ip(), listen.port()))
         );
+        // Served only because alice published it through peerdex (the
+        // directory's listing alone would not do).
+        let earlier = run(&mut alice, "PUBLISH old.bin from before").await;
+        assert_eq!(earlier.out, ["c> PUBLISH OK"]);
         let published = run(&mut alice, "PUBLISH new.txt a new file").await;
         assert_eq!(published.out, ["c> PUBLISH OK"]);
         assert!(published.err.is_empty());

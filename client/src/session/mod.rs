@@ -14,9 +14,9 @@
 //! - [`get_file`], GET_FILE: its sources and the download;
 //! - [`search`], SEARCH.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use peerdex_protocol::{OpKind, Operation, Outcome, Reply, Request, UserEntry};
@@ -34,7 +34,7 @@ use crate::content::cache::HashCache;
 use crate::directory_client::{DirectoryClient, DirectoryError};
 use crate::passwords::Passwords;
 use crate::peer::listener::Listener;
-use crate::peer::published::DirectoryCheck;
+use crate::peer::published::PublicationRecord;
 use crate::peer::share_dir::ShareDir;
 use crate::peer::PeerAddr;
 use crate::server_profiles::ServerProfile;
@@ -102,6 +102,10 @@ struct Connection {
     user: String,
     /// Serves the user's published files while connected.
     listener: Listener,
+    /// What the listener serves: the user's publication record.
+    record: Arc<PublicationRecord>,
+    /// Names published through this shell since CONNECT (SHARE skips them).
+    published_here: HashSet<String>,
 }
 
 /// How a session reaches the world.
@@ -122,6 +126,8 @@ pub struct SessionConfig {
     pub auto_share: Option<String>,
     /// Where login and new passwords come from.
     pub passwords: Arc<Passwords>,
+    /// The state dir: publication records (`None`: kept in memory).
+    pub state_dir: Option<PathBuf>,
 }
 
 /// The shell's state.
@@ -294,9 +300,50 @@ impl Session {
             .simple(OpKind::Unregister, &user, Operation::Unregister)
             .await;
         if reply.is_some_and(|r| r.outcome() == Outcome::Ok) {
+            let record = self.record_of(&user);
             self.forget_connection_of(&user).await;
+            if let Err(err) = record.clear() {
+                return printed.with_reason(format!(
+                    "warning: cannot clear the record of {user}'s publications: {err}"
+                ));
+            }
         }
         printed
+    }
+
+    /// The record of what `user` published through peerdex from this
+    /// share dir to this directory (the listener's, when connected).
+    fn record_of(&self, user: &str) -> Arc<PublicationRecord> {
+        match &self.connected {
+            Some(connection) if connection.user == user => Arc::clone(&connection.record),
+            _ => Arc::new(PublicationRecord::open(
+                self.config.state_dir.as_deref(),
+                &self.config.directory.key(),
+                user,
+                self.config.share.root(),
+            )),
+        }
+    }
+
+    /// Records that `user` published (`true`) or withdrew `name`; a record
+    /// that cannot be written gives a warning for stderr.
+    fn note_publication(&mut self, user: &str, name: &str, published: bool) -> Option<String> {
+        let record = self.record_of(user);
+        if let Some(connection) = self.connected.as_mut().filter(|c| c.user == user) {
+            if published {
+                connection.published_here.insert(name.to_string());
+            } else {
+                connection.published_here.remove(name);
+            }
+        }
+        let result = if published {
+            record.insert(name)
+        } else {
+            record.remove(name)
+        };
+        result.err().map(|err| {
+            format!("warning: cannot record the publication of {name}: {err}; peers may not get it")
+        })
     }
 
     async fn connect(&mut self, user: String) -> Printed {
@@ -314,17 +361,12 @@ impl Session {
             return reply_printed(OpKind::Connect, result).0;
         }
         let bind = self.config.listen.unwrap_or(DEFAULT_LISTEN);
-        // What the user published in earlier sessions is asked of the
-        // directory when a peer wants it, not listed here: the user sees in
-        // the logger only the operations typed.
-        let check = DirectoryCheck::new(
-            self.config.directory.clone(),
-            self.config.time.clone(),
-            user.clone(),
-        );
+        // The listener serves what the user published through peerdex, in
+        // this or an earlier shell: the durable record, never the directory.
+        let record = self.record_of(&user);
         let share = self.config.share.clone();
         let hashes = Arc::clone(&self.hashes);
-        let listener = match Listener::start(bind, share, Some(check), hashes).await {
+        let listener = match Listener::start(bind, share, Arc::clone(&record), hashes).await {
             Ok(listener) => listener,
             Err(err) => {
                 return Printed::fail(output::fail_line(OpKind::Connect))
@@ -337,7 +379,12 @@ impl Session {
             if let Some(warning) = self.settle_connect_form(&user, listener.local_addr()).await {
                 printed = printed.with_reason(warning);
             }
-            self.connected = Some(Connection { user, listener });
+            self.connected = Some(Connection {
+                user,
+                listener,
+                record,
+                published_here: HashSet::new(),
+            });
             if let Some(dir) = self.config.auto_share.clone() {
                 let shared = self.share(&dir, None).await;
                 let mut printed = printed;
@@ -437,10 +484,9 @@ mod testing;
 
 #[cfg(test)]
 mod tests {
-    use super::testing::{code, run, session_for, FakeDirectory};
+    use super::testing::{code, run, session_for, session_in, FakeDirectory};
     use super::*;
     use peerdex_protocol::reply::{put_code, put_content_entry, put_count};
-    use peerdex_protocol::wire::{field_reader, read_request, RequestRead};
     use std::fs;
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
@@ -481,151 +527,100 @@ mod tests {
         reply
     }
 
-    #[tokio::test]
-    async fn earlier_publications_are_asked_of_the_directory_when_needed() {
-        // The directory lists what alice published in an earlier session.
-        let directory = FakeDirectory::start(|request, _| {
+    /// A directory that accepts everything and lists `raw.bin` (published
+    /// by someone else with a raw client) as alice's.
+    async fn lenient_directory() -> FakeDirectory {
+        FakeDirectory::start(|request, _| {
             let mut out = bytes::BytesMut::new();
             if let Operation::FindSources { .. } = request.operation {
-                // The extension probe: nothing known about that content.
                 put_code(&mut out, 3);
                 return out;
             }
             put_code(&mut out, 0);
             if let Operation::ListContent { .. } = request.operation {
                 put_count(&mut out, 2);
+                put_content_entry(&mut out, "raw.bin", "not from alice's shell").unwrap();
                 put_content_entry(&mut out, "old.bin", "from before").unwrap();
-                put_content_entry(&mut out, "dropped.bin", "deleted now").unwrap();
+            }
+            if let Operation::ListUsers = request.operation {
+                put_count(&mut out, 0);
             }
             out
         })
-        .await;
+        .await
+    }
+
+    #[tokio::test]
+    async fn earlier_publications_are_served_from_the_durable_record() {
+        let directory = lenient_directory().await;
         let shared = tempfile::tempdir().unwrap();
-        for name in ["old.bin", "stray.bin", "dropped.bin", "new.bin"] {
+        let state = tempfile::tempdir().unwrap();
+        for name in ["old.bin", "raw.bin", "new.bin"] {
             fs::write(shared.path().join(name), format!("<{name}>")).unwrap();
         }
-        let mut alice = directory.session(shared.path());
+        let mut first = session_in(directory.port(), shared.path(), state.path());
+        run(&mut first, "CONNECT alice").await;
+        assert_eq!(
+            run(&mut first, "PUBLISH old.bin d").await.out,
+            ["c> PUBLISH OK"]
+        );
+        first.execute(Command::Quit).await;
+
+        // A new shell, same state dir: old.bin is served without asking.
+        let mut alice = session_in(directory.port(), shared.path(), state.path());
         assert_eq!(
             run(&mut alice, "CONNECT alice").await.out,
             ["c> CONNECT OK"]
         );
-        let ops = |directory: &FakeDirectory| -> Vec<OpKind> {
-            directory
-                .requests()
-                .iter()
-                .map(|r| r.operation.kind())
-                .collect()
-        };
-        // CONNECT lists nothing of earlier sessions; the directory's kind
-        // being unknown, one read-only probe follows it (once per server).
-        assert_eq!(
-            ops(&directory),
-            [OpKind::Connect, OpKind::FindSources],
-            "CONNECT sends only CONNECT and the probe"
-        );
         let listen = alice.listener_addr().unwrap();
+        assert_eq!(raw_get_file(listen, "old.bin").await, b"0\0<old.bin>");
+        // The directory lists raw.bin as alice's: not served all the same.
+        assert_eq!(raw_get_file(listen, "raw.bin").await, b"1\0");
+        assert_eq!(raw_get_file(listen, "missing.bin").await, b"1\0");
+        let ops: Vec<OpKind> = directory
+            .requests()
+            .iter()
+            .map(|r| r.operation.kind())
+            .collect();
+        assert!(!ops.contains(&OpKind::ListContent), "{ops:?}");
 
-        // A burst of requests for names the shell does not know: one query.
-        let burst = ["old.bin", "stray.bin", "old.bin", "stray.bin"].repeat(4);
-        let replies =
-            futures::future::join_all(burst.iter().map(|name| raw_get_file(listen, name))).await;
-        for (name, reply) in burst.iter().zip(replies) {
-            let expected = match *name {
-                "old.bin" => b"0\0<old.bin>".to_vec(),
-                _ => b"1\0".to_vec(),
-            };
-            assert_eq!(reply, expected, "{name}");
-        }
-        let requests = directory.requests();
         assert_eq!(
-            ops(&directory),
-            [OpKind::Connect, OpKind::FindSources, OpKind::ListContent]
-        );
-        let query = &requests[2];
-        assert_eq!(query.user, Ok("alice".into()));
-        assert_eq!(
-            query.operation,
-            Operation::ListContent {
-                remote_user: Ok("alice".into())
-            }
-        );
-        assert!(query
-            .datetime
-            .as_deref()
-            .is_some_and(peerdex_protocol::datetime::is_datetime));
-
-        // Still known (cached), deleted or published here, or not in the
-        // share dir: nobody asks the directory.
-        assert_eq!(raw_get_file(listen, "stray.bin").await, b"1\0");
-        assert_eq!(
-            raw_get_file(listen, "dropped.bin").await,
-            b"0\0<dropped.bin>"
-        );
-        assert_eq!(
-            run(&mut alice, "DELETE dropped.bin").await.out,
+            run(&mut alice, "DELETE old.bin").await.out,
             ["c> DELETE OK"]
         );
-        assert_eq!(raw_get_file(listen, "dropped.bin").await, b"1\0");
+        assert_eq!(raw_get_file(listen, "old.bin").await, b"1\0");
         assert_eq!(
             run(&mut alice, "PUBLISH new.bin d").await.out,
             ["c> PUBLISH OK"]
         );
         assert_eq!(raw_get_file(listen, "new.bin").await, b"0\0<new.bin>");
-        assert_eq!(raw_get_file(listen, "missing.bin").await, b"1\0");
-        assert_eq!(
-            ops(&directory),
-            [
-                OpKind::Connect,
-                OpKind::FindSources,
-                OpKind::ListContent,
-                OpKind::Delete,
-                // The file is in the share dir: published with its identity.
-                OpKind::PublishContent
-            ]
-        );
         alice.execute(Command::Quit).await;
+
+        // Another user of the same state dir and share has its own record.
+        let mut bob = session_in(directory.port(), shared.path(), state.path());
+        run(&mut bob, "CONNECT bob").await;
+        let listen = bob.listener_addr().unwrap();
+        assert_eq!(raw_get_file(listen, "new.bin").await, b"1\0");
+        bob.execute(Command::Quit).await;
     }
 
     #[tokio::test]
-    async fn a_silent_directory_means_not_published() {
-        // Answers CONNECT, then never answers anything else.
-        let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = socket.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            let mut held = Vec::new();
-            loop {
-                let (mut sock, _) = socket.accept().await.unwrap();
-                let mut reader = field_reader(&mut sock);
-                let Ok(RequestRead::Request(request)) = read_request(&mut reader).await else {
-                    continue;
-                };
-                if let Operation::Connect(_) = request.operation {
-                    sock.write_all(b"0\0").await.unwrap();
-                } else {
-                    held.push(sock);
-                }
-            }
-        });
+    async fn unregister_clears_the_record() {
+        let directory = lenient_directory().await;
         let shared = tempfile::tempdir().unwrap();
-        fs::write(shared.path().join("old.bin"), b"old").unwrap();
-        let mut alice = session_for(port, shared.path());
+        let state = tempfile::tempdir().unwrap();
+        fs::write(shared.path().join("a.bin"), b"a").unwrap();
+        let mut alice = session_in(directory.port(), shared.path(), state.path());
+        run(&mut alice, "REGISTER alice").await;
+        run(&mut alice, "PUBLISH a.bin d").await;
         assert_eq!(
-            run(&mut alice, "CONNECT alice").await.out,
-            ["c> CONNECT OK"]
+            run(&mut alice, "UNREGISTER alice").await.out,
+            ["c> UNREGISTER OK"]
         );
+        run(&mut alice, "CONNECT alice").await;
         let listen = alice.listener_addr().unwrap();
-        let started = std::time::Instant::now();
-        assert_eq!(raw_get_file(listen, "old.bin").await, b"1\0");
-        let waited = started.elapsed();
-        assert!(
-            waited >= crate::peer::published::QUERY_TIMEOUT
-                && waited < crate::peer::published::QUERY_TIMEOUT * 2,
-            "{waited:?}"
-        );
-        // The failure is remembered for a moment: no second wait.
-        let started = std::time::Instant::now();
-        assert_eq!(raw_get_file(listen, "old.bin").await, b"1\0");
-        assert!(started.elapsed() < crate::peer::published::QUERY_TIMEOUT);
+        assert_eq!(raw_get_file(listen, "a.bin").await, b"1\0");
+        alice.execute(Command::Quit).await;
     }
 
     #[tokio::test]

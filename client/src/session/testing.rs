@@ -52,9 +52,20 @@ impl FakeDirectory {
         self.requests.lock().unwrap().clone()
     }
 
+    pub(super) fn port(&self) -> u16 {
+        self.port
+    }
+
     pub(super) fn session(&self, share: &Path) -> Session {
         session_for(self.port, share)
     }
+}
+
+/// A session keeping its publication records in `state_dir`.
+pub(super) fn session_in(port: u16, share: &Path, state_dir: &Path) -> Session {
+    let mut session = session_for(port, share);
+    session.config.state_dir = Some(state_dir.to_path_buf());
+    session
 }
 
 pub(super) fn session_for(port: u16, share: &Path) -> Session {
@@ -68,6 +79,7 @@ pub(super) fn session_for(port: u16, share: &Path) -> Session {
         progress: false,
         auto_share: None,
         passwords: Arc::new(crate::passwords::Passwords::none()),
+        state_dir: None,
     };
     Session::new(config, Arc::new(Mutex::new(Vec::new())))
 }
@@ -226,6 +238,7 @@ pub(super) fn session_with_passwords(
         progress: false,
         auto_share: None,
         passwords: Arc::new(passwords),
+        state_dir: None,
     };
     Session::new(config, Arc::new(Mutex::new(Vec::new())))
 }
