@@ -23,6 +23,7 @@ use peerdex_protocol::{OpKind, Operation, Outcome, Reply, Request, UserEntry};
 
 mod connect_form;
 mod get_file;
+mod passwd;
 mod publish;
 mod route;
 mod search;
@@ -209,6 +210,8 @@ impl Session {
             }
             Command::Share { dir, description } => self.share(&dir, description).await,
             Command::Search(pattern) => self.search(pattern).await,
+            Command::Whois(user) => self.whois(user).await,
+            Command::Passwd => self.passwd().await,
             Command::Help => Printed {
                 out: help_lines(),
                 ..Printed::default()
