@@ -24,6 +24,7 @@ use peerdex_protocol::{OpKind, Operation, Outcome, Reply, Request, UserEntry};
 mod connect_form;
 mod get_file;
 mod passwd;
+mod presence;
 mod publish;
 mod route;
 mod search;
@@ -149,6 +150,10 @@ pub struct Session {
     /// Sessions or classic connections to the directory, and the extension
     /// client that remembers whether it has the extensions.
     route: Route,
+    /// The held session was lost and is not restored yet.
+    restoring: bool,
+    /// The held session was logged out: it ends without a restore.
+    logged_out: bool,
 }
 
 impl Session {
@@ -163,6 +168,8 @@ impl Session {
             ),
             config,
             last_named: String::new(),
+            restoring: false,
+            logged_out: false,
             connected: None,
             peers: HashMap::new(),
             known_users,
@@ -185,6 +192,13 @@ impl Session {
 
     /// Runs one command.
     pub async fn execute(&mut self, command: Command) -> (Printed, Flow) {
+        let notes = self.attend_session().await;
+        let (mut printed, flow) = self.run_command(command).await;
+        printed.err.splice(0..0, notes);
+        (printed, flow)
+    }
+
+    async fn run_command(&mut self, command: Command) -> (Printed, Flow) {
         let printed = match command {
             Command::Register(user) => self.register(user).await,
             Command::Unregister(user) => self.unregister(user).await,

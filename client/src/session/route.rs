@@ -193,6 +193,11 @@ impl Route {
         events
     }
 
+    /// Drops the held session (it no longer acts for its account).
+    pub(crate) async fn forget(&self) {
+        self.held.lock().await.take();
+    }
+
     /// Ends the held session politely (QUIT).
     pub(crate) async fn close(&self) {
         if let Some(held) = self.held.lock().await.take() {

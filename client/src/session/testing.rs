@@ -126,7 +126,7 @@ impl FakeSessionDirectory {
         let port = socket.local_addr().unwrap().port();
         let logins = Arc::new(Mutex::new(Vec::new()));
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let (events, _) = tokio::sync::broadcast::channel(16);
+        let (events, _) = tokio::sync::broadcast::channel::<peerdex_protocol::frame::Event>(16);
         let (login, answer) = (Arc::new(login), Arc::new(answer));
         let (seen_logins, seen, event_source) =
             (Arc::clone(&logins), Arc::clone(&requests), events.clone());
@@ -175,6 +175,8 @@ impl FakeSessionDirectory {
                             next = framed.next() => next,
                             event = events.recv() => {
                                 match event {
+                                    // How a test makes the server go away.
+                                    Ok(event) if event.name == "__DROP__" => return,
                                     Ok(event) => { let _ = framed.send(Frame::Event(event)).await; }
                                     Err(_) => return,
                                 }
