@@ -91,6 +91,7 @@ impl Passwords {
     }
 
     /// Only empty passwords: what a shell with no source at all uses.
+    #[cfg(test)]
     pub fn none() -> Self {
         Self::new(None, None, None, None, None)
     }
@@ -110,11 +111,6 @@ impl Passwords {
             new_env,
             known: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// Whether the user can be asked.
-    pub fn can_prompt(&self) -> bool {
-        self.prompter.is_some()
     }
 
     /// The password to log `user` in with.

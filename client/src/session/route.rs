@@ -71,19 +71,8 @@ impl Route {
         }
     }
 
-    /// Shorter session clocks (tests).
-    #[cfg(test)]
-    pub(crate) fn with_timing(mut self, timing: Timing) -> Self {
-        self.timing = timing;
-        self
-    }
-
     pub(crate) fn ext(&self) -> &ExtDirectory {
         &self.ext
-    }
-
-    pub(crate) fn passwords(&self) -> &Passwords {
-        &self.passwords
     }
 
     /// Whether sessions may be tried with this server.
