@@ -145,6 +145,8 @@ impl std::fmt::Debug for SessionLink {
 /// State shared by the calls and the reader.
 struct Shared {
     waiters: Mutex<Waiters>,
+    /// Woken when the session ends.
+    ended: tokio::sync::Notify,
 }
 
 /// Requests in flight, by id; `dead` once the session ended.
@@ -155,6 +157,8 @@ struct Waiters {
     dead: Option<String>,
     /// We asked for the end: no `Lost` event.
     closing: bool,
+    /// The server said the session no longer acts for its account.
+    logged_out: bool,
 }
 
 /// One request's reply as it arrives.
@@ -233,7 +237,36 @@ impl Shared {
         for (_, pending) in waiters.pending.drain() {
             let _ = pending.done.send(Err(reason.to_string()));
         }
-        !waiters.closing
+        let unasked = !waiters.closing;
+        drop(waiters);
+        self.ended.notify_waiters();
+        unasked
+    }
+}
+
+/// Tells when a session ended, without keeping it open.
+#[derive(Clone)]
+pub struct EndSignal(Arc<Shared>);
+
+impl EndSignal {
+    /// Returns once the session has ended.
+    pub async fn ended(&self) {
+        loop {
+            let notified = self.0.ended.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.0.lock().dead.is_some() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Whether it ended without our asking and without a logout: a loss
+    /// worth reconnecting after.
+    pub fn lost(&self) -> bool {
+        let waiters = self.0.lock();
+        waiters.dead.is_some() && !waiters.closing && !waiters.logged_out
     }
 }
 
@@ -314,6 +347,7 @@ impl SessionLink {
         }
         let shared = Arc::new(Shared {
             waiters: Mutex::new(Waiters::default()),
+            ended: tokio::sync::Notify::new(),
         });
         let (outgoing, queued) = mpsc::channel(OUTGOING_QUEUE);
         let (events, received) = mpsc::channel(EVENT_QUEUE);
@@ -346,6 +380,11 @@ impl SessionLink {
     /// The local address of the session's connection.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// A handle that tells when this session ends.
+    pub fn end_signal(&self) -> EndSignal {
+        EndSignal(Arc::clone(&self.shared))
     }
 
     /// Whether the session can still carry requests.
@@ -499,7 +538,10 @@ async fn read_frames(
                 let reason = event.fields.into_iter().next().unwrap_or_default();
                 let event = match event.name.as_str() {
                     EVENT_DISCONNECTED => SessionEvent::Disconnected { reason },
-                    EVENT_LOGGED_OUT => SessionEvent::LoggedOut { reason },
+                    EVENT_LOGGED_OUT => {
+                        shared.lock().logged_out = true;
+                        SessionEvent::LoggedOut { reason }
+                    }
                     other => {
                         tracing::debug!("ignoring event {other:?}");
                         continue;

@@ -26,6 +26,7 @@ mod get_file;
 mod passwd;
 mod presence;
 mod publish;
+mod reconnect;
 mod route;
 mod search;
 mod share;
@@ -150,10 +151,6 @@ pub struct Session {
     /// Sessions or classic connections to the directory, and the extension
     /// client that remembers whether it has the extensions.
     route: Route,
-    /// The held session was lost and is not restored yet.
-    restoring: bool,
-    /// The held session was logged out: it ends without a restore.
-    logged_out: bool,
 }
 
 impl Session {
@@ -165,11 +162,10 @@ impl Session {
                 config.directory.clone(),
                 config.profile.clone(),
                 Arc::clone(&config.passwords),
+                config.time.clone(),
             ),
             config,
             last_named: String::new(),
-            restoring: false,
-            logged_out: false,
             connected: None,
             peers: HashMap::new(),
             known_users,
@@ -238,7 +234,7 @@ impl Session {
     /// Leaves the shell: disconnects the connected user without printing on
     /// stdout (failures go to stderr) and stops the listener.
     pub async fn shutdown(&mut self) -> Printed {
-        let Some(connection) = self.connected.take() else {
+        let Some(connection) = self.take_connection() else {
             return Printed::default();
         };
         let mut printed = Printed::default();
@@ -263,6 +259,12 @@ impl Session {
         connection.listener.stop().await;
         self.route.close().await;
         printed
+    }
+
+    /// Forgets the connection (the directory no longer lists the user).
+    fn take_connection(&mut self) -> Option<Connection> {
+        self.route.set_presence(None);
+        self.connected.take()
     }
 
     /// Whether `user` is the shell's own user, whose session is held.
@@ -396,6 +398,8 @@ impl Session {
             if let Some(warning) = self.settle_connect_form(&user, listener.local_addr()).await {
                 printed = printed.with_reason(warning);
             }
+            self.route
+                .set_presence(Some((user.clone(), listener.local_addr())));
             self.connected = Some(Connection {
                 user,
                 listener,
@@ -432,7 +436,7 @@ impl Session {
     /// Stops the listener if `user` is the one connected through this shell.
     async fn forget_connection_of(&mut self, user: &str) {
         if self.connected.as_ref().is_some_and(|c| c.user == user) {
-            if let Some(connection) = self.connected.take() {
+            if let Some(connection) = self.take_connection() {
                 connection.listener.stop().await;
             }
         }

@@ -5,12 +5,10 @@
 //! `DISCONNECTED` (the user was connected elsewhere) stops the listener and
 //! forgets the connection; `LOGGED_OUT` (password changed, account
 //! removed) ends the session and the connection it held. A session lost
-//! otherwise (the server went away) is announced once and restored before
-//! the command runs: a new login and, when the user was connected, the
-//! same CONNECT again (same listener address), since the server
-//! disconnects session-held users when their session ends.
-
-use peerdex_protocol::Outcome;
+//! otherwise (the server went away) is restored in the background
+//! ([`super::reconnect`]); a command typed while it is still down first
+//! tries to restore it, so that a script run right after a server restart
+//! finds its user connected again before its next command.
 
 use super::Session;
 use crate::directory_session::SessionEvent;
@@ -23,7 +21,7 @@ impl Session {
         for event in self.route.events().await {
             match event {
                 SessionEvent::Disconnected { reason } => {
-                    if let Some(connection) = self.connected.take() {
+                    if let Some(connection) = self.take_connection() {
                         notes.push(format!(
                             "peerdex: {} was disconnected by the directory: {reason}",
                             connection.user
@@ -36,75 +34,17 @@ impl Session {
                     notes.push(format!(
                         "peerdex: {user} was logged out by the directory: {reason}"
                     ));
-                    self.logged_out = true;
+                    // The next command logs in afresh (asking on a terminal).
                     self.route.forget().await;
-                    if let Some(connection) = self.connected.take() {
+                    if let Some(connection) = self.take_connection() {
                         connection.listener.stop().await;
                     }
                 }
-                SessionEvent::Lost { reason } => {
-                    if !self.logged_out && !self.restoring {
-                        tracing::debug!("session lost: {reason}");
-                        notes.push(format!(
-                            "peerdex: session with {} lost; reconnecting",
-                            self.config.directory.addr()
-                        ));
-                        self.restoring = true;
-                    }
-                }
+                // Noted and restored by the reconnecting side.
+                SessionEvent::Lost { reason } => tracing::debug!("session lost: {reason}"),
             }
         }
-        if self.logged_out {
-            // The next command logs in afresh (asking on a terminal).
-            self.logged_out = false;
-            self.restoring = false;
-            return notes;
-        }
-        if !self.restoring {
-            match self.route.held_state().await {
-                Some((_, false)) => self.restoring = true,
-                _ => return notes,
-            }
-        }
-        let Some((user, alive)) = self.route.held_state().await else {
-            self.restoring = false;
-            return notes;
-        };
-        // A command since may have opened it again already.
-        let reopened = if alive {
-            Ok(true)
-        } else {
-            self.route.reopen(&user).await
-        };
-        match reopened {
-            Ok(true) => {}
-            Ok(false) => {
-                // The server no longer opens sessions: classic from now on.
-                self.restoring = false;
-                return notes;
-            }
-            Err(err) => {
-                tracing::debug!("cannot restore the session yet: {err}");
-                return notes;
-            }
-        }
-        self.restoring = false;
-        if let Some(listen) = self
-            .connected
-            .as_ref()
-            .filter(|c| c.user == user)
-            .map(|c| c.listener.local_addr())
-        {
-            match self.send_connect(&user, listen).await {
-                Ok(reply) if reply.outcome() == Outcome::Ok => {}
-                Ok(reply) => notes.push(format!(
-                    "peerdex: CONNECT of {user} again answered {:?}",
-                    reply.outcome()
-                )),
-                Err(err) => notes.push(format!("peerdex: CONNECT of {user} again failed: {err}")),
-            }
-        }
-        notes.push("peerdex: session restored".to_string());
+        notes.extend(self.route.restore().await);
         notes
     }
 }
@@ -185,6 +125,38 @@ mod tests {
         assert_eq!(shell.listener_addr(), Some(listen), "still serving");
         // Said once: the next command is quiet.
         assert!(run(&mut shell, "LIST_USERS").await.err.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_lost_session_is_restored_in_the_background() {
+        let directory = directory().await;
+        let share = tempfile::tempdir().unwrap();
+        let mut shell = directory.session(share.path());
+        assert_eq!(run(&mut shell, "CONNECT al").await.out, ["c> CONNECT OK"]);
+        directory.events.send(event("__DROP__", "")).unwrap();
+        // No command typed: the shell logs in and connects again by itself.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let connects = || {
+            directory
+                .requests()
+                .iter()
+                .filter(|(_, r)| r.operation.kind() == OpKind::Connect)
+                .count()
+        };
+        while connects() < 2 {
+            assert!(Instant::now() < deadline, "not restored in the background");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(directory.logins().len(), 2);
+        let printed = run(&mut shell, "LIST_USERS").await;
+        assert_eq!(printed.err.len(), 2, "{:?}", printed.err);
+        assert!(printed.err[0].ends_with("lost; reconnecting"));
+        assert_eq!(printed.err[1], "peerdex: session restored");
+        assert_eq!(
+            directory.logins().len(),
+            2,
+            "the command used the restored session"
+        );
     }
 
     #[tokio::test]

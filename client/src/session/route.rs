@@ -16,26 +16,18 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use peerdex_protocol::frame::{FrameError, Login};
+use peerdex_protocol::frame::FrameError;
 use peerdex_protocol::{Reply, Request, Secret};
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::mpsc;
 
-use crate::directory_client::{DirectoryClient, DirectoryError, REPLY_TIMEOUT};
-use crate::directory_ext_client::{ExtDirectory, ExtError, PROBE_BUDGET};
-use crate::directory_session::{CallError, OpenError, SessionEvent, SessionLink, Timing};
+use super::reconnect::Opener;
+use crate::directory_client::{DirectoryClient, DirectoryError};
+use crate::directory_ext_client::{ExtDirectory, ExtError};
+use crate::directory_session::{CallError, OpenError, SessionEvent, SessionLink};
 use crate::passwords::Passwords;
 use crate::server_profiles::{Extensions, ServerProfile, Sessions};
-
-/// What a login sends as `CLIENT_VERSION`.
-const CLIENT_VERSION: &str = concat!("peerdex/", env!("PEERDEX_VERSION"));
-
-/// The held session and its events.
-struct Held {
-    link: Arc<SessionLink>,
-    events: mpsc::Receiver<SessionEvent>,
-}
+use crate::time_source::TimeSource;
 
 /// Which way one request goes.
 enum Via {
@@ -49,10 +41,16 @@ enum Via {
 pub(crate) struct Route {
     directory: DirectoryClient,
     ext: ExtDirectory,
-    profile: ServerProfile,
-    passwords: Arc<Passwords>,
-    timing: Timing,
-    held: Mutex<Option<Held>>,
+    /// Opens sessions and keeps the held one.
+    opener: Opener,
+}
+
+impl Drop for Route {
+    fn drop(&mut self) {
+        self.opener
+            .stopped
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Route {
@@ -60,15 +58,34 @@ impl Route {
         directory: DirectoryClient,
         profile: ServerProfile,
         passwords: Arc<Passwords>,
+        time: TimeSource,
     ) -> Self {
-        Self {
-            ext: ExtDirectory::with_profile(directory.clone(), profile.clone()),
-            directory,
-            profile,
+        let opener = Opener::new(
+            directory.host().to_string(),
+            directory.port(),
+            directory.addr(),
+            profile.clone(),
             passwords,
-            timing: Timing::default(),
-            held: Mutex::new(None),
+            time,
+        );
+        Self {
+            ext: ExtDirectory::with_profile(directory.clone(), profile),
+            directory,
+            opener,
         }
+    }
+
+    /// Records the user connected through the shell (restored sessions
+    /// CONNECT it again), or that none is.
+    pub(crate) fn set_presence(&self, presence: Option<(String, SocketAddr)>) {
+        self.opener.set_presence(presence);
+    }
+
+    /// Restores a lost held session now; returns the lines noted for
+    /// stderr since the last call (losses, restores).
+    pub(crate) async fn restore(&self) -> Vec<String> {
+        self.opener.restore().await;
+        self.opener.take_notices()
     }
 
     pub(crate) fn ext(&self) -> &ExtDirectory {
@@ -77,7 +94,7 @@ impl Route {
 
     /// Whether sessions may be tried with this server.
     fn sessions_possible(&self) -> bool {
-        let profile = self.profile.get();
+        let profile = self.opener.profile.get();
         let now = crate::server_profiles::now_secs();
         profile.extensions_now(now) != Extensions::Classic
             && profile.sessions_now(now) != Sessions::No
@@ -157,22 +174,16 @@ impl Route {
     }
 
     /// The held session's user, and whether it is alive.
+    #[cfg(test)]
     pub(crate) async fn held_state(&self) -> Option<(String, bool)> {
-        let held = self.held.lock().await;
+        let held = self.opener.held.lock().await;
         held.as_ref()
             .map(|h| (h.link.user().to_string(), h.link.is_alive()))
     }
 
-    /// Opens the held session for `user` again (after it was lost);
-    /// `Ok(false)` when the server no longer opens sessions.
-    pub(crate) async fn reopen(&self, user: &str) -> Result<bool, DirectoryError> {
-        self.held.lock().await.take();
-        Ok(matches!(self.via(user, true, None).await?, Via::Held(_)))
-    }
-
     /// Events of the held session not yet seen.
     pub(crate) async fn events(&self) -> Vec<SessionEvent> {
-        let mut held = self.held.lock().await;
+        let mut held = self.opener.held.lock().await;
         let mut events = Vec::new();
         if let Some(held) = held.as_mut() {
             while let Ok(event) = held.events.try_recv() {
@@ -184,12 +195,12 @@ impl Route {
 
     /// Drops the held session (it no longer acts for its account).
     pub(crate) async fn forget(&self) {
-        self.held.lock().await.take();
+        self.opener.held.lock().await.take();
     }
 
     /// Ends the held session politely (QUIT).
     pub(crate) async fn close(&self) {
-        if let Some(held) = self.held.lock().await.take() {
+        if let Some(held) = self.opener.held.lock().await.take() {
             held.link.close().await;
         }
     }
@@ -206,7 +217,7 @@ impl Route {
         if user.is_empty() || !self.sessions_possible() {
             return Ok(Via::Classic);
         }
-        let mut held = self.held.lock().await;
+        let mut held = self.opener.held.lock().await;
         if own && password.is_none() {
             if let Some(current) = held.as_ref() {
                 if current.link.user() == user && current.link.is_alive() {
@@ -222,14 +233,7 @@ impl Route {
             });
         }
         match self.open(user, password).await? {
-            Some((link, events)) => {
-                let link = Arc::new(link);
-                *held = Some(Held {
-                    link: Arc::clone(&link),
-                    events,
-                });
-                Ok(Via::Held(link))
-            }
+            Some((link, events)) => Ok(Via::Held(self.opener.install(&mut held, link, events))),
             None => Ok(Via::Classic),
         }
     }
@@ -245,27 +249,27 @@ impl Route {
         let given = password.is_some();
         let password = match password {
             Some(password) => password,
-            None => self.passwords.login(user)?,
+            None => self.opener.passwords.login(user)?,
         };
-        match self.try_open(user, password.clone()).await {
+        match self.opener.try_open(user, password.clone()).await {
             Ok(opened) => {
                 if given && !password.is_empty() {
-                    self.passwords.remember(user, password);
+                    self.opener.passwords.remember(user, password);
                 }
                 Ok(Some(opened))
             }
             Err(OpenError::NotSession { addr, why }) => {
                 tracing::debug!("{addr} opens no session ({why}): classic connections");
-                self.profile.set_sessions(Sessions::No);
+                self.opener.profile.set_sessions(Sessions::No);
                 Ok(None)
             }
             Err(OpenError::Refused { user: refused }) if password.is_empty() && !given => {
-                let Some(typed) = self.passwords.prompt_login(user).await? else {
+                let Some(typed) = self.opener.passwords.prompt_login(user).await? else {
                     return Err(DirectoryError::WrongPassword { user: refused });
                 };
-                match self.try_open(user, typed.clone()).await {
+                match self.opener.try_open(user, typed.clone()).await {
                     Ok(opened) => {
-                        self.passwords.remember(user, typed);
+                        self.opener.passwords.remember(user, typed);
                         Ok(Some(opened))
                     }
                     Err(err) => Err(open_error(err)),
@@ -273,38 +277,6 @@ impl Route {
             }
             Err(err) => Err(open_error(err)),
         }
-    }
-
-    async fn try_open(
-        &self,
-        user: &str,
-        password: Secret,
-    ) -> Result<(SessionLink, mpsc::Receiver<SessionEvent>), OpenError> {
-        // A server known to open sessions may take its time (a login
-        // delayed after failures); one of unknown kind has the probe's.
-        let first_byte = match self.profile.get().sessions {
-            Sessions::Yes => REPLY_TIMEOUT,
-            _ => PROBE_BUDGET,
-        };
-        let login = Login {
-            user: user.to_string(),
-            password,
-            client_version: CLIENT_VERSION.to_string(),
-        };
-        let opened = SessionLink::open(
-            self.directory.host(),
-            self.directory.port(),
-            login,
-            first_byte.max(Duration::from_millis(1)),
-            self.timing,
-        )
-        .await?;
-        self.profile.set_sessions(Sessions::Yes);
-        if self.profile.get().extensions != Extensions::Peerdex {
-            // Only a peerdex directory opens sessions: no probe needed.
-            self.profile.set_extensions(Extensions::Peerdex);
-        }
-        Ok(opened)
     }
 
     async fn call_on(
