@@ -469,11 +469,17 @@ impl Drop for SessionLink {
         self.tasks[1].abort();
         self.shared.die("closed by this client");
         let writer = self.tasks[0].clone();
-        // A writer stuck on a full socket must not outlive the link.
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            writer.abort();
-        });
+        // A writer stuck on a full socket must not outlive the link; with
+        // no runtime left (process exit) it is gone already.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    writer.abort();
+                });
+            }
+            Err(_) => writer.abort(),
+        }
     }
 }
 

@@ -12,7 +12,11 @@
 //! - [`publish`], PUBLISH and DELETE, hashing for the content identity;
 //! - [`share`], SHARE: a PUBLISH per file of a directory;
 //! - [`get_file`], GET_FILE: its sources and the download;
-//! - [`search`], SEARCH.
+//! - [`search`], SEARCH;
+//! - [`passwd`], WHOIS and PASSWD;
+//! - [`route`], whether a request goes through a session of its user or on
+//!   a classic connection; [`reconnect`], the held session's opening and
+//!   restoring; [`presence`], its events before each command.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};

@@ -50,6 +50,10 @@ impl Drop for Route {
         self.opener
             .stopped
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        // Ends the held session (its watcher then ends too).
+        if let Ok(mut held) = self.opener.held.try_lock() {
+            held.take();
+        }
     }
 }
 
@@ -219,6 +223,17 @@ impl Route {
         }
         let mut held = self.opener.held.lock().await;
         if own && password.is_none() {
+            let lost = held.as_ref().is_some_and(|current| {
+                current.link.user() == user
+                    && !current.link.is_alive()
+                    && current.link.end_signal().lost()
+            });
+            if lost {
+                // Restored with the user's CONNECT, not merely reopened.
+                drop(held);
+                self.opener.restore().await;
+                held = self.opener.held.lock().await;
+            }
             if let Some(current) = held.as_ref() {
                 if current.link.user() == user && current.link.is_alive() {
                     return Ok(Via::Held(Arc::clone(&current.link)));
