@@ -56,6 +56,9 @@ pub enum DirectoryError {
     /// The session carrying the request ended.
     #[error("session with {addr} lost: {reason}")]
     SessionLost { addr: String, reason: String },
+    /// An op that only a session may carry, and the directory opens none.
+    #[error("directory {addr} opens no sessions")]
+    NoSessions { addr: String },
     /// No password could be had for a login.
     #[error(transparent)]
     Password(#[from] crate::passwords::PasswordError),

@@ -48,7 +48,12 @@ impl Session {
         let operation = Operation::SetPassword {
             password: Ok(password.clone()),
         };
-        match self.call(&user, operation).await {
+        let datetime = self.config.time.now().await;
+        let result = self
+            .route
+            .session_call(true, &request(&user, operation), &datetime)
+            .await;
+        match result {
             Ok(reply) if reply.outcome() == peerdex_protocol::Outcome::Ok => {
                 self.config.passwords.remember(&user, password);
                 Printed::ok(output::passwd_line(true))
@@ -174,5 +179,27 @@ mod tests {
         assert_eq!(printed.out, ["c> PASSWD FAIL"]);
         assert!(printed.failed);
         assert!(!format!("{printed:?}").contains("n3w"), "never printed");
+    }
+
+    #[tokio::test]
+    async fn passwd_never_sends_a_password_on_a_classic_connection() {
+        let directory = FakeDirectory::start(|_, _| code(0)).await;
+        let share = tempfile::tempdir().unwrap();
+        let passwords = Passwords::new(None, None, None, None, Some(Secret::new("n3w")));
+        let mut shell = session_with_passwords(directory.port(), share.path(), passwords);
+        run(&mut shell, "REGISTER al").await;
+        let printed = run(&mut shell, "PASSWD").await;
+        assert_eq!(printed.out, ["c> PASSWD FAIL"]);
+        assert!(
+            printed.err[0].contains("opens no sessions"),
+            "{:?}",
+            printed.err
+        );
+        let ops: Vec<_> = directory
+            .requests()
+            .iter()
+            .map(|r| r.operation.kind())
+            .collect();
+        assert_eq!(ops, [peerdex_protocol::OpKind::Register]);
     }
 }

@@ -135,6 +135,28 @@ impl Route {
         }
     }
 
+    /// A request only a session may carry (SET_PASSWORD: a password is
+    /// never sent on a classic connection).
+    pub(crate) async fn session_call(
+        &self,
+        own: bool,
+        request: &Request,
+        datetime: &str,
+    ) -> Result<Reply, DirectoryError> {
+        let user = request_user(request);
+        match self.via(&user, own, None).await? {
+            Via::Classic => Err(DirectoryError::NoSessions {
+                addr: self.directory.addr(),
+            }),
+            Via::Held(link) => self.call_on(&link, &|_| request.clone(), datetime).await,
+            Via::Once(link) => {
+                let result = self.call_on(&link, &|_| request.clone(), datetime).await;
+                link.close().await;
+                result
+            }
+        }
+    }
+
     /// An extension request: in the session when there is one (the server
     /// is peerdex), else through the extension client's probing.
     pub(crate) async fn ext_call(
