@@ -291,6 +291,16 @@ impl SessionLink {
             addr: addr.clone(),
             why,
         };
+        // A login that cannot be encoded (a name longer than a field) says
+        // nothing about the server: refused before connecting.
+        let user = login.user.clone();
+        let mut opening = BytesMut::from(&PREFACE[..]);
+        if let Err(err) =
+            tokio_util::codec::Encoder::encode(&mut FrameCodec, Frame::Login(login), &mut opening)
+        {
+            tracing::debug!("cannot encode the login of {user:?}: {err}");
+            return Err(OpenError::Failed { addr, user });
+        }
         let mut stream = match timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port))).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(err)) => return Err(unreachable(describe_io(&err))),
@@ -300,10 +310,6 @@ impl SessionLink {
         let local = stream
             .local_addr()
             .map_err(|err| unreachable(describe_io(&err)))?;
-        let user = login.user.clone();
-        let mut opening = BytesMut::from(&PREFACE[..]);
-        tokio_util::codec::Encoder::encode(&mut FrameCodec, Frame::Login(login), &mut opening)
-            .map_err(|err| not_session(format!("cannot encode the login: {err}")))?;
         if let Err(err) = stream.write_all(&opening).await {
             return Err(not_session(describe_io(&err)));
         }

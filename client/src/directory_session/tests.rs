@@ -193,6 +193,24 @@ async fn classic_answers_are_not_sessions() {
 }
 
 #[tokio::test]
+async fn an_unencodable_login_fails_without_connecting() {
+    let (listener, port) = bound().await;
+    let long = "x".repeat(300);
+    let err = SessionLink::open(
+        "127.0.0.1",
+        port,
+        login(&long, ""),
+        Duration::from_millis(500),
+        Timing::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, OpenError::Failed { .. }), "{err}");
+    let accepted = timeout(Duration::from_millis(100), listener.accept()).await;
+    assert!(accepted.is_err(), "nothing connected");
+}
+
+#[tokio::test]
 async fn an_unreachable_server_is_not_taken_for_a_classic_one() {
     let (listener, port) = bound().await;
     drop(listener);
