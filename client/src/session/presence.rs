@@ -16,7 +16,7 @@ use crate::directory_session::SessionEvent;
 impl Session {
     /// Handles pending events and restores a lost session; returns the
     /// lines for stderr.
-    pub(super) async fn attend_session(&mut self) -> Vec<String> {
+    pub(crate) async fn attend_session(&mut self) -> Vec<String> {
         let mut notes = Vec::new();
         for event in self.route.events().await {
             match event {
