@@ -290,9 +290,14 @@ impl Session {
         self.last_named = user.clone();
         let fail =
             |reason: String| Printed::fail(output::fail_line(OpKind::Register)).with_reason(reason);
-        let password = match self.config.passwords.new_for_register(&user).await {
-            Ok(password) => password,
-            Err(err) => return fail(err.to_string()),
+        // A server known to open no sessions would never see the password.
+        let password = if self.route.sessions_possible() {
+            match self.config.passwords.new_for_register(&user).await {
+                Ok(password) => password,
+                Err(err) => return fail(err.to_string()),
+            }
+        } else {
+            None
         };
         let result = match password.filter(|p| !p.is_empty()) {
             Some(password) => {

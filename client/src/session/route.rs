@@ -97,7 +97,7 @@ impl Route {
     }
 
     /// Whether sessions may be tried with this server.
-    fn sessions_possible(&self) -> bool {
+    pub(crate) fn sessions_possible(&self) -> bool {
         let profile = self.opener.profile.get();
         let now = crate::server_profiles::now_secs();
         profile.extensions_now(now) != Extensions::Classic
