@@ -299,7 +299,9 @@ impl Session {
         } else {
             None
         };
-        let result = match password.filter(|p| !p.is_empty()) {
+        let password = password.filter(|p| !p.is_empty());
+        let protected = password.is_some();
+        let result = match password {
             Some(password) => {
                 let datetime = self.config.time.now().await;
                 let request = request(&user, Operation::Register);
@@ -309,7 +311,14 @@ impl Session {
             }
             None => self.call(&user, Operation::Register).await,
         };
-        reply_printed(OpKind::Register, result).0
+        let (printed, reply) = reply_printed(OpKind::Register, result);
+        let registered = reply.is_some_and(|r| r.outcome() == Outcome::Ok);
+        if protected && registered && !self.route.sessions_possible() {
+            return printed.with_reason(format!(
+                "warning: the directory opens no sessions: {user} was registered without a password"
+            ));
+        }
+        printed
     }
 
     /// Sends a request and prints its result line. Also returns the reply.

@@ -524,6 +524,16 @@ mod tests {
         let mut shell = session_with_passwords(directory.port, share.path(), piped);
         run(&mut shell, "REGISTER dave").await;
         assert_eq!(directory.logins().last(), Some(&seen("dave", "filepw")));
+        // A classic directory: registered without it, and told so.
+        let classic = FakeDirectory::start(|_, _| code(0)).await;
+        let tty = Passwords::new(Some(Scripted::new(&["pw", "pw"])), None, None, None, None);
+        let mut shell = session_with_passwords(classic.port(), share.path(), tty);
+        let printed = run(&mut shell, "REGISTER frank").await;
+        assert_eq!(printed.out, ["c> REGISTER OK"]);
+        assert_eq!(
+            printed.err,
+            ["peerdex: warning: the directory opens no sessions: frank was registered without a password"]
+        );
         // Mismatched on a terminal: nothing sent.
         let tty = Passwords::new(Some(Scripted::new(&["a", "b"])), None, None, None, None);
         let mut shell = session_with_passwords(directory.port, share.path(), tty);
