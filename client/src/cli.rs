@@ -45,6 +45,16 @@ pub struct Args {
     /// (default $XDG_STATE_HOME/peerdex, else ~/.local/state/peerdex).
     #[arg(long, value_name = "DIR", env = "PEERDEX_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+
+    /// File whose first line is the login password when stdin is not a
+    /// terminal (else PEERDEX_PASSWORD, else none). Never on the command line.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+
+    /// File whose first line is PASSWD's new password when stdin is not a
+    /// terminal (else PEERDEX_NEW_PASSWORD).
+    #[arg(long, value_name = "FILE")]
+    pub new_password_file: Option<PathBuf>,
 }
 
 #[cfg(test)]

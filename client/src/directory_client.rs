@@ -47,6 +47,21 @@ pub enum DirectoryError {
     Silent { addr: String, waited: Duration },
     #[error("cannot encode request: {0}")]
     Encode(#[from] CodecError),
+    /// A session login with a password that is not the account's.
+    #[error("wrong password for {user}")]
+    WrongPassword { user: String },
+    /// A session login the directory could not carry out.
+    #[error("directory {addr} could not log {user} in")]
+    LoginFailed { addr: String, user: String },
+    /// The session carrying the request ended.
+    #[error("session with {addr} lost: {reason}")]
+    SessionLost { addr: String, reason: String },
+    /// An op that only a session may carry, and the directory opens none.
+    #[error("directory {addr} opens no sessions")]
+    NoSessions { addr: String },
+    /// No password could be had for a login.
+    #[error(transparent)]
+    Password(#[from] crate::passwords::PasswordError),
 }
 
 impl DirectoryError {
@@ -94,6 +109,16 @@ impl DirectoryClient {
         self.connect_timeout = connect;
         self.reply_timeout = reply;
         self
+    }
+
+    /// The host as given.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port as given.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// `host:port` for messages.

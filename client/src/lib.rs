@@ -16,9 +16,13 @@
 //!   `_client` so that they are not mistaken for the server's rules.
 //! - [`time_source`]: the DATETIME of requests (RPC logger or local clock).
 //! - [`content`]: BLAKE3 piece hashing and the share's hash cache.
-//! - [`peer`]: peer-to-peer GET_FILE: [`peer::listener`] serves published
-//!   files opened by [`peer::share_dir`], asking the directory through
-//!   [`peer::published`] about files published in earlier sessions;
+//! - [`directory_session`]: a persistent, authenticated session with a
+//!   peerdex directory (pipelined calls, heartbeats, events); the shell's
+//!   choice between it and classic connections is `session::route`.
+//! - [`passwords`]: login and new passwords (no-echo prompt, file, env).
+//! - [`peer`]: peer-to-peer GET_FILE: [`peer::listener`] serves the files
+//!   opened by [`peer::share_dir`] that [`peer::published`]'s durable
+//!   record says the user published through peerdex;
 //!   [`peer::fetch`] downloads them (verified, resumable, multi-source
 //!   through the piece engine [`peer::swarm`]; classic [`peer::download`] as fallback).
 //!
@@ -35,6 +39,8 @@ pub mod cli;
 pub(crate) mod content;
 pub(crate) mod directory_client;
 pub(crate) mod directory_ext_client;
+pub(crate) mod directory_session;
+pub(crate) mod passwords;
 pub mod peer;
 pub(crate) mod server_profiles;
 pub(crate) mod session;
@@ -66,6 +72,7 @@ pub async fn run(args: Args) -> anyhow::Result<shell::Status> {
         .or_else(server_profiles::default_state_dir);
     let profile = server_profiles::ServerProfile::load(state_dir.as_deref(), &directory.key());
     let config = SessionConfig {
+        state_dir: state_dir.clone(),
         directory,
         profile,
         time: TimeSource::new(args.time_service),
@@ -74,6 +81,11 @@ pub async fn run(args: Args) -> anyhow::Result<shell::Status> {
         progress: std::io::IsTerminal::is_terminal(&std::io::stdin())
             && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         auto_share: args.share.map(|dir| dir.to_string_lossy().into_owned()),
+        passwords: Arc::new(passwords::Passwords::from_env(
+            std::io::IsTerminal::is_terminal(&std::io::stdin()),
+            args.password_file,
+            args.new_password_file,
+        )),
     };
     let known_users = Arc::new(Mutex::new(Vec::new()));
     let session = Session::new(config, Arc::clone(&known_users));

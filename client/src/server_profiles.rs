@@ -12,6 +12,10 @@
 //! 127.0.0.1:8888 extensions=classic connect=port-only checked=1764787200
 //! ```
 //!
+//! (followed by `sessions=yes|no|unknown sessions_checked=<secs>`: whether
+//! it opens persistent sessions, and when that was found out; a `no` is
+//! checked again like a `classic`).
+//!
 //! `extensions` is `peerdex`, `classic` or `unknown`; `connect` is `full`,
 //! `port-only` or `unknown`; `checked` is when the extensions were last
 //! found out (seconds since the epoch). A `classic` finding is trusted for
@@ -44,6 +48,17 @@ pub enum Extensions {
     Classic,
 }
 
+/// Whether a server opens persistent sessions (PROTOCOL-EXTENSIONS.md,
+/// "Accounts and sessions").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sessions {
+    #[default]
+    Unknown,
+    Yes,
+    /// A close, silence or garbage answered the preface: classic connections.
+    No,
+}
+
 /// Which form of CONNECT a server reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ConnectForm {
@@ -62,6 +77,9 @@ pub struct Profile {
     pub connect: ConnectForm,
     /// When `extensions` was found out, in seconds since the epoch.
     pub checked: u64,
+    pub sessions: Sessions,
+    /// When `sessions` was found out, in seconds since the epoch.
+    pub sessions_checked: u64,
 }
 
 impl Profile {
@@ -71,6 +89,20 @@ impl Profile {
         match self.extensions {
             Extensions::Classic if now.saturating_sub(self.checked) > CLASSIC_RECHECK.as_secs() => {
                 Extensions::Unknown
+            }
+            found => found,
+        }
+    }
+
+    /// The session finding to start with: a "no" older than
+    /// [`CLASSIC_RECHECK`] is checked again, so that a server upgraded in
+    /// place gets sessions.
+    pub fn sessions_now(&self, now: u64) -> Sessions {
+        match self.sessions {
+            Sessions::No
+                if now.saturating_sub(self.sessions_checked) > CLASSIC_RECHECK.as_secs() =>
+            {
+                Sessions::Unknown
             }
             found => found,
         }
@@ -121,6 +153,17 @@ impl ServerProfile {
         self.update(|p| {
             p.extensions = extensions;
             p.checked = now_secs();
+        });
+    }
+
+    /// Records whether the server opens sessions.
+    pub fn set_sessions(&self, sessions: Sessions) {
+        if self.get().sessions == sessions {
+            return;
+        }
+        self.update(|p| {
+            p.sessions = sessions;
+            p.sessions_checked = now_secs();
         });
     }
 
@@ -183,6 +226,10 @@ fn parse_line(line: &str) -> Option<(String, Profile)> {
             ("connect", "port-only") => profile.connect = ConnectForm::PortOnly,
             ("connect", _) => profile.connect = ConnectForm::Unknown,
             ("checked", secs) => profile.checked = secs.parse().ok()?,
+            ("sessions", "yes") => profile.sessions = Sessions::Yes,
+            ("sessions", "no") => profile.sessions = Sessions::No,
+            ("sessions", _) => profile.sessions = Sessions::Unknown,
+            ("sessions_checked", secs) => profile.sessions_checked = secs.parse().ok()?,
             _ => {}
         }
     }
@@ -200,9 +247,14 @@ fn format_line(key: &str, profile: &Profile) -> String {
         ConnectForm::Full => "full",
         ConnectForm::PortOnly => "port-only",
     };
+    let sessions = match profile.sessions {
+        Sessions::Unknown => "unknown",
+        Sessions::Yes => "yes",
+        Sessions::No => "no",
+    };
     format!(
-        "{key} extensions={extensions} connect={connect} checked={}",
-        profile.checked
+        "{key} extensions={extensions} connect={connect} checked={} sessions={sessions} sessions_checked={}",
+        profile.checked, profile.sessions_checked
     )
 }
 
@@ -262,6 +314,7 @@ mod tests {
             extensions: Extensions::Classic,
             connect: ConnectForm::Full,
             checked: 1_000,
+            ..Profile::default()
         };
         assert_eq!(profile.extensions_now(1_000 + 60), Extensions::Classic);
         let later = 1_000 + CLASSIC_RECHECK.as_secs() + 1;
@@ -271,6 +324,37 @@ mod tests {
             ..profile
         };
         assert_eq!(peerdex.extensions_now(later), Extensions::Peerdex);
+    }
+
+    #[test]
+    fn the_session_finding_survives_and_an_old_no_is_checked_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = ServerProfile::load(Some(dir.path()), "h:1");
+        a.set_sessions(Sessions::No);
+        a.set_extensions(Extensions::Peerdex);
+        let again = ServerProfile::load(Some(dir.path()), "h:1").get();
+        assert_eq!(again.sessions, Sessions::No);
+        assert_eq!(again.extensions, Extensions::Peerdex);
+        let now = again.sessions_checked;
+        assert_eq!(again.sessions_now(now), Sessions::No);
+        let later = now + CLASSIC_RECHECK.as_secs() + 1;
+        assert_eq!(again.sessions_now(later), Sessions::Unknown);
+        a.set_sessions(Sessions::Yes);
+        assert_eq!(
+            ServerProfile::load(Some(dir.path()), "h:1")
+                .get()
+                .sessions_now(later),
+            Sessions::Yes
+        );
+        // A line from before sessions: nothing known about them.
+        std::fs::write(
+            dir.path().join(FILE_NAME),
+            "h:2 extensions=peerdex connect=full checked=5\n",
+        )
+        .unwrap();
+        let old = ServerProfile::load(Some(dir.path()), "h:2").get();
+        assert_eq!(old.sessions, Sessions::Unknown);
+        assert_eq!(old.extensions, Extensions::Peerdex);
     }
 
     #[test]

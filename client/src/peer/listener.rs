@@ -7,18 +7,16 @@
 //! checked against the `fstat` of the very descriptor the bytes are read
 //! from, so hashes never describe other bytes than those served.
 //!
-//! A file is served when it was published through this shell; a file
-//! deleted through it is not. For any other name that opens inside the
-//! share dir, the listener asks the directory whether the user published it
-//! in an earlier session ([`DirectoryCheck`], cached briefly).
+//! A file is served only when the user published it through a peerdex
+//! client: its name is in the [`PublicationRecord`] (durable, in the state
+//! dir), whatever the directory lists.
 //!
 //! This module accepts, reads the request and decides the answer; the
 //! file's bytes go out through [`super::send`] (`sendfile(2)`, or a copy).
 
-use std::collections::HashSet;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -33,7 +31,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 
-use super::published::DirectoryCheck;
+use super::published::PublicationRecord;
 use super::send::send_from;
 use super::share_dir::ShareDir;
 use crate::content::cache::HashCache;
@@ -48,66 +46,21 @@ pub const DRAIN_LIMIT: usize = 64 * 1024;
 /// Transfers served at once; further connections wait to be accepted.
 pub const MAX_CONNECTIONS: usize = 64;
 
-/// What this shell knows about a name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Known {
-    /// Published through this shell: served.
-    Published,
-    /// Deleted through this shell: not served, without asking.
-    Deleted,
-    /// Neither: the directory decides.
-    Unknown,
-}
-
-/// Names published and deleted through this shell. A name is in at most
-/// one of the two.
-#[derive(Debug, Default)]
-struct Names {
-    published: HashSet<String>,
-    deleted: HashSet<String>,
-}
-
 /// What the listener tasks share with the shell.
 #[derive(Debug)]
 struct Shared {
-    /// Names published and deleted through this shell.
-    names: Mutex<Names>,
+    /// What the user published through peerdex: the only names served.
+    record: Arc<PublicationRecord>,
     /// Where published names are resolved.
     share: ShareDir,
-    /// Asks the directory about other names; without it they are not served.
-    directory: Option<DirectoryCheck>,
     /// Hashes of served files (GET_HASHES, GET_RANGE).
     hashes: Arc<HashCache>,
 }
 
 impl Shared {
-    fn names(&self) -> std::sync::MutexGuard<'_, Names> {
-        self.names.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn known(&self, name: &str) -> Known {
-        let names = self.names();
-        if names.published.contains(name) {
-            Known::Published
-        } else if names.deleted.contains(name) {
-            Known::Deleted
-        } else {
-            Known::Unknown
-        }
-    }
-
-    /// Whether `name` is served: from what this shell did, else from the
-    /// directory.
-    async fn is_published(&self, name: &str) -> bool {
-        match self.known(name) {
-            Known::Published => true,
-            Known::Deleted => false,
-            Known::Unknown => match &self.directory {
-                // A DELETE typed while the directory was asked wins.
-                Some(check) => check.is_published(name).await && self.known(name) != Known::Deleted,
-                None => false,
-            },
-        }
+    /// Whether `name` is served.
+    fn is_published(&self, name: &str) -> bool {
+        self.record.contains(name)
     }
 }
 
@@ -116,7 +69,9 @@ impl Shared {
 pub struct Listener {
     /// The address actually bound (with the OS-chosen port).
     addr: SocketAddr,
-    /// Published set and share dir, shared with connection tasks.
+    /// Record and share dir, shared with connection tasks (tests change
+    /// the record through it).
+    #[cfg(test)]
     shared: Arc<Shared>,
     /// Tells the accept loop to stop.
     stop: watch::Sender<bool>,
@@ -125,29 +80,27 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Binds `addr` and starts accepting. Names neither published nor
-    /// deleted through [`Self::publish`] / [`Self::unpublish`] are served
-    /// when `directory` says the user published them (never without it).
-    /// `hashes` is the shell's hash cache, so that what PUBLISH hashed is
-    /// served without hashing again.
+    /// Binds `addr` and starts accepting. Only the names in `record` are
+    /// served. `hashes` is the shell's hash cache, so that what PUBLISH
+    /// hashed is served without hashing again.
     pub async fn start(
         addr: SocketAddr,
         share: ShareDir,
-        directory: Option<DirectoryCheck>,
+        record: Arc<PublicationRecord>,
         hashes: Arc<HashCache>,
     ) -> io::Result<Listener> {
         let socket = listen(addr)?;
         let addr = socket.local_addr()?;
         let shared = Arc::new(Shared {
-            names: Mutex::new(Names::default()),
+            record,
             share,
-            directory,
             hashes,
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(accept_loop(socket, Arc::clone(&shared), stopped));
         Ok(Listener {
             addr,
+            #[cfg(test)]
             shared,
             stop,
             task,
@@ -159,23 +112,16 @@ impl Listener {
         self.addr
     }
 
-    /// Starts serving `name`: the user published it.
+    /// Starts serving `name` (tests; the shell changes the record).
+    #[cfg(test)]
     pub fn publish(&self, name: &str) {
-        let mut names = self.shared.names();
-        names.deleted.remove(name);
-        names.published.insert(name.to_string());
+        self.shared.record.insert(name).unwrap();
     }
 
-    /// Whether `name` was published through this shell (and not deleted).
-    pub fn is_published_here(&self, name: &str) -> bool {
-        self.shared.known(name) == Known::Published
-    }
-
-    /// Stops serving `name`: the user's content does not have it.
+    /// Stops serving `name` (tests; the shell changes the record).
+    #[cfg(test)]
     pub fn unpublish(&self, name: &str) {
-        let mut names = self.shared.names();
-        names.published.remove(name);
-        names.deleted.insert(name.to_string());
+        self.shared.record.remove(name).unwrap();
     }
 
     /// Stops accepting and waits until the socket is closed. Transfers in
@@ -275,14 +221,14 @@ async fn open_served(
 ) -> io::Result<Option<(std::fs::File, std::path::PathBuf)>> {
     let code_field = |code: PeerCode| format!("{}\0", code.as_field());
     let not_found = code_field(PeerCode::NotFound);
-    let known = shared.known(name);
-    if known == Known::Deleted {
+    // What is in the share dir is nobody's business unless published.
+    if !shared.is_published(name) {
+        tracing::debug!("{name:?} not served: not published through peerdex");
         out.write_all(not_found.as_bytes()).await?;
         return Ok(None);
     }
-    // Opened first, checked on the descriptor, and served from it: nothing
-    // swapped in after the check is served. Only a name that opens is worth
-    // asking the directory about.
+    // Opened, checked on the descriptor, and served from it: nothing
+    // swapped in after the check is served.
     let share = shared.share.clone();
     let owned = name.to_string();
     let opened = tokio::task::spawn_blocking(move || share.open_with_path(&owned))
@@ -290,8 +236,7 @@ async fn open_served(
         .map_err(io::Error::other)?;
     let opened = match opened {
         Ok(opened) => opened,
-        // What is in the share dir is nobody's business unless published.
-        Err(err) if err.is_not_found() || known != Known::Published => {
+        Err(err) if err.is_not_found() => {
             tracing::debug!("{name:?} not served: {err}");
             out.write_all(not_found.as_bytes()).await?;
             return Ok(None);
@@ -303,11 +248,6 @@ async fn open_served(
             return Ok(None);
         }
     };
-    if !shared.is_published(name).await {
-        tracing::debug!("{name:?} not served: not published");
-        out.write_all(not_found.as_bytes()).await?;
-        return Ok(None);
-    }
     Ok(Some(opened))
 }
 
@@ -439,7 +379,8 @@ pub(crate) async fn listener_with(files: &[(&str, &[u8])]) -> (tempfile::TempDir
     }
     let share = ShareDir::new(dir.path()).unwrap();
     let hashes = Arc::new(HashCache::for_share(share.root()));
-    let listener = Listener::start("127.0.0.1:0".parse().unwrap(), share, None, hashes)
+    let record = Arc::new(PublicationRecord::in_memory());
+    let listener = Listener::start("127.0.0.1:0".parse().unwrap(), share, record, hashes)
         .await
         .unwrap();
     (dir, listener)

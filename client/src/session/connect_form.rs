@@ -27,7 +27,7 @@ impl Session {
         user: &str,
         listen: SocketAddr,
     ) -> Result<Reply, DirectoryError> {
-        let form = self.ext.profile().get().connect;
+        let form = self.route.ext().profile().get().connect;
         self.send_connect_as(user, listen, form).await
     }
 
@@ -53,7 +53,9 @@ impl Session {
                 }),
             )
         };
-        self.config.directory.call_with(build, &datetime).await
+        self.route
+            .call_with(self.is_own(user), &build, &datetime)
+            .await
     }
 
     /// After a successful CONNECT of `user` at `listen`: makes sure the
@@ -65,12 +67,12 @@ impl Session {
         user: &str,
         listen: SocketAddr,
     ) -> Option<String> {
-        let profile = self.ext.profile();
+        let profile = self.route.ext().profile();
         if profile.get().connect != ConnectForm::Unknown {
             return None;
         }
         let datetime = self.config.time.now().await;
-        if self.ext.ensure_known(user, &datetime).await == Extensions::Peerdex {
+        if self.route.ext().ensure_known(user, &datetime).await == Extensions::Peerdex {
             // Ours reads both forms (and the full one first).
             profile.set_connect(ConnectForm::Full);
             return None;

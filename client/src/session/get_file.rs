@@ -151,7 +151,11 @@ impl Session {
             file: Ok(file.to_string()),
         };
         let datetime = self.config.time.now().await;
-        match self.ext.call(&request(&me, operation), &datetime).await {
+        match self
+            .route
+            .ext_call(true, &request(&me, operation), &datetime)
+            .await
+        {
             Ok(Reply::Sources(reply)) => plan_from(user, reply),
             Ok(reply) => {
                 // 3: not published there (or without a hash); 1/2: this shell
@@ -359,6 +363,10 @@ mod tests {
             *connected_at.lock().unwrap(),
             Some((listen.ip(), listen.port()))
         );
+        // Served only because alice published it through peerdex (the
+        // directory's listing alone would not do).
+        let earlier = run(&mut alice, "PUBLISH old.bin from before").await;
+        assert_eq!(earlier.out, ["c> PUBLISH OK"]);
         let published = run(&mut alice, "PUBLISH new.txt a new file").await;
         assert_eq!(published.out, ["c> PUBLISH OK"]);
         assert!(published.err.is_empty());

@@ -6,8 +6,10 @@
 //! (`PUBLISH_CONTENT`) and peers get its piece list at once. Every path has
 //! a classic twin: a file outside the share dir, one that cannot be hashed,
 //! or a classic directory gets the classic `PUBLISH` with the same codes.
-//! The listener learns of both commands, so that it serves a published file
-//! without asking the directory and never serves a deleted one.
+//! Both commands update the user's publication record
+//! ([`crate::peer::published`]), the only list the listener serves from: a
+//! file the directory accepted (or already had from this user's own
+//! PUBLISH) is served, a deleted one no longer.
 
 use std::sync::Arc;
 
@@ -52,8 +54,8 @@ impl Session {
         if reply
             .is_some_and(|r| matches!(r.outcome(), Outcome::Ok | Outcome::ContentAlreadyPublished))
         {
-            if let Some(connection) = &self.connected {
-                connection.listener.publish(&file);
+            if let Some(warning) = self.note_publication(&user, &file, true) {
+                printed = printed.with_reason(warning);
             }
         }
         printed
@@ -64,12 +66,12 @@ impl Session {
         let operation = Operation::Delete {
             file: Ok(file.clone()),
         };
-        let (printed, reply) = self.simple(OpKind::Delete, &user, operation).await;
-        // NOT PUBLISHED: the directory says so; no need to ask it again.
+        let (mut printed, reply) = self.simple(OpKind::Delete, &user, operation).await;
+        // NOT PUBLISHED: the directory says so; nothing to serve either.
         if reply.is_some_and(|r| matches!(r.outcome(), Outcome::Ok | Outcome::ContentNotPublished))
         {
-            if let Some(connection) = &self.connected {
-                connection.listener.unpublish(&file);
+            if let Some(warning) = self.note_publication(&user, &file, false) {
+                printed = printed.with_reason(warning);
             }
         }
         printed
@@ -94,7 +96,11 @@ impl Session {
                 hash: Ok(root),
             };
             let datetime = self.config.time.now().await;
-            match self.ext.call(&request(user, operation), &datetime).await {
+            match self
+                .route
+                .ext_call(self.is_own(user), &request(user, operation), &datetime)
+                .await
+            {
                 Ok(reply) => return Ok(reply),
                 Err(ExtError::Directory(err)) => return Err(err),
                 Err(ExtError::Unsupported { .. }) => {}

@@ -17,7 +17,11 @@ impl Session {
             limit: Ok(SEARCH_LIMIT),
         };
         let datetime = self.config.time.now().await;
-        match self.ext.call(&request(&user, operation), &datetime).await {
+        match self
+            .route
+            .ext_call(true, &request(&user, operation), &datetime)
+            .await
+        {
             Ok(Reply::Search(reply)) => Printed {
                 out: output::search_lines(&reply),
                 ..Printed::default()

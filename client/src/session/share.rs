@@ -45,7 +45,7 @@ impl Session {
             if self
                 .connected
                 .as_ref()
-                .is_some_and(|c| c.listener.is_published_here(&name))
+                .is_some_and(|c| c.published_here.contains(&name))
             {
                 skipped += 1;
                 continue;
@@ -69,8 +69,8 @@ impl Session {
             {
                 Ok(reply) => match reply.outcome() {
                     outcome @ (Outcome::Ok | Outcome::ContentAlreadyPublished) => {
-                        if let Some(connection) = &self.connected {
-                            connection.listener.publish(&name);
+                        if let Some(warning) = self.note_publication(&user, &name, true) {
+                            printed.err.push(format!("peerdex: {warning}"));
                         }
                         if outcome == Outcome::Ok {
                             published += 1;

@@ -45,7 +45,7 @@ const fn spec(
 }
 
 /// Every command of the shell, in PROTOCOL.md's order.
-pub const SPECS: [Spec; 13] = [
+pub const SPECS: [Spec; 15] = [
     spec("REGISTER", "<user>", true, "create a user in the directory"),
     spec(
         "UNREGISTER",
@@ -97,6 +97,18 @@ pub const SPECS: [Spec; 13] = [
         false,
         "find files of all users by name (substring, * and ?; first 100)",
     ),
+    spec(
+        "WHOIS",
+        "<user>",
+        true,
+        "show whether a user is online, or when it was last seen",
+    ),
+    spec(
+        "PASSWD",
+        "",
+        false,
+        "set a new password for the current user (asked, never typed here)",
+    ),
     spec("QUIT", "", false, "disconnect and leave the shell"),
     spec("HELP", "", false, "show this list"),
 ];
@@ -147,6 +159,10 @@ pub enum Command {
     /// peerdex: file names of all users containing `pattern`
     /// ([`SEARCH_LIMIT`] results at most).
     Search(String),
+    /// peerdex: whether a user is online, or when it was last seen.
+    Whois(String),
+    /// peerdex: a new password for the current user (never an argument).
+    Passwd,
     Quit,
     Help,
 }
@@ -193,6 +209,8 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
         "DELETE" => Command::Delete(one(&args)?),
         "LIST_CONTENT" => Command::ListContent(one(&args)?),
         "SEARCH" => Command::Search(one(&args)?),
+        "WHOIS" => Command::Whois(one(&args)?),
+        "PASSWD" => none(&args).map(|()| Command::Passwd)?,
         "LIST_USERS" => none(&args).map(|()| Command::ListUsers)?,
         "QUIT" => none(&args).map(|()| Command::Quit)?,
         "HELP" => none(&args).map(|()| Command::Help)?,
@@ -242,6 +260,17 @@ mod tests {
 
     fn usage_line(line: &str) -> String {
         parse(line).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn whois_and_passwd() {
+        assert_eq!(parse("whois bo"), Ok(Some(Command::Whois("bo".into()))));
+        assert_eq!(parse("PASSWD"), Ok(Some(Command::Passwd)));
+        assert_eq!(usage_line("WHOIS"), "Syntax error. Usage: WHOIS <user>");
+        // A password is never an argument.
+        assert_eq!(usage_line("PASSWD hunter2"), "Syntax error. Usage: PASSWD");
+        assert!(help_lines().iter().any(|l| l.contains("WHOIS <user>")));
+        assert!(find_spec("whois").unwrap().first_arg_is_user);
     }
 
     #[test]

@@ -22,6 +22,9 @@ use crate::session::{Flow, Printed, Session};
 use command::{parse, Command, ParseError};
 use output::PROMPT;
 
+/// How often an idle terminal shell looks at its directory session.
+const ATTEND_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// How a shell ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -176,11 +179,23 @@ async fn interactive(
     }
     let mut history_warned = false;
     loop {
-        let (returned, read) = tokio::task::spawn_blocking(move || {
+        let mut reading = tokio::task::spawn_blocking(move || {
             let read = editor.readline(PROMPT);
             (editor, read)
-        })
-        .await?;
+        });
+        // While the user types, what the directory says (a disconnect, a
+        // lost session) is handled and shown at once.
+        let (returned, read) = loop {
+            tokio::select! {
+                done = &mut reading => break done?,
+                _ = tokio::time::sleep(ATTEND_INTERVAL) => {
+                    let notes = session.attend_session().await;
+                    if !notes.is_empty() {
+                        emit(&Printed { err: notes, ..Printed::default() });
+                    }
+                }
+            }
+        };
         editor = returned;
         let line = match read {
             Ok(line) => line,

@@ -3,7 +3,7 @@
 //! Nothing else in the crate spells a result line: the session decides the
 //! outcome, this module turns it into text.
 
-use peerdex_protocol::reply::SearchReply;
+use peerdex_protocol::reply::{SearchReply, Whois};
 use peerdex_protocol::{ContentEntry, OpKind, Outcome, UserEntry};
 
 /// The shell prompt, also the prefix of every result line.
@@ -88,6 +88,24 @@ pub fn search_lines(reply: &SearchReply) -> Vec<String> {
             )
         }))
         .collect()
+}
+
+/// `c> WHOIS OK` then `\t<user> online <ip> <port>` or
+/// `\t<user> offline <DD/MM/YYYY HH:MM:SS|never>`.
+pub fn whois_lines(user: &str, whois: &Whois) -> Vec<String> {
+    let state = match whois {
+        Whois::Online { ip, port } => format!("\t{user} online {ip} {port}"),
+        Whois::Offline { last_seen } => format!(
+            "\t{user} offline {}",
+            last_seen.as_deref().unwrap_or("never")
+        ),
+    };
+    vec![format!("{PROMPT}WHOIS OK"), state]
+}
+
+/// `c> PASSWD OK` or `c> PASSWD FAIL` (the shell's name for SET_PASSWORD).
+pub fn passwd_line(ok: bool) -> String {
+    format!("{PROMPT}PASSWD {}", if ok { "OK" } else { "FAIL" })
 }
 
 fn result_text(op: OpKind, outcome: Outcome) -> String {
@@ -197,6 +215,34 @@ mod tests {
             result_line(OpKind::Register, Outcome::ContentNotPublished),
             "c> REGISTER FAIL"
         );
+    }
+
+    #[test]
+    fn whois_and_passwd_lines() {
+        let online = Whois::Online {
+            ip: "10.0.0.2".into(),
+            port: "4000".into(),
+        };
+        assert_eq!(
+            whois_lines("bo", &online),
+            ["c> WHOIS OK", "\tbo online 10.0.0.2 4000"]
+        );
+        let seen = Whois::Offline {
+            last_seen: Some("21/11/2026 09:05:07".into()),
+        };
+        assert_eq!(
+            whois_lines("bo", &seen)[1],
+            "\tbo offline 21/11/2026 09:05:07"
+        );
+        let never = Whois::Offline { last_seen: None };
+        assert_eq!(whois_lines("bo", &never)[1], "\tbo offline never");
+        assert_eq!(
+            result_line(OpKind::Whois, Outcome::UserDoesNotExist),
+            "c> WHOIS FAIL, USER DOES NOT EXIST"
+        );
+        assert_eq!(fail_line(OpKind::Whois), "c> WHOIS FAIL");
+        assert_eq!(passwd_line(true), "c> PASSWD OK");
+        assert_eq!(passwd_line(false), "c> PASSWD FAIL");
     }
 
     #[test]
