@@ -11,6 +11,9 @@
 //! which add only what is absent and remove only what is present. So the
 //! first effect on a key says whether it existed when the run began, and a
 //! key that was absent then and is absent at the end needs no write at all.
+//! Addresses are the exception: a CONNECT that takes over a dead holder's
+//! entry replaces it, so a first address set is taken as "may have
+//! existed", and an address absent at the end is always cleared.
 //! Every other key gets one write of its final state. A removed user's
 //! files are removed as a whole first (the files it had when the run
 //! began, whatever they were), then the files added after are written.
@@ -111,15 +114,18 @@ impl NetEffects {
                 self.last_seen.remove(user);
                 self.cleared.insert(user.clone());
             }
+            // A CONNECT that takes over a dead holder's entry replaces
+            // it, so a first address does not prove the key was absent:
+            // assume it was there (clearing an absent address is harmless).
             Effect::SetAddress(user, addr) => {
-                entry(&mut self.connected, user, Net::added).now = Some((*addr, None));
+                entry(&mut self.connected, user, Net::removed).now = Some((*addr, None));
             }
             Effect::SetHeldAddress {
                 user,
                 addr,
                 session,
             } => {
-                entry(&mut self.connected, user, Net::added).now = Some((*addr, Some(*session)));
+                entry(&mut self.connected, user, Net::removed).now = Some((*addr, Some(*session)));
             }
             Effect::SetCredential { user, phc } => {
                 self.credentials.insert(user.clone(), phc.clone());
