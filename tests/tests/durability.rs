@@ -24,18 +24,22 @@ fn replies_of_0_survive_sigkill() {
     let mut server2 = crash_and_restart(&mut server);
     assert_eq!(code(server2.port, "REGISTER", "alice", &[]).unwrap(), "1");
 
+    // A listener that answers at the CONNECTed address: a listed address
+    // that no longer answers would be taken over by the next CONNECT.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
     assert_eq!(
-        code(server2.port, "CONNECT", "alice", &["127.0.0.1", "7000"]).unwrap(),
+        code(server2.port, "CONNECT", "alice", &["127.0.0.1", &port]).unwrap(),
         "0"
     );
     let mut server3 = crash_and_restart(&mut server2);
     assert_eq!(
-        code(server3.port, "CONNECT", "alice", &["127.0.0.1", "7000"]).unwrap(),
+        code(server3.port, "CONNECT", "alice", &["127.0.0.1", &port]).unwrap(),
         "2"
     );
     assert_eq!(
         request(server3.port, &["LIST_USERS", DT, "alice"]).unwrap(),
-        ["0", "1", "alice", "127.0.0.1", "7000"]
+        ["0", "1", "alice", "127.0.0.1", &port]
     );
 
     assert_eq!(
