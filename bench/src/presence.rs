@@ -231,8 +231,12 @@ async fn listed(addr: SocketAddr, user: &str, timeout: Duration) -> anyhow::Resu
         found: false,
     };
     let outcome = call_list(addr, &request, ListKind::Users, timeout, &mut find).await?;
-    anyhow::ensure!(outcome == Outcome::Ok, "LIST_USERS answered {outcome:?}");
-    Ok(find.found)
+    match outcome {
+        Outcome::Ok => Ok(find.found),
+        // The user asks for itself: once disconnected it may not list.
+        Outcome::UserNotConnected => Ok(false),
+        other => bail!("LIST_USERS answered {other:?}"),
+    }
 }
 
 /// Looks for one name in a LIST_USERS listing.
