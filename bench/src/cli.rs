@@ -39,6 +39,9 @@ pub enum Command {
     /// Time from SIGKILL of a session client to its disappearance from
     /// LIST_USERS, and the server's CPU per probe of classic peers.
     Presence(crate::presence::PresenceArgs),
+    /// The kernel's own cost of one presence probe on this machine: blocking
+    /// connect + close to a loopback listener, CPU of the probing thread.
+    ProbeBound(crate::probe_bound::ProbeBoundArgs),
     /// Internal (spawned by `presence`): a session client that CONNECTs
     /// and waits to be killed.
     #[command(hide = true)]

@@ -30,6 +30,7 @@ mod peer_procs;
 mod plain_copy;
 mod populate;
 mod presence;
+mod probe_bound;
 mod proc_stats;
 mod report;
 mod search;
@@ -93,6 +94,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Logins(args) => logins::run(args).await,
         Command::Presence(args) => presence::run(args).await,
         Command::SessionHolder(args) => presence::hold(args).await,
+        Command::ProbeBound(args) => probe_bound::run(args),
     }
 }
 
