@@ -101,6 +101,8 @@ pub enum ServerError {
     },
     #[error("cannot start the commit writer")]
     Writer(#[source] io::Error),
+    #[error("cannot start the password hashing threads")]
+    Hasher(#[source] io::Error),
     #[error("the commit writer panicked")]
     WriterPanicked,
     #[error("blocking task failed")]
@@ -172,7 +174,7 @@ impl Server {
             log,
             request_timeout: config.request_timeout,
             registry: Registry::default(),
-            hasher: Hasher::new(config.login_threads),
+            hasher: Hasher::new(config.login_threads).map_err(ServerError::Hasher)?,
             limiter: Limiter::default(),
             prober,
             heartbeat_interval: config.heartbeat_interval,
