@@ -127,6 +127,20 @@ impl Client {
     }
 
     /// Reads until the server closes; returns the frames that came.
+    /// REGISTERs `user` (ids 1 and 2) and CONNECTs it at a live listener,
+    /// kept open by the caller so that the entry is not taken over.
+    async fn register_and_connect(&mut self, user: &str) -> (TcpListener, String) {
+        assert_eq!(self.ask(1, &["REGISTER", DT, user]).await, b"0\0");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port().to_string();
+        assert_eq!(
+            self.ask(2, &["CONNECT", DT, user, "127.0.0.1", &port])
+                .await,
+            b"0\0"
+        );
+        (listener, port)
+    }
+
     async fn until_closed(&mut self) -> Vec<Frame> {
         let mut frames = Vec::new();
         while let Some(frame) = self.next().await {
@@ -243,15 +257,7 @@ async fn pipelined_requests_interleave_and_a_long_listing_comes_in_parts() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(config(dir.path())).await;
     let mut client = Client::logged_in(&server, "al").await;
-    assert_eq!(client.ask(1, &["REGISTER", DT, "al"]).await, b"0\0");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port().to_string();
-    assert_eq!(
-        client
-            .ask(2, &["CONNECT", DT, "al", "127.0.0.1", &port])
-            .await,
-        b"0\0"
-    );
+    let (_listener, port) = client.register_and_connect("al").await;
     // More requests in flight than a session runs at once: the server
     // stops reading until some finish, and every one is answered.
     let description = "d".repeat(200);
@@ -374,15 +380,7 @@ async fn a_closed_session_disconnects_its_user_durably() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(config(dir.path())).await;
     let mut client = Client::logged_in(&server, "al").await;
-    assert_eq!(client.ask(1, &["REGISTER", DT, "al"]).await, b"0\0");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port().to_string();
-    assert_eq!(
-        client
-            .ask(2, &["CONNECT", DT, "al", "127.0.0.1", &port])
-            .await,
-        b"0\0"
-    );
+    let (_listener, _port) = client.register_and_connect("al").await;
     let _watcher = common::connected_live(&server, "zz").await;
     assert_eq!(names(&listed(&server, "zz").await), ["al", "zz"]);
     drop(client);
