@@ -33,7 +33,7 @@
 //! for: 1 when any result line it printed was a FAIL, a refusal or a usage
 //! error, else 0.
 //!
-//! Cases run in parallel (4 threads); every failing case is reported with a
+//! Cases run in parallel (8 threads); every failing case is reported with a
 //! transcript. `BATTERY_CASE=<substring>` runs only matching cases.
 
 use std::collections::HashMap;
@@ -47,7 +47,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use peerdex_tests::{closed_port, ServerProcess, Shell};
 
 const LINE_TIMEOUT: Duration = Duration::from_secs(10);
-const PARALLEL: usize = 4;
+const PARALLEL: usize = 8;
 
 /// One parsed directive, with its line number.
 #[derive(Debug, Clone)]
