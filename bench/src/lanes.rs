@@ -339,25 +339,15 @@ mod tests {
 
 #[cfg(test)]
 mod load_tests {
-    use std::net::SocketAddr;
 
     use super::*;
     use crate::mix::MixKind;
     use crate::workload::{self, LoadConfig};
 
-    async fn null_server() -> SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("local addr");
-        tokio::spawn(crate::null_server::serve(listener, None));
-        addr
-    }
-
     /// The whole session load against the session-speaking null server:
     /// every reply checked, none may fail, in both layouts.
     async fn session_load(mode: PipelineMode) {
-        let addr = null_server().await;
+        let addr = crate::null_server::spawn_for_tests().await;
         let timeout = Duration::from_secs(5);
         let layout = Layout::new(3, 4, mode, 20).expect("valid layout");
         let lanes = open(addr, layout, true, 4, timeout).await.expect("set-up");

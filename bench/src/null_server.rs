@@ -205,3 +205,13 @@ pub async fn run(ip: IpAddr, port: u16, durable: Option<&Path>) -> anyhow::Resul
     serve(listener, journal).await?;
     Ok(())
 }
+
+/// A null server on a free loopback port, in the caller's runtime: what the
+/// session client's and the lanes' tests run against.
+#[cfg(test)]
+pub async fn spawn_for_tests() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(serve(listener, None));
+    addr
+}

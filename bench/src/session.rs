@@ -402,16 +402,6 @@ mod tests {
 
     const TIMEOUT: Duration = Duration::from_secs(5);
 
-    /// A null server on a free port, in this runtime.
-    async fn null_server() -> SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("local addr");
-        tokio::spawn(crate::null_server::serve(listener, None));
-        addr
-    }
-
     fn request(user: usize, operation: Operation) -> Bytes {
         model::encode(user, operation, "01/01/2026 00:00:00")
             .expect("encodable")
@@ -420,7 +410,7 @@ mod tests {
 
     #[tokio::test]
     async fn many_requests_in_flight_each_get_their_reply() {
-        let addr = null_server().await;
+        let addr = crate::null_server::spawn_for_tests().await;
         let session = Session::open(addr, "bench-u0", &Secret::default(), TIMEOUT)
             .await
             .expect("login");
@@ -459,7 +449,7 @@ mod tests {
 
     #[tokio::test]
     async fn logins_and_classic_requests_share_the_port() {
-        let addr = null_server().await;
+        let addr = crate::null_server::spawn_for_tests().await;
         let source = Some(IpAddr::from([127, 0, 0, 2]));
         let code = login_once(addr, source, "bench-u1", &Secret::new("pw"), TIMEOUT)
             .await
@@ -478,7 +468,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_op_ends_the_session_and_fails_its_requests() {
-        let addr = null_server().await;
+        let addr = crate::null_server::spawn_for_tests().await;
         let session = Session::open(addr, "bench-u2", &Secret::default(), TIMEOUT)
             .await
             .expect("login");
