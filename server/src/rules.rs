@@ -11,7 +11,8 @@
 //! - a protected account (one with a credential) only by a session that
 //!   proved its current credential ([`crate::actor::SessionActor::may_act_for`]);
 //!   anyone else gets [`Outcome::Refused`] and nothing changes;
-//! - under [`AuthMode::Required`] only by sessions with a credential;
+//! - under [`AuthMode::Required`] only by sessions proving the account's
+//!   credential (an account without one is frozen);
 //! - [`Actor::Server`] only DISCONNECTs, and only the entry presence found
 //!   dead ([`Takeover`]), so that it never knocks out a user who
 //!   reconnected meanwhile. The same guard lets a CONNECT replace the entry
@@ -109,7 +110,8 @@ pub fn apply<'a>(batch: &mut Batch<'a>, mutation: &'a Mutation, context: Context
             return Outcome::Refused;
         }
         Actor::Session(session)
-            if (context.auth == AuthMode::Required && session.credential.is_none())
+            if (context.auth == AuthMode::Required
+                && (session.credential.is_none() || credential.is_none()))
                 || !session.may_act_for(credential.as_deref()) =>
         {
             return Outcome::Refused;
@@ -1231,6 +1233,13 @@ mod tests {
                         assert_eq!(outcome, expected, "{user} {kind} {actor:?}");
                     }
                 }
+            }
+            // A session that brought a password the account does not have
+            // proves nothing: an account without one is frozen.
+            for operation in every_mutation() {
+                let kind = operation.kind();
+                let outcome = f.mutate("old", operation, &session(3, Some(H2)), None);
+                assert_eq!(outcome, Outcome::Refused, "old {kind}");
             }
             assert_eq!(f.dump(&["old", "new"]), before);
             // Reads still work for classic clients.
