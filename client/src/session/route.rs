@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use peerdex_protocol::frame::FrameError;
-use peerdex_protocol::{Reply, Request, Secret};
+use peerdex_protocol::{Operation, Reply, Request, Secret};
 use tokio::sync::mpsc;
 
 use super::reconnect::Opener;
@@ -123,8 +123,9 @@ impl Route {
         build: &(dyn Fn(SocketAddr) -> Request + Sync),
         datetime: &str,
     ) -> Result<Reply, DirectoryError> {
-        let user = request_user(&build(SocketAddr::from(([0, 0, 0, 0], 0))));
-        match self.via(&user, own, None).await? {
+        let probe = build(SocketAddr::from(([0, 0, 0, 0], 0)));
+        let user = request_user(&probe);
+        match self.via_for(&user, own, &probe).await? {
             Via::Classic => self.directory.call_with(build, datetime).await,
             Via::Held(link) => self.call_on(&link, build, datetime).await,
             Via::Once(link) => {
@@ -166,7 +167,7 @@ impl Route {
         datetime: &str,
     ) -> Result<Reply, ExtError> {
         let user = request_user(request);
-        match self.via(&user, own, None).await? {
+        match self.via_for(&user, own, request).await? {
             Via::Classic => self.ext.call(request, datetime).await,
             Via::Held(link) => Ok(self.call_on(&link, &|_| request.clone(), datetime).await?),
             Via::Once(link) => {
@@ -234,6 +235,24 @@ impl Route {
     /// Picks the way for a request acting for `user`, opening a session
     /// when one is due. `password`: log in with it (a REGISTER's new
     /// password) in a fresh session.
+    /// [`Self::via`] for `request`: a read whose user's login is refused
+    /// goes on a classic connection, as any classic client's would (it
+    /// changes nothing and carries no password; WHOIS asks nothing of its
+    /// user). A mutation fails with the reason.
+    async fn via_for(
+        &self,
+        user: &str,
+        own: bool,
+        request: &Request,
+    ) -> Result<Via, DirectoryError> {
+        match self.via(user, own, None).await {
+            Err(DirectoryError::WrongPassword { .. }) if is_read(&request.operation) => {
+                Ok(Via::Classic)
+            }
+            other => other,
+        }
+    }
+
     async fn via(
         &self,
         user: &str,
@@ -329,6 +348,18 @@ impl Route {
     }
 }
 
+/// True for the operations that change nothing.
+fn is_read(operation: &Operation) -> bool {
+    matches!(
+        operation,
+        Operation::ListUsers
+            | Operation::ListContent { .. }
+            | Operation::Search { .. }
+            | Operation::FindSources { .. }
+            | Operation::Whois { .. }
+    )
+}
+
 /// The user a request acts for (empty when it names nobody valid).
 fn request_user(request: &Request) -> String {
     request.user.clone().unwrap_or_default()
@@ -374,6 +405,10 @@ mod tests {
             OpKind::ListUsers | OpKind::ListContent | OpKind::Search
         ) {
             peerdex_protocol::reply::put_count(&mut out, 0);
+        }
+        if request.operation.kind() == OpKind::Whois {
+            let offline = peerdex_protocol::reply::Whois::Offline { last_seen: None };
+            peerdex_protocol::reply::put_whois(&mut out, &offline).unwrap();
         }
         out
     }
@@ -483,6 +518,32 @@ mod tests {
             ["c> CONNECT OK"]
         );
         assert_eq!(directory.logins().last(), Some(&seen("alice", "pw")));
+    }
+
+    #[tokio::test]
+    async fn a_read_for_a_user_whose_login_is_refused_goes_classic() {
+        let directory = protected_alice().await;
+        let share = tempfile::tempdir().unwrap();
+        let mut shell = directory.session(share.path());
+        assert_eq!(
+            run(&mut shell, "CONNECT alice").await.out,
+            ["c> CONNECT FAIL"]
+        );
+        // WHOIS asks nothing of alice: a refused login does not stop it,
+        // and a read carries no password on a classic connection.
+        let printed = run(&mut shell, "WHOIS bob").await;
+        assert_eq!(printed.out, ["c> WHOIS OK", "\tbob offline never"]);
+        let sent = directory.requests();
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        let (in_session, request) = &sent[0];
+        assert!(!in_session);
+        assert_eq!(request.operation.kind(), OpKind::Whois);
+        // A mutation is not sent at all.
+        assert_eq!(
+            run(&mut shell, "DISCONNECT alice").await.out,
+            ["c> DISCONNECT FAIL"]
+        );
+        assert_eq!(directory.requests().len(), 1);
     }
 
     #[tokio::test]
