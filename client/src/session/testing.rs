@@ -69,19 +69,7 @@ pub(super) fn session_in(port: u16, share: &Path, state_dir: &Path) -> Session {
 }
 
 pub(super) fn session_for(port: u16, share: &Path) -> Session {
-    let directory = DirectoryClient::new("127.0.0.1", port);
-    let config = SessionConfig {
-        profile: ServerProfile::in_memory(&directory.key()),
-        directory,
-        time: TimeSource::local(),
-        share: ShareDir::new(share).unwrap(),
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        progress: false,
-        auto_share: None,
-        passwords: Arc::new(crate::passwords::Passwords::none()),
-        state_dir: None,
-    };
-    Session::new(config, Arc::new(Mutex::new(Vec::new())))
+    session_with_passwords(port, share, crate::passwords::Passwords::none())
 }
 
 pub(super) fn code(code: u8) -> bytes::BytesMut {
